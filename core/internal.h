@@ -1,0 +1,84 @@
+/*
+ * libksock internals shared between core files. Not installed.
+ */
+#ifndef KSOCK_INTERNAL_H
+#define KSOCK_INTERNAL_H
+
+#include <ksock/ksock.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct event;
+
+typedef struct ksock__sink_s ksock__sink_t;
+
+
+/* The logger: a set of sinks, each with its own level and format. */
+typedef struct ksock__logger_s {
+    pthread_mutex_t lock;        /* serializes sink writes across threads */
+    _Atomic int threshold;       /* lowest level any sink accepts */
+    ksock__sink_t *sinks;        /* singly linked, in config order */
+    int in_write;                /* recursion guard (a sink that logs) */
+    ksock_buf_t scratch;         /* formatting buffer, under lock */
+} ksock__logger_t;
+
+struct ksock_runtime_s {
+    struct event_base *base;
+    pthread_t loop_thread;
+    _Atomic int loop_thread_set;
+    _Atomic int stopping;
+    void *data;
+
+    /* cross-thread posts */
+    pthread_mutex_t post_lock;
+    struct ksock__post_s *post_head, *post_tail;
+    int post_fd; /* eventfd */
+    struct event *post_ev;
+
+    ksock__logger_t log;
+
+    ksock_error_cb on_error;
+    void *on_error_data;
+
+    /* plugins */
+    struct ksock_plugin_s *plugins; /* loaded plugins, most recent first */
+    char **plugin_path;
+    size_t plugin_path_n;
+
+    /* configuration kept alive for the instances that borrow from it */
+    const ksock_config_t *cfg;
+    ksock_config_t **owned_cfgs; /* adopted documents, freed at destroy */
+    size_t n_owned_cfgs;
+
+    /* slots for other subsystems (serialization strategy state, ...) */
+    void *serde_state;
+    void (*serde_state_free)(void *);
+};
+
+/* Logger lifecycle (log.c). */
+int ksock__log_init(ksock_runtime_t *rt);
+void ksock__log_destroy(ksock_runtime_t *rt);
+/* Configure sinks from the config's "log" object (may be NULL: console at info). */
+int ksock__log_configure(ksock_runtime_t *rt, const ksock_config_t *doc, const ksock_cfg_t *log,
+                         bool check_only, char *errstr, size_t errstr_size);
+const ksock_option_t *ksock__log_schema(void);
+const ksock_option_t *ksock__log_sink_schema(void);
+const ksock_option_t *ksock__log_console_schema(void);
+
+/* Plugin registry teardown (plugin.c): fini + dlclose, after all instances are gone. */
+void ksock__plugins_destroy(ksock_runtime_t *rt);
+/* Read the config's "plugin_path" list into the runtime. */
+int ksock__plugins_configure(ksock_runtime_t *rt, const ksock_config_t *doc,
+                             const ksock_cfg_t *root, char *errstr, size_t errstr_size);
+
+/* Config internals (config.c) used by options.c for messages. */
+const char *ksock__cfg_doc_name(const ksock_config_t *doc);
+
+/* Per-runtime slot for the serialization API (core/serde). */
+void *ksock__runtime_serde_state(ksock_runtime_t *rt);
+void ksock__runtime_set_serde_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *));
+
+/* Duplicate a string or die trying: NULL in, NULL out. */
+char *ksock__strdup(const char *s);
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * Transport interface: listen and connect, send, close; events open,
+ * message, writable, close. The `ws` transport (plugins/transport_ws) runs
+ * libwebsockets in its own thread; a transport on the core loop (an SSE
+ * transport on libevent's HTTP server, say) implements the same vtable.
+ * The core never sees a transport's own types.
+ *
+ * Threads: every vtable function is called on the loop thread. Every event
+ * is delivered on the loop thread (a transport with its own thread posts
+ * them with ksock_runtime_post()), except on_handshake, which is called
+ * synchronously while the upgrade is pending and must be thread-safe.
+ */
+#ifndef KSOCK_TRANSPORT_H
+#define KSOCK_TRANSPORT_H
+
+#include <ksock/auth.h>
+#include <ksock/plugin.h>
+#include <ksock/serializer.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A connection, named by the transport instance that owns it. Never reused within an instance. */
+typedef uint64_t ksock_conn_id_t;
+
+/*
+ * A frame ready to send, shared by reference count across connections
+ * (fan-out builds one frame per serializer). Immutable once built. The
+ * count is atomic: any thread may ref/unref.
+ */
+typedef struct ksock_frame_s ksock_frame_t;
+
+/* Copy `len` bytes into a new frame with one reference. NULL on ENOMEM. */
+KSOCK_EXTERN ksock_frame_t *ksock_frame_new(ksock_frame_type_t type, const void *data, size_t len);
+/* Take over a malloc'ed buffer (freed with free() at the last unref). */
+KSOCK_EXTERN ksock_frame_t *ksock_frame_adopt(ksock_frame_type_t type, void *data, size_t len);
+KSOCK_EXTERN ksock_frame_t *ksock_frame_ref(ksock_frame_t *f);
+KSOCK_EXTERN void ksock_frame_unref(ksock_frame_t *f);
+KSOCK_EXTERN const void *ksock_frame_data(const ksock_frame_t *f, size_t *len);
+KSOCK_EXTERN ksock_frame_type_t ksock_frame_type(const ksock_frame_t *f);
+
+/* Callbacks from a transport to its host (the core). */
+typedef struct ksock_transport_events_s {
+    size_t size; /* sizeof(ksock_transport_events_t) */
+    void *data;  /* passed back as `data` */
+    /*
+     * Server side: decide on an upgrade before it completes. Return 0 to
+     * accept (and set *conn_data), KSOCK_E_AUTH to answer 401,
+     * KSOCK_E_FORBIDDEN for 403, anything else 400 with errstr as body.
+     * Thread-safe; may run on the transport's thread.
+     */
+    int (*on_handshake)(void *data, ksock_conn_id_t id, const ksock_handshake_t *hs,
+                        void **conn_data, char *errstr, size_t errstr_size);
+    /* The connection is open (server: upgraded; client: connected). */
+    void (*on_open)(void *data, ksock_conn_id_t id, void *conn_data, const char *subprotocol);
+    /* One complete message (fragments joined). `payload` borrowed for the call. */
+    void (*on_message)(void *data, ksock_conn_id_t id, void *conn_data, ksock_frame_type_t type,
+                       const void *payload, size_t len);
+    /* The send queue fell below its low-water mark after send() returned KSOCK_E_QUEUE_FULL. */
+    void (*on_writable)(void *data, ksock_conn_id_t id, void *conn_data);
+    /*
+     * The connection is gone; the last event for `id`. `code`/`reason`
+     * from the close frame (1006 and NULL when none came), `err` the
+     * transport-level cause (KSOCK_E_CONNRESET, KSOCK_E_TIMEDOUT...) or 0.
+     */
+    void (*on_close)(void *data, ksock_conn_id_t id, void *conn_data, int code,
+                     const char *reason, int err);
+} ksock_transport_events_t;
+
+/* Client-side connection request. Borrowed for the call. */
+typedef struct ksock_connect_opts_s {
+    size_t size;                   /* sizeof(ksock_connect_opts_t) */
+    const char *url;               /* ws:// or wss:// */
+    const char *subprotocol;       /* e.g. "ksock.v1.json" */
+    const ksock_kvpair_t *headers; /* extra request headers */
+    size_t nheaders;
+    const char *ca_file;           /* PEM CA bundle for wss://, NULL: system */
+    bool insecure;                 /* skip certificate verification (tests only) */
+    uint64_t connect_timeout_ms;   /* 0: transport default */
+    uint64_t max_message_size;     /* 0: transport default */
+} ksock_connect_opts_t;
+
+typedef struct ksock_transport_vtable_s {
+    KSOCK_VTABLE_HEAD;
+    /* Start the listeners named in the instance options and report events to `ev` (copied). */
+    int (*listen)(void *inst, const ksock_transport_events_t *ev, char *errstr,
+                  size_t errstr_size);
+    /*
+     * Open a client connection. *id is assigned before any event; on_open or
+     * on_close follows (never from inside this call).
+     */
+    int (*connect)(void *inst, const ksock_connect_opts_t *opts, const ksock_transport_events_t *ev,
+                   void *conn_data, ksock_conn_id_t *id, char *errstr, size_t errstr_size);
+    /*
+     * Queue a frame; takes a reference of its own. KSOCK_E_QUEUE_FULL when
+     * the connection's send queue is at its bound (on_writable follows when
+     * it drains), KSOCK_E_CLOSED for a connection that is gone.
+     */
+    int (*send)(void *inst, ksock_conn_id_t id, ksock_frame_t *frame);
+    /* Start a close handshake with `code` and `reason` (may be NULL). */
+    int (*close)(void *inst, ksock_conn_id_t id, int code, const char *reason);
+    /* Stop listening and close every connection; on_close fires for each. */
+    void (*stop)(void *inst);
+} ksock_transport_vtable_t;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
