@@ -313,7 +313,7 @@ int ksock_config_load_string(const char *name, const char *text, size_t len,
             int line, col;
             if (off > len) off = len;
             /* yajl counts the offending token as consumed: point at it, not past it. */
-            if (off > 0 && off < len) off--;
+            if (off > 0) off--;
             p.cur_off = 0;
             p.cur_line = p.cur_col = 1;
             cursor_to(&p, off, &line, &col);
