@@ -31,10 +31,14 @@ struct ksock__sink_s {
     const ksock_logsink_vtable_t *vt;
     /* counters (under the logger lock) */
     uint64_t written, dropped, errors;
-    bool dropping; /* in a run of drops: report only its first */
+    bool dropping;            /* in a run of drops: report only its first */
+    uint64_t last_report_ns;  /* and no more than one report per DROP_REPORT_EVERY_NS */
 };
 
 static _Thread_local int tl_in_log;
+
+/* A sink flapping between success and failure must not flood the error handler. */
+#define DROP_REPORT_EVERY_NS (10ull * 1000000000ull)
 
 static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -305,8 +309,10 @@ static void sink_write(ksock_runtime_t *rt, ksock__sink_t *s, const ksock_log_re
         return;
     }
     s->dropped++;
-    if (!s->dropping) {
+    uint64_t now = ksock_now_ns();
+    if (!s->dropping && (s->last_report_ns == 0 || now - s->last_report_ns >= DROP_REPORT_EVERY_NS)) {
         s->dropping = true;
+        s->last_report_ns = now;
         drop_report_t *d = calloc(1, sizeof(*d));
         if (d) {
             d->sink = ksock__strdup(s->name);
@@ -669,19 +675,32 @@ int ksock_log_add_sink(ksock_runtime_t *rt, const ksock_log_options_t *opts, cha
     return configure_one(rt, opts, true, errstr, errstr_size);
 }
 
+/*
+ * reopen, flush and stats run under the logger lock like write(), so the
+ * same guard applies: a sink that logs from them ("reopened X") has that
+ * record dropped instead of deadlocking on the lock.
+ */
 void ksock_log_reopen(ksock_runtime_t *rt)
 {
+    /* A sink that logs from here must not re-enter the lock it runs under. */
+    tl_in_log = 1;
     pthread_mutex_lock(&rt->log.lock);
+    tl_in_log = 1;
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next)
         if (s->pi && s->vt->reopen) s->vt->reopen(s->pi->inst);
+    tl_in_log = 0;
     pthread_mutex_unlock(&rt->log.lock);
 }
 
 void ksock_log_flush(ksock_runtime_t *rt)
 {
+    /* A sink that logs from here must not re-enter the lock it runs under. */
+    tl_in_log = 1;
     pthread_mutex_lock(&rt->log.lock);
+    tl_in_log = 1;
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next)
         if (s->pi && s->vt->flush) s->vt->flush(s->pi->inst);
+    tl_in_log = 0;
     pthread_mutex_unlock(&rt->log.lock);
 }
 
@@ -689,6 +708,7 @@ size_t ksock_log_stats(ksock_runtime_t *rt, ksock_log_sink_stats_t *out, size_t 
 {
     size_t n = 0;
     pthread_mutex_lock(&rt->log.lock);
+    tl_in_log = 1;
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next, n++) {
         if (n >= max) continue;
         ksock_log_sink_stats_t st = {sizeof(st), s->name, s->type, s->written, s->dropped,
@@ -703,6 +723,7 @@ size_t ksock_log_stats(ksock_runtime_t *rt, ksock_log_sink_stats_t *out, size_t 
         }
         out[n] = st;
     }
+    tl_in_log = 0;
     pthread_mutex_unlock(&rt->log.lock);
     return n;
 }

@@ -259,10 +259,12 @@ void ksock_runtime_destroy(ksock_runtime_t *rt)
     /* Teardown in order: finish queued work, stop sinks, then plugins, then the loop. */
     run_posts(rt);
     atomic_store(&rt->stopping, 2);
+    /* Kafka first: closing its handles fires callbacks that may still log. */
+    if (rt->kafka_state_free) rt->kafka_state_free(rt->kafka_state);
+    rt->kafka_state = NULL;
     if (rt->serde_state_free) rt->serde_state_free(rt->serde_state);
     rt->serde_state = NULL;
     ksock__log_destroy(rt);
-    run_posts(rt); /* posts made by sinks while closing */
     ksock__plugins_destroy(rt);
     for (size_t i = 0; i < rt->plugin_path_n; i++) free(rt->plugin_path[i]);
     free(rt->plugin_path);
@@ -307,6 +309,17 @@ void ksock__runtime_set_serde_state(ksock_runtime_t *rt, void *state, void (*fre
         rt->serde_state_free(rt->serde_state);
     rt->serde_state = state;
     rt->serde_state_free = free_fn;
+}
+
+void *ksock__runtime_kafka_state(ksock_runtime_t *rt)
+{
+    return rt->kafka_state;
+}
+
+void ksock__runtime_set_kafka_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *))
+{
+    rt->kafka_state = state;
+    rt->kafka_state_free = free_fn;
 }
 
 /* ---- Timers -------------------------------------------------------------- */

@@ -408,6 +408,13 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
 
+    /*
+     * A peer that closes mid-write (an HTTP log collector, a WebSocket
+     * client) must produce EPIPE, not kill the daemon: some libraries write
+     * without MSG_NOSIGNAL.
+     */
+    signal(SIGPIPE, SIG_IGN);
+
     ksock_runtime_t *rt;
     char err[512];
     if (ksock_runtime_new(&rt, err, sizeof(err)) != 0) {

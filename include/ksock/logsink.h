@@ -29,11 +29,21 @@ typedef struct ksock_logsink_vtable_s {
      * counts drops and reports the first of a run through the error handler.
      */
     int (*write)(void *inst, const ksock_log_record_t *rec);
-    /* Write out buffered records. May be NULL. Loop thread. */
+    /*
+     * Write out buffered records. May be NULL. Loop thread, under the
+     * logger lock: records logged from here are dropped, so report
+     * problems later (from a timer), not from inside flush.
+     */
     void (*flush)(void *inst);
-    /* Reopen the destination (SIGHUP / logrotate). May be NULL. Loop thread. */
+    /* Reopen the destination (SIGHUP / logrotate). May be NULL. Same rules as flush. */
     void (*reopen)(void *inst);
-    /* Counters for operators. May be NULL. Any thread, under the logger lock. */
+    /*
+     * Counters for operators. May be NULL. Any thread, under the logger lock.
+     * `written`: records the sink delivered (replaces the core's count);
+     * `dropped`: records lost AFTER write() accepted them (queue overflow,
+     * failed delivery). The core adds the records whose write() returned an
+     * error itself, so a sink must not count those again.
+     */
     void (*stats)(void *inst, uint64_t *written, uint64_t *dropped, uint64_t *errors);
 } ksock_logsink_vtable_t;
 

@@ -62,7 +62,11 @@ KSOCK_EXTERN void ksock_runtime_stop(ksock_runtime_t *rt);
  */
 KSOCK_EXTERN void ksock_runtime_destroy(ksock_runtime_t *rt);
 
-/* The libevent base of the loop. Borrowed: valid until ksock_runtime_destroy(). */
+/*
+ * The libevent base of the loop. Borrowed: valid until ksock_runtime_destroy().
+ * Loop thread only: the base is created without locking (one thread owns it);
+ * from another thread, ksock_runtime_post() the work instead.
+ */
 KSOCK_EXTERN struct event_base *ksock_runtime_event_base(ksock_runtime_t *rt);
 
 /* True when called on the loop thread (or when the loop has not run yet). Thread-safe. */
