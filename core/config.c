@@ -306,14 +306,20 @@ int ksock_config_load_string(const char *name, const char *text, size_t len,
     yajl_config(p.h, yajl_allow_comments, 1);
 
     yajl_status st = yajl_parse(p.h, (const unsigned char *)text, len);
-    if (st == yajl_status_ok) st = yajl_complete_parse(p.h);
+    bool at_end = false;
+    if (st == yajl_status_ok) {
+        st = yajl_complete_parse(p.h);
+        /* An error here is a premature end; yajl then reports 0 bytes consumed. */
+        at_end = true;
+    }
     if (st != yajl_status_ok) {
         if (p.err[0] == '\0' || st == yajl_status_error) {
-            size_t off = yajl_get_bytes_consumed(p.h);
+            bool empty = len == 0 || token_start(&(parser_t){.text = text, .len = len}) == len;
+            size_t off = empty ? 0 : at_end ? len : yajl_get_bytes_consumed(p.h);
             int line, col;
             if (off > len) off = len;
             /* yajl counts the offending token as consumed: point at it, not past it. */
-            if (off > 0) off--;
+            if (off > 0 && !at_end) off--;
             p.cur_off = 0;
             p.cur_line = p.cur_col = 1;
             cursor_to(&p, off, &line, &col);
@@ -321,8 +327,7 @@ int ksock_config_load_string(const char *name, const char *text, size_t len,
             char clean[256];
             yajl_message(&p, m, clean, sizeof(clean));
             yajl_free_error(p.h, m);
-            if (len == 0 || token_start(&(parser_t){.text = text, .len = len}) == len)
-                snprintf(clean, sizeof(clean), "empty document");
+            if (empty) snprintf(clean, sizeof(clean), "empty document");
             ksock_errstr_set(errstr, errstr_size, "%s:%d:%d: syntax error: %s", name, line, col,
                              clean);
         } else {

@@ -685,7 +685,6 @@ void ksock_log_reopen(ksock_runtime_t *rt)
     /* A sink that logs from here must not re-enter the lock it runs under. */
     tl_in_log = 1;
     pthread_mutex_lock(&rt->log.lock);
-    tl_in_log = 1;
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next)
         if (s->pi && s->vt->reopen) s->vt->reopen(s->pi->inst);
     tl_in_log = 0;
@@ -697,7 +696,6 @@ void ksock_log_flush(ksock_runtime_t *rt)
     /* A sink that logs from here must not re-enter the lock it runs under. */
     tl_in_log = 1;
     pthread_mutex_lock(&rt->log.lock);
-    tl_in_log = 1;
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next)
         if (s->pi && s->vt->flush) s->vt->flush(s->pi->inst);
     tl_in_log = 0;

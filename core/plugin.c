@@ -165,8 +165,10 @@ int ksock_plugin_desc_check(const ksock_plugin_desc_t *d, const char *file, char
         if (d->options_struct_size == 0)
             REFUSE(KSOCK_E_PLUGIN, "declares options but options_struct_size is 0");
         char why[300];
-        if (ksock_options_check_schema(d->options, d->option_size, d->name, why, sizeof(why)) != 0)
-            REFUSE(KSOCK_E_PLUGIN, "bad option table: %s", why);
+        int bad = ksock_options_check_schema(d->options, d->option_size, d->name, why, sizeof(why));
+        /* KSOCK_E_ABI: entries shorter than ABI 1.0's ksock_option_t; else a bad table. */
+        if (bad != 0)
+            REFUSE(bad == KSOCK_E_ABI ? KSOCK_E_ABI : KSOCK_E_PLUGIN, "bad option table: %s", why);
     }
     return 0;
 #undef REFUSE

@@ -265,6 +265,11 @@ void ksock_runtime_destroy(ksock_runtime_t *rt)
     if (rt->serde_state_free) rt->serde_state_free(rt->serde_state);
     rt->serde_state = NULL;
     ksock__log_destroy(rt);
+    /*
+     * Work queued since the first run_posts() (by those callbacks, or by sinks
+     * while closing) runs now, seeing is_stopping(), so it frees its argument.
+     */
+    run_posts(rt);
     ksock__plugins_destroy(rt);
     for (size_t i = 0; i < rt->plugin_path_n; i++) free(rt->plugin_path[i]);
     free(rt->plugin_path);

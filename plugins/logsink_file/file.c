@@ -213,13 +213,12 @@ static int file_create(const ksock_plugin_ctx_t *ctx, const void *options, void 
     mode_t mode = 0;
     if (parse_mode(o->mode, &mode) != 0) {
         ksock_errstr_set(errstr, errstr_size,
-                         "%s: key \"mode\": \"%s\" is not an octal file mode such as \"0640\"",
-                         ctx->component, o->mode ? o->mode : "");
+                         "key \"mode\": \"%s\" is not an octal file mode such as \"0640\"",
+                         o->mode ? o->mode : "");
         return KSOCK_E_CONFIG;
     }
     if (o->path == NULL || o->path[0] == '\0') {
-        ksock_errstr_set(errstr, errstr_size, "%s: key \"path\": must not be empty",
-                         ctx->component);
+        ksock_errstr_set(errstr, errstr_size, "key \"path\": must not be empty");
         return KSOCK_E_CONFIG;
     }
 
@@ -241,8 +240,7 @@ static int file_create(const ksock_plugin_ctx_t *ctx, const void *options, void 
     fs->fd = file_open(fs->path, mode);
     if (fs->fd < 0) {
         int e = errno;
-        ksock_errstr_set(errstr, errstr_size, "%s: cannot open \"%s\": %s", ctx->component,
-                         fs->path, strerror(e));
+        ksock_errstr_set(errstr, errstr_size, "cannot open \"%s\": %s", fs->path, strerror(e));
         file_destroy(fs);
         return KSOCK_E_IO;
     }
@@ -255,8 +253,8 @@ static int file_create(const ksock_plugin_ctx_t *ctx, const void *options, void 
     if (rc == 0)
         rc = ksock_timer_start(fs->timer, (uint64_t)o->flush_interval, (uint64_t)o->flush_interval);
     if (rc != 0) {
-        ksock_errstr_set(errstr, errstr_size, "%s: cannot start the flush timer: %s",
-                         ctx->component, ksock_strerror(rc));
+        ksock_errstr_set(errstr, errstr_size, "cannot start the flush timer: %s",
+                         ksock_strerror(rc));
         file_destroy(fs);
         return rc;
     }

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""The plugin SDK as a third party uses it.
+
+Configures a fresh build of this source tree with a temporary --prefix,
+installs it, then works only from the installed prefix: pkg-config, the
+headers, the bundled plugins under <libdir>/ksock/plugins, an out-of-tree
+plugin (examples/logsink_example) built with its own Makefile and nothing
+but `pkg-config --cflags --libs ksock`, and the installed ksockd loading it
+from a config and logging through it.
+
+    test_sdk.py SOURCE_ROOT [TEST_NAME...]
+
+TAP on stdout. KSOCK_KEEP_TMP=1 keeps the temporary directory for a look.
+"""
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap import Tap  # noqa: E402
+
+SRC = os.path.abspath(sys.argv[1])
+EXAMPLE = os.path.join(SRC, "examples", "logsink_example")
+t = Tap()
+S = {}  # state shared by the steps, filled by install_into_a_temporary_prefix
+
+
+def run(cmd, env=None, timeout=240, cwd=None):
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def must(cmd, env=None, timeout=240, cwd=None):
+    r = run(cmd, env=env, timeout=timeout, cwd=cwd)
+    assert r.returncode == 0, f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def need_install():
+    if "prefix" not in S:
+        t.skip("the install step failed")
+
+
+def sdk_env():
+    """The environment a third party has: the prefix, and nothing of the build tree."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KSOCK_") and k not in ("LD_LIBRARY_PATH", "PKG_CONFIG_PATH")}
+    env["PKG_CONFIG_PATH"] = S["pcdir"]
+    env["LD_LIBRARY_PATH"] = S["libdir"]
+    return env
+
+
+def pkg(*args):
+    return must(["pkg-config", *args, "ksock"], env=sdk_env()).stdout.strip()
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def ksockd(*args, timeout=30):
+    return run([S["ksockd"], *args], env=sdk_env(), timeout=timeout)
+
+
+def example_config(name, sinks):
+    """A config whose plugin_path is only the example's build directory."""
+    import json
+    return write(os.path.join(S["tmp"], name),
+                 json.dumps({"plugin_path": [S["example_dir"]], "log": {"sinks": sinks}}, indent=2))
+
+
+@t.test
+def install_into_a_temporary_prefix():
+    for tool in ("meson", "ninja", "make", "pkg-config", "cc", "nm"):
+        if shutil.which(tool) is None:
+            t.skip(f"{tool} not found")
+    tmp = tempfile.mkdtemp(prefix="ksock-sdk-")
+    S["tmp"] = tmp
+    prefix, build = os.path.join(tmp, "prefix"), os.path.join(tmp, "build")
+    # A build of its own: `meson install` can only install to the prefix the
+    # build was configured with. No tests: they are not part of the SDK.
+    must(["meson", "setup", build, SRC, f"--prefix={prefix}", "-Dtests=false"], cwd=tmp)
+    must(["ninja", "-C", build, "install"], timeout=280)
+    pcs = glob.glob(os.path.join(prefix, "**", "pkgconfig", "ksock.pc"), recursive=True)
+    assert len(pcs) == 1, f"ksock.pc installed {len(pcs)} times: {pcs}"
+    S["pcdir"] = os.path.dirname(pcs[0])
+    S["libdir"] = os.path.dirname(S["pcdir"])  # <prefix>/lib/x86_64-linux-gnu on Debian
+    S["build"] = build
+    S["ksockd"] = os.path.join(prefix, "bin", "ksockd")
+    assert os.access(S["ksockd"], os.X_OK), "ksockd not installed in <prefix>/bin"
+    assert os.path.exists(os.path.join(S["libdir"], "libksock.so")), "no libksock.so dev symlink"
+    S["prefix"] = prefix
+    print(f"# prefix {prefix}, libdir {S['libdir']}")
+
+
+@t.test
+def pkg_config_describes_the_sdk():
+    need_install()
+    cflags, libs = pkg("--cflags"), pkg("--libs")
+    assert f"-I{S['prefix']}/include" in cflags.split(), cflags
+    assert f"-L{S['libdir']}" in libs.split() and "-lksock" in libs.split(), libs
+    assert pkg("--variable=plugindir") == os.path.join(S["libdir"], "ksock", "plugins")
+    version = must([S["ksockd"], "--version"], env=sdk_env()).stdout
+    assert version.startswith(f"ksockd {pkg('--modversion')} "), version
+
+
+@t.test
+def every_public_header_is_installed():
+    need_install()
+    have = sorted(os.path.basename(h) for h in glob.glob(os.path.join(S["prefix"], "include", "ksock", "*.h")))
+    want = sorted(os.path.basename(h) for h in glob.glob(os.path.join(SRC, "include", "ksock", "*.h")))
+    missing = sorted(set(want) - set(have))
+    assert not missing, f"in include/ksock/ but not installed (include/meson.build): {missing}"
+
+
+@t.test
+def installed_headers_compile_alone():
+    """Each header includes what it needs, in C11 with warnings as errors, and in C++."""
+    need_install()
+    cflags = pkg("--cflags").split()
+    bad = []
+    for h in sorted(glob.glob(os.path.join(S["prefix"], "include", "ksock", "*.h"))):
+        src = f"#include <ksock/{os.path.basename(h)}>\n"
+        compilers = [["cc", "-std=c11", "-x", "c"]]
+        if shutil.which("c++"):
+            compilers.append(["c++", "-std=c++11", "-x", "c++"])
+        for cc in compilers:
+            r = subprocess.run([*cc, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", *cflags, "-"],
+                               input=src, capture_output=True, text=True, env=sdk_env())
+            if r.returncode != 0:
+                bad.append(f"{os.path.basename(h)} ({cc[0]}): {r.stderr.strip()[:500]}")
+    assert not bad, "\n".join(bad)
+
+
+@t.test
+def bundled_plugins_are_installed_in_plugindir():
+    need_install()
+    plugindir = pkg("--variable=plugindir")
+    built = sorted(os.path.basename(p) for p in glob.glob(os.path.join(S["build"], "plugins", "*.so")))
+    installed = sorted(os.path.basename(p) for p in glob.glob(os.path.join(plugindir, "*.so")))
+    assert built, "the build made no plugins"
+    assert installed == built, f"built {built}, installed {installed}"
+    assert "logsink_file.so" in installed, installed
+    for name in installed:  # each exports the entry symbol and nothing else
+        syms = must(["nm", "-D", "--defined-only", os.path.join(plugindir, name)]).stdout.split()
+        exported = [s for s in syms if not re.fullmatch(r"[0-9a-f]+|[A-Za-z]", s)]
+        assert exported == ["ksock_plugin_entry"], f"{name} exports {exported}"
+
+
+@t.test
+def example_builds_with_pkg_config_only():
+    need_install()
+    out = os.path.join(S["tmp"], "example")
+    # The example's own Makefile, from a copy of its directory: an SDK user's checkout.
+    work = os.path.join(S["tmp"], "example-src")
+    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("build"))
+    r = must(["make", "-C", work, f"BUILD={out}"], env=sdk_env())
+    assert "warning" not in r.stderr.lower(), r.stderr
+    so = os.path.join(out, "logsink_example.so")
+    syms = must(["nm", "-D", "--defined-only", so]).stdout.split()
+    exported = [s for s in syms if not re.fullmatch(r"[0-9a-f]+|[A-Za-z]", s)]
+    assert exported == ["ksock_plugin_entry"], f"exports {exported}"
+    S["example_dir"] = out
+
+
+def need_example():
+    need_install()
+    if "example_dir" not in S:
+        t.skip("the example did not build")
+
+
+@t.test
+def installed_ksockd_lists_the_example_and_the_bundled_plugins():
+    need_example()
+    cfg = example_config("list.json", [])
+    r = ksockd("--list-plugins", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    plugindir = pkg("--variable=plugindir")
+    # The example from plugin_path; the bundled sinks from the compiled-in
+    # default directory (no $KSOCK_PLUGIN_PATH in this environment).
+    assert re.search(r"^logsink\s+example\s+1\.0\.0\s+ABI 1\.0\s+" + re.escape(S["example_dir"]), r.stdout, re.M), r.stdout
+    assert re.search(r"^logsink\s+file\s+.*" + re.escape(plugindir), r.stdout, re.M), r.stdout
+    assert "refused" not in r.stderr, r.stderr
+    d = ksockd("--describe-plugin", "example", "--config", cfg)
+    assert d.returncode == 0, d.stderr
+    for opt in ("prefix", "path", "stream", "numbered", "enum:stderr|stdout"):
+        assert opt in d.stdout, d.stdout
+
+
+@t.test
+def check_config_validates_the_example_options():
+    need_example()
+    good = example_config("good.json", [{"type": "example", "prefix": "[ok]"}])
+    r = ksockd("--check-config", good)
+    assert r.returncode == 0, r.stderr
+    cases = [
+        ({"type": "example", "prefx": "x"}, 'logsink "example": key "prefx": unknown key'),
+        ({"type": "example", "numbered": "yes"}, 'key "numbered": expected true or false, got string'),
+        ({"type": "example", "stream": "stdlog"}, 'key "stream": "stdlog" is not one of: stderr, stdout'),
+    ]
+    for sink, want in cases:
+        cfg = example_config("bad.json", [sink])
+        r = ksockd("--check-config", cfg)
+        assert r.returncode == 2, (sink, r.returncode, r.stderr)
+        assert want in r.stderr and f"{cfg}:" in r.stderr, (sink, r.stderr)
+    # What only create() can find stops --config, before start-up.
+    nodir = os.path.join(S["tmp"], "no", "such", "dir", "a.log")
+    cfg = example_config("nodir.json", [{"type": "example", "path": nodir}])
+    r = ksockd("--config", cfg)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f'ksockd: logsink "example": cannot open "{nodir}": No such file or directory' in r.stderr, r.stderr
+    assert "ksockd started" not in r.stderr + r.stdout
+
+
+@t.test
+def installed_ksockd_logs_through_the_example():
+    need_example()
+    log = os.path.join(S["tmp"], "example.log")
+    filelog = os.path.join(S["tmp"], "file.log")
+    cfg = example_config("run.json", [
+        {"type": "example", "name": "numbered", "prefix": "[sdk]", "path": log, "format": "json"},
+        {"type": "example", "name": "plain", "prefix": "[plain]", "stream": "stdout",
+         "numbered": False},
+        # A bundled plugin from the installed default directory, next to it.
+        {"type": "file", "path": filelog, "flush_interval": "10ms"},
+    ])
+    p = subprocess.Popen([S["ksockd"], "--config", cfg], env=sdk_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while "ksockd started" not in read(log) and time.monotonic() < end and p.poll() is None:
+            time.sleep(0.02)
+        assert "ksockd started" in read(log), f"no start-up record; exit {p.poll()}"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, (p.returncode, err)
+    lines = read(log).splitlines()
+    # Numbered by this instance, in order, from 1; json as configured.
+    assert [int(re.match(r"\[sdk\] #(\d+) \{", ln).group(1)) for ln in lines] == list(range(1, len(lines) + 1)), lines
+    assert '"message":"ksockd started"' in lines[0], lines[0]
+    assert '"message":"ksockd stopped"' in lines[-1], lines[-1]
+    # The second instance: its own options and its own stream, text format.
+    plain = [ln for ln in out.splitlines() if ln.startswith("[plain] ")]
+    assert len(plain) == len(lines), (plain, lines)
+    assert re.match(r"\[plain\] \S+Z INFO  ksockd: ksockd started", plain[0]), plain[0]
+    assert "ksockd stopped" in read(filelog), read(filelog)
+
+
+if __name__ == "__main__":
+    try:
+        t.run()
+    finally:
+        if S.get("tmp") and not os.environ.get("KSOCK_KEEP_TMP"):
+            shutil.rmtree(S["tmp"], ignore_errors=True)
