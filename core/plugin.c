@@ -37,22 +37,25 @@ struct ksock_plugin_s {
 #define DESC_SIZE_1_0 (offsetof(ksock_plugin_desc_t, fini) + sizeof(void (*)(void)))
 
 /*
- * Vtable sizes at ABI 1.0, per kind. Frozen: when a later minor appends
- * members, these stay at their 1.0 values (write the number, not sizeof).
+ * Vtable sizes at ABI 1.0, per kind: the end of the last member that 1.0
+ * has. When a later minor appends members these expressions keep their
+ * 1.0 value, so older plugins stay loadable (sizeof would not).
  */
+#define END_OF(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
+
 static size_t vtable_size_1_0(uint32_t kind)
 {
     switch (kind) {
     case KSOCK_PLUGIN_TRANSPORT:
-        return sizeof(ksock_transport_vtable_t);
+        return END_OF(ksock_transport_vtable_t, stop);
     case KSOCK_PLUGIN_SERIALIZER:
-        return sizeof(ksock_serializer_vtable_t);
+        return END_OF(ksock_serializer_vtable_t, decode_envelope);
     case KSOCK_PLUGIN_RECONNECT:
-        return sizeof(ksock_reconnect_vtable_t);
+        return END_OF(ksock_reconnect_vtable_t, stable_after_ms);
     case KSOCK_PLUGIN_AUTH:
-        return sizeof(ksock_auth_vtable_t);
+        return END_OF(ksock_auth_vtable_t, validate_token);
     case KSOCK_PLUGIN_LOGSINK:
-        return sizeof(ksock_logsink_vtable_t);
+        return END_OF(ksock_logsink_vtable_t, stats);
     }
     return 0;
 }
