@@ -79,12 +79,24 @@ typedef struct {
 
 #define ASSERT_MEM_EQ(a, b, n) ASSERT(memcmp((a), (b), (n)) == 0)
 
+/* Skip the current test (e.g. a service the run did not provide); TAP "# SKIP". */
+#define TEST_SKIP_STATUS 77
+#define TEST_SKIP(...)                                                                             \
+    do {                                                                                           \
+        printf("# skip: ");                                                                        \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
+        fflush(stdout);                                                                            \
+        exit(TEST_SKIP_STATUS);                                                                    \
+    } while (0)
+
 static inline int test_run_one_(const test_entry_t *t)
 {
     if (getenv("KSOCK_TEST_NOFORK")) {
         t->fn();
         return 0;
     }
+    /* 0 pass, -1 fail, TEST_SKIP_STATUS skipped */
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) return -1;
@@ -97,6 +109,7 @@ static inline int test_run_one_(const test_entry_t *t)
     while (waitpid(pid, &status, 0) < 0) {
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_SKIP_STATUS) return TEST_SKIP_STATUS;
     if (WIFSIGNALED(status))
         printf("# %s: killed by signal %d\n", t->name, WTERMSIG(status));
     else
@@ -118,9 +131,10 @@ static inline int test_run_one_(const test_entry_t *t)
         for (size_t i = 0; i < n; i++) {                                                           \
             if (argc >= 2 && strcmp(argv[1], test_list_[i].name) != 0) continue;                   \
             int rc = test_run_one_(&test_list_[i]);                                                \
-            printf("%sok %zu - %s\n", rc == 0 ? "" : "not ", ++k, test_list_[i].name);             \
+            printf("%sok %zu - %s%s\n", rc == 0 || rc == TEST_SKIP_STATUS ? "" : "not ", ++k,       \
+                   test_list_[i].name, rc == TEST_SKIP_STATUS ? " # SKIP" : "");                   \
             fflush(stdout);                                                                        \
-            if (rc != 0) failed++;                                                                 \
+            if (rc != 0 && rc != TEST_SKIP_STATUS) failed++;                                       \
         }                                                                                          \
         return failed ? 1 : 0;                                                                     \
     }
