@@ -92,7 +92,8 @@ static size_t token_start(parser_t *p)
         if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ',' || c == ':') {
             i++;
         } else if (c == '/' && i + 1 < p->len && p->text[i + 1] == '*') {
-            const char *e = strstr(p->text + i + 2, "*/");
+            /* memmem, not strstr: the text is not NUL-terminated (found by fuzz-config). */
+            const char *e = memmem(p->text + i + 2, p->len - i - 2, "*/", 2);
             i = e ? (size_t)(e - p->text) + 2 : p->len;
         } else if (c == '/' && i + 1 < p->len && p->text[i + 1] == '/') {
             while (i < p->len && p->text[i] != '\n') i++;

@@ -43,8 +43,9 @@ static ksock_runtime_t *runtime_with(const char *json)
         fprintf(stderr, "bench_log: runtime: %s\n", err);
         exit(1);
     }
-    if (getenv("KSOCK_PLUGIN_PATH") == NULL && KSOCK_BENCH_PLUGIN_DIR[0])
-        ksock_plugin_path_add(rt, KSOCK_BENCH_PLUGIN_DIR);
+    static const char plugin_dir[] = KSOCK_BENCH_PLUGIN_DIR;
+    if (getenv("KSOCK_PLUGIN_PATH") == NULL && plugin_dir[0] != '\0')
+        ksock_plugin_path_add(rt, plugin_dir);
     if (ksock_config_load_string("bench", json, strlen(json), &cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "bench_log: config: %s\n", err);
         exit(1);

@@ -1,0 +1,54 @@
+/*
+ * serde_msgpack internals shared by its files. Not installed.
+ */
+#ifndef SERDE_MP_INTERNAL_H
+#define SERDE_MP_INTERNAL_H
+
+#include <ksock/serializer.h>
+
+/* ---- Writing (mp_write.c, with msgpack-c's packer) ---- */
+
+int mp_encode_value(const ksock_value_t *v, ksock_buf_t *out, char *errstr, size_t errstr_size);
+int mp_encode_envelope(const ksock_envelope_t *env, ksock_buf_t *out, char *errstr,
+                       size_t errstr_size);
+
+/* ---- Reading (mp_read.c, a bounded reader of our own) ---- */
+
+typedef enum { MP_NIL, MP_BOOL, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP } mp_kind_t;
+
+/* One item header: a scalar, or a container's count. */
+typedef struct mp_item_s {
+    mp_kind_t kind;
+    bool b;
+    int64_t i;
+    double d;
+    const char *s; /* str/bin payload, in the input */
+    size_t n;      /* str/bin length, or array/map count */
+    size_t at;     /* offset of the item's first byte */
+} mp_item_t;
+
+typedef struct mp_reader_s {
+    const unsigned char *base, *p, *end;
+    const ksock_value_limits_t *lim;
+    uint32_t max_depth;
+    int rc; /* first error */
+    size_t at;
+    char msg[200];
+} mp_reader_t;
+
+void mp_reader_init(mp_reader_t *r, const void *data, size_t len, const ksock_value_limits_t *lim);
+/* Record the first error (at offset `at`); returns rc. */
+int mp_fail(mp_reader_t *r, int rc, size_t at, const char *fmt, ...) KSOCK_PRINTF(4, 5);
+/* Read the next item header; str/bin payloads are skipped over and checked. */
+int mp_next(mp_reader_t *r, mp_item_t *it);
+/* A str item that is valid UTF-8, or an error. */
+int mp_check_str(mp_reader_t *r, const mp_item_t *it);
+/* Error text "msgpack: offset N: ..." into errstr; returns r->rc. */
+int mp_report(const mp_reader_t *r, char *errstr, size_t errstr_size);
+
+int mp_decode_value(const void *data, size_t len, const ksock_value_limits_t *lim,
+                    ksock_value_t **out, char *errstr, size_t errstr_size);
+int mp_decode_envelope(const void *data, size_t len, const ksock_value_limits_t *lim,
+                       ksock_envelope_t *env, char *errstr, size_t errstr_size);
+
+#endif
