@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Our WebSocket server (transport_ws through the real loader, in ws_echo_server)
+against clients nobody here wrote: Python `websockets`, and raw sockets for
+what a well-behaved library will not send (invalid UTF-8, resets, stalls)."""
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wsutil  # noqa: E402
+from tap import Tap  # noqa: E402
+
+HAVE_WS = wsutil.ensure_websockets()
+SERVER = sys.argv[1]
+t = Tap()
+
+if HAVE_WS:
+    import websockets
+    from websockets.exceptions import ConnectionClosed, InvalidStatusCode
+
+SUB = ["ksock.v1.json"]
+
+
+def need_ws():
+    if not HAVE_WS:
+        t.skip("Python websockets not installed (tools/setup --test)")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def url(port, path="/ws", query=""):
+    return f"ws://127.0.0.1:{port}{path}{query}"
+
+
+def close_code(e):
+    return e.rcvd.code if e.rcvd is not None else None
+
+
+# ---- raw-socket helpers --------------------------------------------------------
+
+def raw_upgrade(port, path="/ws"):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ksock.v1.json\r\n\r\n")
+              .encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, "connection closed during the upgrade"
+        buf += chunk
+    assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
+    return s, buf.split(b"\r\n\r\n", 1)[1]
+
+
+def frame(opcode, payload, fin=True):
+    mask = os.urandom(4)
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
+    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_close(s, pending=b"", timeout=5):
+    """Read frames until a close frame; return its code (None if the socket just closed)."""
+    s.settimeout(timeout)
+    buf = pending
+    while True:
+        while len(buf) >= 2:
+            op, n = buf[0] & 0x0F, buf[1] & 0x7F
+            off = 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, off = struct.unpack("!H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, off = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < off + n:
+                break
+            payload, buf = buf[off:off + n], buf[off + n:]
+            if op == 8:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+
+
+# ---- tests -------------------------------------------------------------------
+
+@t.test
+def echo_text_and_binary():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                assert ws.subprotocol == "ksock.v1.json", ws.subprotocol
+                await ws.send("héllo")
+                assert await ws.recv() == "héllo"
+                await ws.send(b"\x00\x01\xff")
+                assert await ws.recv() == b"\x00\x01\xff"
+                big = "x" * 200000  # larger than the rx buffer: arrives in pieces
+                await ws.send(big)
+                assert await ws.recv() == big
+        run(go())
+
+
+@t.test
+def subprotocol_negotiation():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=["x.v9", "ksock.v1.msgpack"]) as ws:
+                assert ws.subprotocol == "ksock.v1.msgpack"
+            async with websockets.connect(url(port)) as ws:  # none offered: allowed by default
+                assert ws.subprotocol is None
+                await ws.send("__hs__")
+                assert json.loads(await ws.recv())["subprotocol"] is None
+            try:
+                async with websockets.connect(url(port), subprotocols=["x.v9"]):
+                    raise AssertionError("unsupported subprotocol accepted")
+            except InvalidStatusCode as e:
+                assert e.status_code == 400, e.status_code
+        run(go())
+    with wsutil.start_server(SERVER, port, require_subprotocol=True):
+        async def go2():
+            try:
+                async with websockets.connect(url(port)):
+                    raise AssertionError("missing subprotocol accepted")
+            except InvalidStatusCode as e:
+                assert e.status_code == 400
+        run(go2())
+
+
+@t.test
+def handshake_reaches_the_core():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port):
+        async def go():
+            async with websockets.connect(url(port, query="?a=1&b=two"), subprotocols=SUB,
+                                          extra_headers={"X-Ksock-Token": "t0k",
+                                                         "Authorization": "Bearer abc"},
+                                          origin="https://app.example") as ws:
+                await ws.send("__hs__")
+                hs = json.loads(await ws.recv())
+            assert hs["path"] == "/ws" and hs["query"] == "a=1&b=two", hs
+            assert hs["token"] == "t0k" and hs["authorization"] == "Bearer abc", hs
+            assert hs["origin"] == "https://app.example", hs
+            assert hs["peer"].startswith("127.0.0.1:"), hs
+            assert hs["client_cert_len"] == 0
+        run(go())
+
+
+@t.test
+def refusals_are_http_statuses():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port, origins=["https://good.example"]):
+        async def status(u, **kw):
+            try:
+                async with websockets.connect(u, subprotocols=SUB, **kw):
+                    return 101
+            except InvalidStatusCode as e:
+                return e.status_code
+        async def go():
+            assert await status(url(port, query="?token=bad")) == 401
+            assert await status(url(port, query="?token=forbidden")) == 403
+            assert await status(url(port, path="/elsewhere")) == 404
+            assert await status(url(port), origin="https://evil.example") == 403
+            assert await status(url(port), origin="https://good.example") == 101
+            assert await status(url(port)) == 101  # no Origin: not a browser
+        run(go())
+
+
+@t.test
+def fragmented_messages_are_joined():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                await ws.send(["frag-", "men", "ted"])
+                assert await ws.recv() == "frag-mented"
+                await ws.send([b"\x01", b"\x02\x03"])
+                assert await ws.recv() == b"\x01\x02\x03"
+        run(go())
+
+
+@t.test
+def ping_pong_and_keepalive():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port, ping_interval="1s", idle_timeout="3s"):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB, ping_interval=None) as ws:
+                pong = await ws.ping(b"are you there")
+                await asyncio.wait_for(pong, 5)
+                # The library answers the server's pings: still alive well past idle_timeout.
+                await asyncio.sleep(4.5)
+                await ws.send("still here")
+                assert await ws.recv() == "still here"
+        run(go())
+        # A peer that answers no ping is dropped after idle_timeout.
+        s, rest = raw_upgrade(port)
+        t0 = time.monotonic()
+        code = read_close(s, rest, timeout=10)
+        took = time.monotonic() - t0
+        s.close()
+        assert 2.0 <= took <= 8.0, (took, code)
+
+
+@t.test
+def close_codes_both_ways():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                await ws.send("__close__ 4001 server says bye")
+                try:
+                    await ws.recv()
+                    raise AssertionError("no close")
+                except ConnectionClosed as e:
+                    assert close_code(e) == 4001 and e.rcvd.reason == "server says bye", e
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                await ws.close(4002, "client says bye")
+                assert ws.close_code == 4002, ws.close_code
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                await ws.send("__close__ 1000 normal")
+                try:
+                    await ws.recv()
+                except ConnectionClosed as e:
+                    assert close_code(e) == 1000
+        run(go())
+
+
+@t.test
+def invalid_utf8_closes_1007():
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port):
+        s, rest = raw_upgrade(port)
+        s.sendall(frame(1, b"ok \xc3\x28 bad"))
+        assert read_close(s, rest) == 1007
+        s.close()
+        # Split across fragments: still checked.
+        s, rest = raw_upgrade(port)
+        s.sendall(frame(1, b"abc\xe2\x82", fin=False) + frame(0, b"\xff", fin=True))
+        assert read_close(s, rest) == 1007
+        s.close()
+
+
+@t.test
+def oversize_message_closes_1009():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port, max_message_size="64KiB"):
+        async def go():
+            seen = []
+            for payload in ("y" * 70000, ["z" * 40000, "z" * 40000]):  # one frame; fragments
+                async with websockets.connect(url(port), subprotocols=SUB, max_size=None) as ws:
+                    try:
+                        await ws.send(payload)
+                        await ws.recv()
+                        raise AssertionError("oversize message accepted")
+                    except ConnectionClosed as e:
+                        # The server closes while we may still be writing the rest: the
+                        # close frame can then be lost to the TCP reset. If it came, 1009.
+                        seen.append(close_code(e))
+                        assert close_code(e) in (1009, None), e
+            print(f"# close codes seen: {seen}")
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                await ws.send("w" * 65536)  # exactly the limit is fine
+                assert len(await ws.recv()) == 65536
+        run(go())
+
+
+@t.test
+def peer_reset_does_not_hurt():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port) as srv:
+        for _ in range(20):
+            s, _ = raw_upgrade(port)
+            s.sendall(frame(1, b"half a message", fin=False))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # RST
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                await ws.send("after resets")
+                assert await ws.recv() == "after resets"
+        run(go())
+        assert srv.p.poll() is None
+
+
+@t.test
+def stalled_handshake_times_out():
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port, handshake_timeout="1s"):
+        stalls = []
+        for partial in (b"", b"GET /ws HTTP/1.1\r\nHost: x\r\n"):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(partial)
+            stalls.append((s, time.monotonic()))
+        for s, t0 in stalls:
+            s.settimeout(15)
+            try:
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            took = time.monotonic() - t0
+            s.close()
+            assert took < 6.0, f"a stalled handshake lived {took:.1f}s"
+
+
+@t.test
+def backpressure_queue_full_then_writable():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port, send_queue_max_frames=64):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB, max_queue=4) as ws:
+                await ws.send("__flood__ 20000")
+                await asyncio.sleep(0.5)  # let the server hit the bound while we do not read
+                for i in range(20000):
+                    assert await ws.recv() == f"flood {i}"
+                await ws.send("__stats__")
+                st = json.loads(await ws.recv())
+                assert st["queue_full"] > 0 and st["writable"] > 0, st
+        run(go())
+
+
+@t.test
+def thousand_handshakes_while_hundred_clients_talk():
+    need_ws()
+    wsutil.raise_fd_limit(4096)
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port) as srv:
+        async def talker(i, stop, counts):
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                n = 0
+                while not stop.is_set():
+                    msg = f"c{i} m{n}"
+                    await ws.send(msg)
+                    assert await ws.recv() == msg
+                    n += 1
+                counts[i] = n
+
+        async def handshake(sem, ok):
+            async with sem:
+                async with websockets.connect(url(port), subprotocols=SUB, open_timeout=20):
+                    ok.append(1)
+
+        async def go():
+            stop, counts, ok = asyncio.Event(), {}, []
+            talkers = [asyncio.create_task(talker(i, stop, counts)) for i in range(100)]
+            await asyncio.sleep(0.5)
+            sem = asyncio.Semaphore(100)
+            t0 = time.monotonic()
+            await asyncio.gather(*(handshake(sem, ok) for _ in range(1000)))
+            took = time.monotonic() - t0
+            stop.set()
+            await asyncio.gather(*talkers)
+            assert len(ok) == 1000
+            assert len(counts) == 100 and min(counts.values()) > 0, counts
+            print(f"# 1000 handshakes in {took:.2f}s; talkers exchanged "
+                  f"{sum(counts.values())} messages (min {min(counts.values())})")
+        run(go())
+        assert srv.p.poll() is None
+
+
+@t.test
+def stops_cleanly_on_sigterm():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port) as srv:
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB) as ws:
+                srv.p.terminate()
+                try:
+                    await asyncio.wait_for(ws.recv(), 10)
+                    raise AssertionError("no close on shutdown")
+                except ConnectionClosed as e:
+                    assert close_code(e) == 1001, e
+        run(go())
+        assert srv.p.wait(timeout=10) == 0
+
+
+@t.test
+def bad_listener_options_are_refused():
+    for opts, needle in ((json.dumps({"listeners": [{"port": 1, "colour": "red"}]}), "colour"),
+                         (json.dumps({"listeners": [{"address": "127.0.0.1"}]}), "port"),
+                         (json.dumps({"bogus": 1}), "bogus")):
+        with wsutil.Proc([SERVER, opts]) as p:
+            rc = p.p.wait(timeout=10)
+            err = p.p.stderr.read()
+        assert rc == 2 and needle in err, (rc, err)
+
+
+t.run()

@@ -1,0 +1,392 @@
+/*
+ * ksock: the KafkaSocks command-line client, on the client API (ws.h).
+ *
+ *   ksock connect URL [options]
+ *
+ * Each line read from stdin is sent as one message: a line that parses as
+ * JSON is sent as that value, any other line as a string (both through the
+ * connection's serializer). "/close [CODE [REASON]]" closes, "/raw TEXT"
+ * sends TEXT as a text frame untouched. End of input closes with 1000.
+ * Each message received is printed on stdout as one JSON line (the value
+ * deserialized by the connection's serializer, re-encoded as JSON; with
+ * --raw, or when it does not deserialize, the frame as a JSON string).
+ * Connection events (open, reconnecting, reconnected, close) go to stderr
+ * as JSON lines {"event": ...}, with a monotonic time in ms.
+ *
+ * Exit status: 0 after a 1000 close, 1 after any other end, 2 on a usage
+ * or connection-setup error.
+ */
+#include <ksock/ksock.h>
+
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_HEADERS 32
+
+typedef struct cli_s {
+    ksock_runtime_t *rt;
+    ksock_ws_manager_t *mgr;
+    ksock_ws_t *ws;
+    const ksock_serde_strategy_t *json;
+    struct event *stdin_ev;
+    ksock_buf_t line;
+    bool raw;
+    bool closing;
+    int exit_code;
+    uint64_t t0;
+} cli_t;
+
+static cli_t cli;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ksock connect URL [options]\n"
+            "  --subprotocol NAME   offer NAME (default ksock.v1.<serializer>; \"\" for none)\n"
+            "  --serializer NAME    serializer plugin for messages (default json)\n"
+            "  --header 'K: V'      extra request header (repeatable)\n"
+            "  --query K=V          query parameter (repeatable)\n"
+            "  --token TOKEN        send Authorization: Bearer TOKEN\n"
+            "  --cacert FILE        CA bundle for wss://\n"
+            "  --insecure           do not verify the server certificate\n"
+            "  --reconnect          reconnect when the connection is lost\n"
+            "  --max-retries N      (-1: forever; default 10)\n"
+            "  --retry-delay MS     first/fixed delay (default 1000)\n"
+            "  --max-delay MS       (default 30000)\n"
+            "  --no-exponential     fixed delay\n"
+            "  --no-jitter          exact delays\n"
+            "  --stable-after MS    up this long resets the attempt count (default 10000)\n"
+            "  --queue N            keep up to N messages while disconnected\n"
+            "  --raw                print frames as received (as JSON strings)\n"
+            "  --plugin-dir DIR     add DIR to the plugin search path\n"
+            "  --transport JSON     transport_ws options (e.g. '{\"connect_timeout\":\"3s\"}')\n");
+}
+
+static double now_ms(void)
+{
+    return (double)(ksock_now_ns() - cli.t0) / 1e6;
+}
+
+static void json_string(ksock_buf_t *b, const char *s, size_t n)
+{
+    ksock_buf_append(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            ksock_buf_appendf(b, "\\%c", c);
+        else if (c == '\n')
+            ksock_buf_appendf(b, "\\n");
+        else if (c < 0x20 || c == 0x7f)
+            ksock_buf_appendf(b, "\\u%04x", c);
+        else
+            ksock_buf_append(b, &s[i], 1);
+    }
+    ksock_buf_append(b, "\"", 1);
+}
+
+static void event_line(const char *name, const char *extra)
+{
+    fprintf(stderr, "{\"event\": \"%s\", \"t\": %.1f%s%s}\n", name, now_ms(), extra ? ", " : "",
+            extra ? extra : "");
+    fflush(stderr);
+}
+
+/* ---- Connection events -------------------------------------------------- */
+
+static void on_open(ksock_ws_t *ws)
+{
+    ksock_buf_t b = KSOCK_BUF_INIT;
+    const char *sp = ksock_ws_subprotocol(ws);
+    ksock_buf_appendf(&b, "\"subprotocol\": ");
+    if (sp)
+        json_string(&b, sp, strlen(sp));
+    else
+        ksock_buf_appendf(&b, "null");
+    event_line("open", b.data);
+    ksock_buf_free(&b);
+}
+
+static void on_frame(ksock_ws_t *ws, ksock_frame_type_t type, const void *data, size_t len)
+{
+    (void)ws;
+    ksock_buf_t out = KSOCK_BUF_INIT;
+    ksock_value_t *v = NULL;
+    char err[256];
+    if (!cli.raw &&
+        ksock_serde_deserialize(cli.rt, data, len, NULL, &v, err, sizeof(err)) == 0) {
+        /* NULL strategy: the global one, which main() sets to the connection's serializer. */
+        ksock_frame_type_t t;
+        if (ksock_serde_serialize(cli.rt, v, cli.json, &out, &t, err, sizeof(err)) != 0)
+            out.len = 0;
+        ksock_value_unref(v);
+    }
+    if (out.len == 0) {
+        if (type == KSOCK_FRAME_TEXT) {
+            json_string(&out, data, len);
+        } else {
+            static const char hex[] = "0123456789abcdef";
+            ksock_buf_appendf(&out, "{\"binary\": \"");
+            for (size_t i = 0; i < len; i++) {
+                unsigned char c = ((const unsigned char *)data)[i];
+                char h[2] = {hex[c >> 4], hex[c & 15]};
+                ksock_buf_append(&out, h, 2);
+            }
+            ksock_buf_appendf(&out, "\"}");
+        }
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    ksock_buf_free(&out);
+}
+
+static void on_reconnecting(ksock_ws_t *ws, uint32_t attempt, uint64_t delay_ms)
+{
+    (void)ws;
+    char extra[96];
+    snprintf(extra, sizeof(extra), "\"attempt\": %u, \"delay\": %llu", attempt,
+             (unsigned long long)delay_ms);
+    event_line("reconnecting", extra);
+}
+
+static void on_reconnected(ksock_ws_t *ws)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), "\"attempt\": %u", ksock_ws_attempt(ws));
+    event_line("reconnected", extra);
+}
+
+static void on_close(ksock_ws_t *ws, int code, const char *reason, int err)
+{
+    (void)ws;
+    ksock_buf_t b = KSOCK_BUF_INIT;
+    ksock_buf_appendf(&b, "\"code\": %d, \"reason\": ", code);
+    if (reason)
+        json_string(&b, reason, strlen(reason));
+    else
+        ksock_buf_appendf(&b, "null");
+    ksock_buf_appendf(&b, ", \"error\": \"%s\"", err ? ksock_err_name(err) : "none");
+    event_line("close", b.data);
+    ksock_buf_free(&b);
+    cli.ws = NULL;
+    cli.exit_code = code == 1000 ? 0 : 1;
+    ksock_runtime_stop(cli.rt);
+}
+
+/* ---- Input --------------------------------------------------------------- */
+
+static void send_line(const char *line, size_t n)
+{
+    if (cli.ws == NULL || cli.closing) return;
+    char *s = strndup(line, n); /* NUL-terminated for the command parsing below */
+    if (s == NULL) return;
+    int rc;
+    if (n >= 6 && strncmp(s, "/close", 6) == 0 && (n == 6 || s[6] == ' ')) {
+        int code = n > 7 ? atoi(s + 7) : 1000;
+        const char *reason = n > 7 ? strchr(s + 7, ' ') : NULL;
+        rc = ksock_ws_close(cli.ws, code ? code : 1000, reason ? reason + 1 : NULL);
+        if (rc == 0) cli.closing = true;
+    } else if (n >= 5 && strncmp(s, "/raw ", 5) == 0) {
+        rc = ksock_ws_send_frame(cli.ws, KSOCK_FRAME_TEXT, s + 5, n - 5);
+    } else {
+        ksock_value_t *v = NULL;
+        char err[256];
+        if (ksock_serde_deserialize(cli.rt, s, n, cli.json, &v, err, sizeof(err)) != 0)
+            v = ksock_value_string(s, n);
+        rc = v ? ksock_ws_send(cli.ws, v, NULL) : KSOCK_E_NOMEM;
+        ksock_value_unref(v);
+    }
+    if (rc != 0) {
+        char extra[128];
+        snprintf(extra, sizeof(extra), "\"error\": \"%s\"", ksock_err_name(rc));
+        event_line("send_failed", extra);
+    }
+    free(s);
+}
+
+static void on_stdin(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n > 0) {
+        ksock_buf_append(&cli.line, buf, (size_t)n);
+        size_t start = 0;
+        for (size_t i = 0; i < cli.line.len; i++) {
+            if (cli.line.data[i] != '\n') continue;
+            size_t len = i - start;
+            if (len && cli.line.data[start + len - 1] == '\r') len--;
+            if (len) send_line(cli.line.data + start, len);
+            start = i + 1;
+        }
+        memmove(cli.line.data, cli.line.data + start, cli.line.len - start);
+        cli.line.len -= start;
+        return;
+    }
+    /* End of input: close politely and wait for on_close. */
+    event_del(cli.stdin_ev);
+    if (cli.line.len) send_line(cli.line.data, cli.line.len);
+    cli.line.len = 0;
+    if (cli.ws && !cli.closing && ksock_ws_close(cli.ws, 1000, NULL) == 0) cli.closing = true;
+}
+
+static void on_signal(ksock_signal_t *s, int signum, void *data)
+{
+    (void)s;
+    (void)signum;
+    (void)data;
+    if (cli.ws && !cli.closing && ksock_ws_close(cli.ws, 1000, "interrupted") == 0)
+        cli.closing = true;
+    else
+        ksock_runtime_stop(cli.rt);
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[1], "connect") != 0) {
+        usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+                  ? stdout
+                  : stderr);
+        return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    }
+    const char *url = argv[2];
+    enum {
+        O_SUB = 1, O_SER, O_HDR, O_QUERY, O_TOKEN, O_CA, O_INSECURE, O_RECONNECT, O_RETRIES,
+        O_DELAY, O_MAXDELAY, O_NOEXP, O_NOJITTER, O_STABLE, O_QUEUE, O_RAW, O_PDIR, O_TRANSPORT
+    };
+    static const struct option lopts[] = {
+        {"subprotocol", required_argument, NULL, O_SUB},
+        {"serializer", required_argument, NULL, O_SER},
+        {"header", required_argument, NULL, O_HDR},
+        {"query", required_argument, NULL, O_QUERY},
+        {"token", required_argument, NULL, O_TOKEN},
+        {"cacert", required_argument, NULL, O_CA},
+        {"insecure", no_argument, NULL, O_INSECURE},
+        {"reconnect", no_argument, NULL, O_RECONNECT},
+        {"max-retries", required_argument, NULL, O_RETRIES},
+        {"retry-delay", required_argument, NULL, O_DELAY},
+        {"max-delay", required_argument, NULL, O_MAXDELAY},
+        {"no-exponential", no_argument, NULL, O_NOEXP},
+        {"no-jitter", no_argument, NULL, O_NOJITTER},
+        {"stable-after", required_argument, NULL, O_STABLE},
+        {"queue", required_argument, NULL, O_QUEUE},
+        {"raw", no_argument, NULL, O_RAW},
+        {"plugin-dir", required_argument, NULL, O_PDIR},
+        {"transport", required_argument, NULL, O_TRANSPORT},
+        {NULL, 0, NULL, 0},
+    };
+    ksock_ws_opts_t o;
+    ksock_ws_opts_init(&o);
+    ksock_reconnect_opts_t ro;
+    ksock_reconnect_opts_init(&ro);
+    ro.enabled = false;
+    ksock_kvpair_t headers[MAX_HEADERS], query[MAX_HEADERS];
+    char *owned[2 * MAX_HEADERS];
+    size_t nowned = 0, nh = 0, nq = 0;
+    const char *serializer = "json", *plugin_dir = NULL, *transport = NULL;
+    cli.t0 = ksock_now_ns();
+    cli.exit_code = 1;
+    optind = 3;
+    int c;
+    while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+        switch (c) {
+        case O_SUB: o.subprotocol = optarg; break;
+        case O_SER: serializer = optarg; break;
+        case O_HDR:
+        case O_QUERY: {
+            const char sep = c == O_HDR ? ':' : '=';
+            char *d = strdup(optarg), *p = strchr(d, sep);
+            if (p == NULL || nh >= MAX_HEADERS || nq >= MAX_HEADERS) {
+                fprintf(stderr, "ksock: expected %s, got \"%s\"\n",
+                        c == O_HDR ? "'Name: value'" : "name=value", optarg);
+                free(d);
+                return 2;
+            }
+            *p++ = '\0';
+            while (*p == ' ') p++;
+            owned[nowned++] = d;
+            if (c == O_HDR)
+                headers[nh++] = (ksock_kvpair_t){d, p};
+            else
+                query[nq++] = (ksock_kvpair_t){d, p};
+            break;
+        }
+        case O_TOKEN: o.token = optarg; break;
+        case O_CA: o.ca_file = optarg; break;
+        case O_INSECURE: o.insecure = true; break;
+        case O_RECONNECT: ro.enabled = true; break;
+        case O_RETRIES: ro.max_retries = atoll(optarg); break;
+        case O_DELAY: ro.retry_delay_ms = strtoull(optarg, NULL, 10); break;
+        case O_MAXDELAY: ro.max_delay_ms = strtoull(optarg, NULL, 10); break;
+        case O_NOEXP: ro.exponential_backoff = false; break;
+        case O_NOJITTER: ro.jitter = false; break;
+        case O_STABLE: ro.stable_after_ms = strtoull(optarg, NULL, 10); break;
+        case O_QUEUE: ro.queue_max_messages = strtoull(optarg, NULL, 10); break;
+        case O_RAW: cli.raw = true; break;
+        case O_PDIR: plugin_dir = optarg; break;
+        case O_TRANSPORT: transport = optarg; break;
+        default: usage(stderr); return 2;
+        }
+    }
+    o.serializer = serializer;
+    o.headers = headers;
+    o.nheaders = nh;
+    o.query = query;
+    o.nquery = nq;
+    o.reconnect = &ro;
+    if (ro.max_delay_ms < ro.retry_delay_ms) ro.max_delay_ms = ro.retry_delay_ms;
+
+    signal(SIGPIPE, SIG_IGN);
+    char err[1024] = "";
+    int rc = ksock_runtime_new(&cli.rt, err, sizeof(err));
+    if (rc == 0 && plugin_dir) rc = ksock_plugin_path_add(cli.rt, plugin_dir);
+    if (rc == 0) {
+        /* Library chatter at warn and above only: stdout is for messages, stderr for events. */
+        ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_WARN, "console", KSOCK_LOG_FORMAT_TEXT,
+                                  NULL};
+        ksock_log_configure(cli.rt, &lo, err, sizeof(err));
+    }
+    if (rc == 0)
+        rc = ksock_serde_strategy_from_plugin(cli.rt, "json", NULL, &cli.json, err, sizeof(err));
+    if (rc == 0) rc = ksock_serde_set_default_by_name(cli.rt, serializer, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_manager_new(cli.rt, transport, &cli.mgr, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_connect(cli.mgr, url, &o, &cli.ws, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "ksock: %s\n", err[0] ? err : ksock_strerror(rc));
+        ksock_ws_manager_free(cli.mgr);
+        ksock_runtime_destroy(cli.rt);
+        for (size_t i = 0; i < nowned; i++) free(owned[i]);
+        return 2;
+    }
+    ksock_ws_on_open(cli.ws, on_open);
+    ksock_ws_on_frame(cli.ws, on_frame);
+    ksock_ws_on_close(cli.ws, on_close);
+    ksock_ws_on_reconnecting(cli.ws, on_reconnecting);
+    ksock_ws_on_reconnected(cli.ws, on_reconnected);
+
+    cli.stdin_ev = event_new(ksock_runtime_event_base(cli.rt), STDIN_FILENO, EV_READ | EV_PERSIST,
+                             on_stdin, NULL);
+    event_add(cli.stdin_ev, NULL);
+    ksock_signal_t *s1 = NULL, *s2 = NULL;
+    ksock_signal_start(cli.rt, &s1, SIGINT, on_signal, NULL);
+    ksock_signal_start(cli.rt, &s2, SIGTERM, on_signal, NULL);
+
+    ksock_runtime_run(cli.rt);
+
+    event_free(cli.stdin_ev);
+    ksock_signal_close(s1);
+    ksock_signal_close(s2);
+    ksock_ws_manager_free(cli.mgr);
+    ksock_buf_free(&cli.line);
+    ksock_runtime_destroy(cli.rt);
+    for (size_t i = 0; i < nowned; i++) free(owned[i]);
+    return cli.exit_code;
+}
