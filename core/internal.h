@@ -53,6 +53,10 @@ struct ksock_runtime_s {
     /* slots for other subsystems (serialization strategy state, ...) */
     void *serde_state;
     void (*serde_state_free)(void *);
+
+    /* Kafka subsystem (core/kafka): embedded clusters, open handles; freed before logging */
+    void *kafka_state;
+    void (*kafka_state_free)(void *);
 };
 
 /* Logger lifecycle (log.c). */
@@ -77,6 +81,10 @@ const char *ksock__cfg_doc_name(const ksock_config_t *doc);
 /* Per-runtime slot for the serialization API (core/serde). */
 void *ksock__runtime_serde_state(ksock_runtime_t *rt);
 void ksock__runtime_set_serde_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *));
+
+/* Per-runtime slot for the Kafka subsystem (core/kafka). */
+void *ksock__runtime_kafka_state(ksock_runtime_t *rt);
+void ksock__runtime_set_kafka_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *));
 
 /* Duplicate a string or die trying: NULL in, NULL out. */
 char *ksock__strdup(const char *s);

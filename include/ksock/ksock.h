@@ -17,5 +17,7 @@
 #include <ksock/auth.h>
 #include <ksock/transport.h>
 #include <ksock/logsink.h>
+#include <ksock/ws.h>
+#include <ksock/kafka.h>
 
 #endif
