@@ -155,6 +155,7 @@ fail:
 typedef struct {
     ksock_strlist_t plugin_path;
     const ksock_cfg_t *log;
+    const ksock_cfg_t *kafka;
 } root_opts_t;
 
 static const ksock_option_t root_schema[] = {
@@ -163,6 +164,9 @@ static const ksock_option_t root_schema[] = {
                  "default"),
     KSOCK_OPTION("log", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, log,
                  "Logging: level, format and sinks (see the log section)"),
+    KSOCK_OPTION("kafka", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, kafka,
+                 "Kafka client properties: any librdkafka property, plus the keys of the kafka "
+                 "section; \"bootstrap.servers\": \"embedded\" runs an in-memory cluster"),
     KSOCK_OPTION_END};
 
 const ksock_option_t *ksock_config_schema(const char *section)
@@ -171,6 +175,7 @@ const ksock_option_t *ksock_config_schema(const char *section)
     if (strcmp(section, "log") == 0) return ksock__log_schema();
     if (strcmp(section, "log.sink") == 0) return ksock__log_sink_schema();
     if (strcmp(section, "log.sink.console") == 0) return ksock__log_console_schema();
+    if (strcmp(section, "kafka") == 0) return ksock_kafka_options_schema();
     return NULL;
 }
 

@@ -28,6 +28,7 @@ typedef struct {
     ksock_runtime_t *rt;
     const char *config_path;
     ksock_signal_t *sigterm, *sigint, *sighup;
+    ksock_kafka_producer_t *producer; /* from the "kafka" section, if any */
 } daemon_t;
 
 static void usage(FILE *f)
@@ -263,6 +264,13 @@ static int cmd_reference(ksock_runtime_t *rt)
            "`10MB`, `1GiB`). Unknown keys are errors.\n\n");
     printf("## Top level\n\n");
     print_options_md(ksock_config_schema("root"), sizeof(ksock_option_t));
+    printf("## `kafka`\n\n"
+           "Every member is a Kafka client property: librdkafka's own names pass through and are\n"
+           "checked by librdkafka at start-up (an unknown one stops start-up, named with its\n"
+           "position). Producers default to `enable.idempotence=true` and `acks=all`. Secrets\n"
+           "(`sasl.password`, `ssl.key.password`, ...) are refused inline: give `<key>.file` or\n"
+           "`<key>.env`. Keys that are ours (docs/kafka.md):\n\n");
+    print_options_md(ksock_config_schema("kafka"), sizeof(ksock_option_t));
     printf("## `log`\n\n");
     print_options_md(ksock_config_schema("log"), sizeof(ksock_option_t));
     printf("### Keys of every sink in `log.sinks`\n\n");
@@ -336,15 +344,45 @@ static int load_config(ksock_runtime_t *rt, const char *path, bool check_only)
     return 0;
 }
 
+/*
+ * The "kafka" section: build the properties (positions kept for messages)
+ * and, when running, create the producer the bridge will use. Creating it
+ * now makes librdkafka check every property at start-up, and starts the
+ * embedded cluster when bootstrap.servers is "embedded".
+ */
+static int setup_kafka(ksock_runtime_t *rt, const char *path, bool create,
+                       ksock_kafka_producer_t **out)
+{
+    char err[1024];
+    ksock_config_t *cfg;
+    *out = NULL;
+    if (ksock_config_load_file(path, &cfg, err, sizeof(err)) != 0) return 0; /* reported already */
+    ksock_runtime_adopt_config(rt, cfg);
+    const ksock_cfg_t *k = ksock_cfg_get(ksock_config_root(cfg), "kafka");
+    if (k == NULL) return 0;
+    ksock_kafka_conf_t *conf;
+    int rc = ksock_kafka_conf_new(&conf);
+    if (rc == 0) rc = ksock_kafka_conf_set_cfg(conf, cfg, k, err, sizeof(err));
+    if (rc == 0 && create) rc = ksock_kafka_producer_new(rt, out, conf, err, sizeof(err));
+    ksock_kafka_conf_free(conf);
+    if (rc != 0) {
+        fprintf(stderr, "ksockd: %s\n", err);
+        return EXIT_CONFIG;
+    }
+    return 0;
+}
+
 static int cmd_run(ksock_runtime_t *rt, const char *path)
 {
     int rc = load_config(rt, path, false);
     if (rc != 0) return rc;
-    daemon_t d = {rt, path, NULL, NULL, NULL};
+    daemon_t d = {rt, path, NULL, NULL, NULL, NULL};
+    if ((rc = setup_kafka(rt, path, true, &d.producer)) != 0) return rc;
     if (ksock_signal_start(rt, &d.sigterm, SIGTERM, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sigint, SIGINT, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sighup, SIGHUP, on_hup, &d) != 0) {
         fprintf(stderr, "ksockd: cannot install signal handlers\n");
+        if (d.producer) ksock_kafka_producer_destroy(d.producer, 0);
         return 1;
     }
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
@@ -352,6 +390,7 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
                              KSOCK_KV_STR("config", path), KSOCK_KV_I64("pid", getpid())},
               3, "ksockd started");
     rc = ksock_runtime_run(rt);
+    if (d.producer) ksock_kafka_producer_destroy(d.producer, 5000);
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "ksockd stopped");
     ksock_signal_close(d.sigterm);
     ksock_signal_close(d.sigint);
@@ -423,7 +462,9 @@ int main(int argc, char **argv)
     }
     int rc;
     if (check) {
+        ksock_kafka_producer_t *none;
         rc = load_config(rt, check, true);
+        if (rc == 0) rc = setup_kafka(rt, check, false, &none);
         if (rc == 0) printf("%s: configuration is valid\n", check);
     } else if (list || describe || reference) {
         rc = load_plugin_path(rt, config) != 0 ? EXIT_CONFIG

@@ -142,7 +142,8 @@ KSOCK_EXTERN int ksock_options_check_schema(const ksock_option_t *schema, size_t
 
 /*
  * The core's own schemas, for documentation and tools: "root" (top-level
- * keys), "log", "log.sink" (keys common to every sink), "log.sink.console".
+ * keys), "log", "log.sink" (keys common to every sink), "log.sink.console",
+ * "kafka" (our keys of the kafka section; librdkafka's own pass through).
  * NULL for an unknown section. Static storage.
  */
 KSOCK_EXTERN const ksock_option_t *ksock_config_schema(const char *section);

@@ -188,6 +188,37 @@ def list_and_describe_plugins():
 
 
 @t.test
+def embedded_kafka_starts_in_memory_and_says_so():
+    with tempfile.TemporaryDirectory() as d:
+        cfg = write_config(d, {"kafka": {"bootstrap.servers": "embedded"},
+                               "log": {"sinks": [{"type": "console", "stream": "stdout"}]}})
+        with Daemon(cfg) as k:
+            lines = [k.p.stdout.readline() for _ in range(3)]
+            assert any("WARN" in ln and "data lives in memory only" in ln for ln in lines), lines
+            assert any("ksockd started" in ln for ln in lines), lines
+            rc, _, _ = k.stop()
+        assert rc == 0
+
+
+@t.test
+def bad_kafka_section_stops_startup():
+    with tempfile.TemporaryDirectory() as d:
+        cfg = write_config(d, '{"kafka": {"bootstrap.servers": "embedded",\n'
+                              '  "no.such.property": "1"}}')
+        r = subprocess.run([KSOCKD, "--config", cfg], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "no.such.property" in r.stderr and ":2:" in r.stderr, r.stderr
+        assert "ksockd started" not in r.stderr + r.stdout
+        # A password inline in the config is refused by --check-config too.
+        cfg = write_config(d, {"kafka": {"bootstrap.servers": "embedded",
+                                         "sasl.password": "hunter2"}})
+        r = subprocess.run([KSOCKD, "--check-config", cfg], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2 and "sasl.password" in r.stderr, r.stderr
+        assert "hunter2" not in r.stderr
+
+
+@t.test
 def version_and_usage():
     r = subprocess.run([KSOCKD, "--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("ksockd ")
