@@ -1128,7 +1128,7 @@ TEST(config_not_an_object)
 TEST(config_unknown_top_level_key)
 {
     check_bad_config("{\n  \"lgo\": {}\n}\n", "{}",
-                     "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log)");
+                     "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka)");
 }
 
 TEST(config_unknown_plugin_key)
