@@ -96,7 +96,8 @@ static size_t token_start(parser_t *p)
             const char *e = memmem(p->text + i + 2, p->len - i - 2, "*/", 2);
             i = e ? (size_t)(e - p->text) + 2 : p->len;
         } else if (c == '/' && i + 1 < p->len && p->text[i + 1] == '/') {
-            while (i < p->len && p->text[i] != '\n') i++;
+            while (i < p->len && p->text[i] != '\n')
+                i++;
         } else {
             break;
         }
@@ -279,7 +280,7 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t len)
 }
 
 static const yajl_callbacks callbacks = {
-    cb_null, cb_bool, cb_int, cb_double, NULL, cb_string,
+    cb_null,      cb_bool,    cb_int, cb_double,      NULL,   cb_string,
     cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
 };
 
@@ -292,8 +293,8 @@ static void yajl_message(parser_t *p, const unsigned char *msg, char *out, size_
     snprintf(out, out_size, "%.*s", (int)n, m);
 }
 
-int ksock_config_load_string(const char *name, const char *text, size_t len,
-                             ksock_config_t **out, char *errstr, size_t errstr_size)
+int ksock_config_load_string(const char *name, const char *text, size_t len, ksock_config_t **out,
+                             char *errstr, size_t errstr_size)
 {
     *out = NULL;
     parser_t p;
@@ -353,8 +354,7 @@ int ksock_config_load_string(const char *name, const char *text, size_t len,
     return 0;
 }
 
-int ksock_config_load_file(const char *path, ksock_config_t **out, char *errstr,
-                           size_t errstr_size)
+int ksock_config_load_file(const char *path, ksock_config_t **out, char *errstr, size_t errstr_size)
 {
     *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -378,8 +378,8 @@ int ksock_config_load_file(const char *path, ksock_config_t **out, char *errstr,
         rc = KSOCK_E_IO;
     }
     fclose(f);
-    if (rc == 0) rc = ksock_config_load_string(path, b.data ? b.data : "", b.len, out, errstr,
-                                               errstr_size);
+    if (rc == 0)
+        rc = ksock_config_load_string(path, b.data ? b.data : "", b.len, out, errstr, errstr_size);
     ksock_buf_free(&b);
     return rc;
 }
@@ -414,8 +414,7 @@ ksock_cfg_type_t ksock_cfg_type(const ksock_cfg_t *n)
 
 const char *ksock_cfg_type_name(ksock_cfg_type_t t)
 {
-    static const char *names[] = {"null", "bool", "integer", "number", "string", "array",
-                                  "object"};
+    static const char *names[] = {"null", "bool", "integer", "number", "string", "array", "object"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
 }
 

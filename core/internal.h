@@ -12,14 +12,13 @@ struct event;
 
 typedef struct ksock__sink_s ksock__sink_t;
 
-
 /* The logger: a set of sinks, each with its own level and format. */
 typedef struct ksock__logger_s {
-    pthread_mutex_t lock;        /* serializes sink writes across threads */
-    _Atomic int threshold;       /* lowest level any sink accepts */
-    ksock__sink_t *sinks;        /* singly linked, in config order */
-    int in_write;                /* recursion guard (a sink that logs) */
-    ksock_buf_t scratch;         /* formatting buffer, under lock */
+    pthread_mutex_t lock;  /* serializes sink writes across threads */
+    _Atomic int threshold; /* lowest level any sink accepts */
+    ksock__sink_t *sinks;  /* singly linked, in config order */
+    int in_write;          /* recursion guard (a sink that logs) */
+    ksock_buf_t scratch;   /* formatting buffer, under lock */
 } ksock__logger_t;
 
 struct ksock_runtime_s {

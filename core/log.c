@@ -31,8 +31,8 @@ struct ksock__sink_s {
     const ksock_logsink_vtable_t *vt;
     /* counters (under the logger lock) */
     uint64_t written, dropped, errors;
-    bool dropping;            /* in a run of drops: report only its first */
-    uint64_t last_report_ns;  /* and no more than one report per DROP_REPORT_EVERY_NS */
+    bool dropping;           /* in a run of drops: report only its first */
+    uint64_t last_report_ns; /* and no more than one report per DROP_REPORT_EVERY_NS */
 };
 
 static _Thread_local int tl_in_log;
@@ -153,8 +153,7 @@ static int append_kv_value(ksock_buf_t *out, const ksock_kv_t *kv, bool json)
     return ksock_buf_append(out, "null", 4);
 }
 
-int ksock_log_record_format(const ksock_log_record_t *rec, ksock_log_format_t fmt,
-                            ksock_buf_t *out)
+int ksock_log_record_format(const ksock_log_record_t *rec, ksock_log_format_t fmt, ksock_buf_t *out)
 {
     char ts[32];
     int rc;
@@ -310,7 +309,8 @@ static void sink_write(ksock_runtime_t *rt, ksock__sink_t *s, const ksock_log_re
     }
     s->dropped++;
     uint64_t now = ksock_now_ns();
-    if (!s->dropping && (s->last_report_ns == 0 || now - s->last_report_ns >= DROP_REPORT_EVERY_NS)) {
+    if (!s->dropping &&
+        (s->last_report_ns == 0 || now - s->last_report_ns >= DROP_REPORT_EVERY_NS)) {
         s->dropping = true;
         s->last_report_ns = now;
         drop_report_t *d = calloc(1, sizeof(*d));
@@ -347,9 +347,9 @@ void ksock_logv(ksock_runtime_t *rt, ksock_log_level_t level, const char *compon
     }
     va_end(ap2);
 
-    ksock_log_record_t rec = {sizeof(rec), ksock_wallclock_ns(), level,
-                              component ? component : "app", msg, (size_t)n,
-                              ncontext ? context : NULL, ncontext};
+    ksock_log_record_t rec = {
+        sizeof(rec), ksock_wallclock_ns(),      level,   component ? component : "app", msg,
+        (size_t)n,   ncontext ? context : NULL, ncontext};
     tl_in_log = 1;
     pthread_mutex_lock(&rt->log.lock);
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next)
@@ -454,7 +454,8 @@ static int build_sink(ksock_runtime_t *rt, const ksock_config_t *doc, const ksoc
         const char *k;
         ksock_cfg_at(obj, i, &k);
         bool core = false;
-        for (int j = 0; sink_core_keys[j]; j++) core |= strcmp(k, sink_core_keys[j]) == 0;
+        for (int j = 0; sink_core_keys[j]; j++)
+            core |= strcmp(k, sink_core_keys[j]) == 0;
         if (!core) others[no++] = k;
     }
     others[no] = NULL;
@@ -466,8 +467,9 @@ static int build_sink(ksock_runtime_t *rt, const ksock_config_t *doc, const ksoc
     ksock_log_format_t format = def_format;
     const ksock_cfg_t *lv = ksock_cfg_get(obj, "level"), *fv = ksock_cfg_get(obj, "format");
     if (lv) ksock_log_level_parse(ksock_cfg_string(lv), &level);
-    if (fv) format = strcmp(ksock_cfg_string(fv), "json") == 0 ? KSOCK_LOG_FORMAT_JSON
-                                                              : KSOCK_LOG_FORMAT_TEXT;
+    if (fv)
+        format = strcmp(ksock_cfg_string(fv), "json") == 0 ? KSOCK_LOG_FORMAT_JSON
+                                                           : KSOCK_LOG_FORMAT_TEXT;
     const char *name = common.name ? common.name : common.type;
     char owner[160];
     snprintf(owner, sizeof(owner), "log sink \"%s\" (type %s)", name, common.type);
@@ -561,7 +563,8 @@ int ksock__log_configure(ksock_runtime_t *rt, const ksock_config_t *doc, const k
     for (size_t i = 0; i < ksock_cfg_count(lo.sinks); i++) {
         const ksock_cfg_t *so = ksock_cfg_at(lo.sinks, i, NULL);
         if (ksock_cfg_type(so) != KSOCK_CFG_OBJECT) {
-            ksock_errstr_set(errstr, errstr_size, "%s:%d:%d: log: sinks[%zu]: expected an object, got %s",
+            ksock_errstr_set(errstr, errstr_size,
+                             "%s:%d:%d: log: sinks[%zu]: expected an object, got %s",
                              ksock__cfg_doc_name(doc), ksock_cfg_line(so), ksock_cfg_column(so), i,
                              ksock_cfg_type_name(ksock_cfg_type(so)));
             free_list(head);
@@ -582,14 +585,15 @@ int ksock__log_configure(ksock_runtime_t *rt, const ksock_config_t *doc, const k
             }
             const ksock_cfg_t *nm = ksock_cfg_get(so, "name");
             free(s->name);
-            s->name = ksock__strdup(nm ? ksock_cfg_string(nm) : ksock_cfg_string(ksock_cfg_get(so, "type")));
+            s->name = ksock__strdup(nm ? ksock_cfg_string(nm)
+                                       : ksock_cfg_string(ksock_cfg_get(so, "type")));
         }
         for (ksock__sink_t *o = head; o; o = o->next) {
             if (strcmp(o->name, s->name) == 0) {
-                ksock_errstr_set(errstr, errstr_size,
-                                 "%s:%d:%d: log: two sinks are named \"%s\" (set \"name\" to tell them apart)",
-                                 ksock__cfg_doc_name(doc), ksock_cfg_line(so), ksock_cfg_column(so),
-                                 s->name);
+                ksock_errstr_set(
+                    errstr, errstr_size,
+                    "%s:%d:%d: log: two sinks are named \"%s\" (set \"name\" to tell them apart)",
+                    ksock__cfg_doc_name(doc), ksock_cfg_line(so), ksock_cfg_column(so), s->name);
                 sink_free(s);
                 free_list(head);
                 return KSOCK_E_CONFIG;
@@ -618,13 +622,15 @@ static int configure_one(ksock_runtime_t *rt, const ksock_log_options_t *opts, b
     }
     ksock_buf_t b = KSOCK_BUF_INIT;
     const char *inner = opts->options_json ? opts->options_json : "{}";
-    while (*inner == ' ' || *inner == '\n' || *inner == '\t') inner++;
+    while (*inner == ' ' || *inner == '\n' || *inner == '\t')
+        inner++;
     if (*inner != '{') {
         ksock_errstr_set(errstr, errstr_size, "log options: options_json must be a JSON object");
         return KSOCK_E_CONFIG;
     }
     inner++;
-    while (*inner == ' ' || *inner == '\n' || *inner == '\t') inner++;
+    while (*inner == ' ' || *inner == '\n' || *inner == '\t')
+        inner++;
     ksock_buf_append(&b, "{\"type\":\"", 9);
     json_escape(&b, opts->output, strlen(opts->output));
     ksock_buf_appendf(&b, "\"%s%s", *inner == '}' ? "" : ",", inner);
@@ -709,8 +715,8 @@ size_t ksock_log_stats(ksock_runtime_t *rt, ksock_log_sink_stats_t *out, size_t 
     tl_in_log = 1;
     for (ksock__sink_t *s = rt->log.sinks; s; s = s->next, n++) {
         if (n >= max) continue;
-        ksock_log_sink_stats_t st = {sizeof(st), s->name, s->type, s->written, s->dropped,
-                                     s->errors};
+        ksock_log_sink_stats_t st = {sizeof(st), s->name,    s->type,
+                                     s->written, s->dropped, s->errors};
         if (s->pi && s->vt->stats) {
             uint64_t w = 0, d = 0, e = 0;
             s->vt->stats(s->pi->inst, &w, &d, &e);

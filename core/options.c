@@ -53,13 +53,15 @@ typedef struct {
 static int parse_with_units(const char *s, const unit_t *units, double bare_mult, int64_t *out)
 {
     if (s == NULL) return KSOCK_E_INVAL;
-    while (isspace((unsigned char)*s)) s++;
+    while (isspace((unsigned char)*s))
+        s++;
     if (*s == '\0' || *s == '-' || *s == '+') return KSOCK_E_INVAL;
     errno = 0;
     char *end;
     double v = strtod(s, &end);
     if (end == s || errno != 0 || !isfinite(v) || v < 0) return KSOCK_E_INVAL;
-    while (isspace((unsigned char)*end)) end++;
+    while (isspace((unsigned char)*end))
+        end++;
     double mult = bare_mult;
     if (*end != '\0') {
         mult = 0;
@@ -81,19 +83,25 @@ static int parse_with_units(const char *s, const unit_t *units, double bare_mult
 
 int ksock_parse_duration_ms(const char *s, int64_t *out)
 {
-    static const unit_t units[] = {{"us", 0.001}, {"ms", 1},         {"s", 1000},
-                                   {"m", 60000},  {"h", 3600000},    {"d", 86400000},
-                                   {NULL, 0}};
+    static const unit_t units[] = {{"us", 0.001},  {"ms", 1},       {"s", 1000}, {"m", 60000},
+                                   {"h", 3600000}, {"d", 86400000}, {NULL, 0}};
     /* A unit is required (is "30" seconds or milliseconds?), except for zero. */
     return parse_with_units(s, units, 0, out);
 }
 
 int ksock_parse_size(const char *s, int64_t *out)
 {
-    static const unit_t units[] = {
-        {"B", 1},         {"KB", 1e3},  {"MB", 1e6},  {"GB", 1e9},  {"KiB", 1024.0},
-        {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"K", 1024.0}, {"M", 1048576.0},
-        {"G", 1073741824.0}, {NULL, 0}};
+    static const unit_t units[] = {{"B", 1},
+                                   {"KB", 1e3},
+                                   {"MB", 1e6},
+                                   {"GB", 1e9},
+                                   {"KiB", 1024.0},
+                                   {"MiB", 1048576.0},
+                                   {"GiB", 1073741824.0},
+                                   {"K", 1024.0},
+                                   {"M", 1048576.0},
+                                   {"G", 1073741824.0},
+                                   {NULL, 0}};
     return parse_with_units(s, units, 1, out);
 }
 
@@ -127,13 +135,13 @@ static int fail(ctx_t *c, const ksock_cfg_t *at, const char *key, const char *fm
     va_end(ap);
     char where[300];
     if (at && ksock_cfg_line(at) > 0)
-        snprintf(where, sizeof(where), "%s:%d:%d", ksock__cfg_doc_name(c->doc),
-                 ksock_cfg_line(at), ksock_cfg_column(at));
+        snprintf(where, sizeof(where), "%s:%d:%d", ksock__cfg_doc_name(c->doc), ksock_cfg_line(at),
+                 ksock_cfg_column(at));
     else
         snprintf(where, sizeof(where), "%s", ksock__cfg_doc_name(c->doc));
     if (key)
-        ksock_errstr_set(c->errstr, c->errstr_size, "%s: %s: key \"%s\": %s", where, c->owner,
-                         key, reason);
+        ksock_errstr_set(c->errstr, c->errstr_size, "%s: %s: key \"%s\": %s", where, c->owner, key,
+                         reason);
     else
         ksock_errstr_set(c->errstr, c->errstr_size, "%s: %s: %s", where, c->owner, reason);
     return KSOCK_E_CONFIG;
@@ -153,8 +161,8 @@ static int check_range(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *o,
 }
 
 /* Set a value from text (defaults, and string forms of durations/sizes). */
-static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *o,
-                         const char *text, void *t)
+static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *o, const char *text,
+                         void *t)
 {
     int64_t num;
     switch (o->type) {
@@ -168,7 +176,8 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
         char *end;
         errno = 0;
         long long x = strtoll(text, &end, 0);
-        if (errno || end == text || *end) return fail(c, at, o->name, "\"%s\" is not an integer", text);
+        if (errno || end == text || *end)
+            return fail(c, at, o->name, "\"%s\" is not an integer", text);
         *slot_i64(t, o) = x;
         return check_range(c, at, o, x);
     }
@@ -190,16 +199,18 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
         return 0;
     case KSOCK_OPT_DURATION:
         if (ksock_parse_duration_ms(text, &num) != 0)
-            return fail(c, at, o->name,
-                        "\"%s\" is not a duration (use a number with ms, s, m, h or d, e.g. \"30s\")",
-                        text);
+            return fail(
+                c, at, o->name,
+                "\"%s\" is not a duration (use a number with ms, s, m, h or d, e.g. \"30s\")",
+                text);
         *slot_i64(t, o) = num;
         return check_range(c, at, o, num);
     case KSOCK_OPT_SIZE:
         if (ksock_parse_size(text, &num) != 0)
-            return fail(c, at, o->name,
-                        "\"%s\" is not a size (use bytes or B, KB, MB, GB, KiB, MiB, GiB, e.g. \"64KiB\")",
-                        text);
+            return fail(
+                c, at, o->name,
+                "\"%s\" is not a size (use bytes or B, KB, MB, GB, KiB, MiB, GiB, e.g. \"64KiB\")",
+                text);
         *slot_i64(t, o) = num;
         return check_range(c, at, o, num);
     case KSOCK_OPT_ENUM:
@@ -213,8 +224,9 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
             char allowed[256] = "";
             size_t len = 0;
             for (int i = 0; o->enum_values && o->enum_values[i]; i++)
-                len += (size_t)snprintf(allowed + len, len < sizeof(allowed) ? sizeof(allowed) - len : 0,
-                                        "%s%s", i ? ", " : "", o->enum_values[i]);
+                len += (size_t)snprintf(allowed + len,
+                                        len < sizeof(allowed) ? sizeof(allowed) - len : 0, "%s%s",
+                                        i ? ", " : "", o->enum_values[i]);
             return fail(c, at, o->name, "\"%s\" is not one of: %s", text, allowed);
         }
     case KSOCK_OPT_LIST: {
@@ -242,8 +254,7 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
 
 static int wrong_type(ctx_t *c, const ksock_cfg_t *n, const ksock_option_t *o, const char *want)
 {
-    return fail(c, n, o->name, "expected %s, got %s", want,
-                ksock_cfg_type_name(ksock_cfg_type(n)));
+    return fail(c, n, o->name, "expected %s, got %s", want, ksock_cfg_type_name(ksock_cfg_type(n)));
 }
 
 static int set_from_node(ctx_t *c, const ksock_cfg_t *n, const ksock_option_t *o, void *t)
@@ -290,7 +301,8 @@ static int set_from_node(ctx_t *c, const ksock_cfg_t *n, const ksock_option_t *o
         }
         l->v = cnt ? calloc(cnt, sizeof(char *)) : NULL;
         if (cnt && l->v == NULL) return KSOCK_E_NOMEM;
-        for (size_t i = 0; i < cnt; i++) l->v[l->n++] = ksock__strdup(ksock_cfg_string(ksock_cfg_at(n, i, NULL)));
+        for (size_t i = 0; i < cnt; i++)
+            l->v[l->n++] = ksock__strdup(ksock_cfg_string(ksock_cfg_at(n, i, NULL)));
         return 0;
     }
     case KSOCK_OPT_OBJECT:
@@ -338,12 +350,13 @@ int ksock_options_apply(const ksock_option_t *schema, size_t stride, const ksock
         if (!known) {
             char names[512] = "";
             size_t len = 0;
-            for (size_t j = 0; schema && option_at(schema, stride, j, &o) && len < sizeof(names); j++)
+            for (size_t j = 0; schema && option_at(schema, stride, j, &o) && len < sizeof(names);
+                 j++)
                 len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s", j ? ", " : "",
                                         o.name);
             for (size_t j = 0; ignore && ignore[j] && len < sizeof(names); j++)
-                len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s",
-                                        len ? ", " : "", ignore[j]);
+                len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s", len ? ", " : "",
+                                        ignore[j]);
             return fail(&c, v, key, "unknown key (known keys: %s)", len ? names : "none");
         }
     }
@@ -376,7 +389,8 @@ void ksock_options_free(const ksock_option_t *schema, size_t stride, void *targe
             *slot = NULL;
         } else if (o.type == KSOCK_OPT_LIST) {
             ksock_strlist_t *l = (ksock_strlist_t *)((char *)target + o.offset);
-            for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+            for (size_t i = 0; i < l->n; i++)
+                free(l->v[i]);
             free(l->v);
             l->v = NULL;
             l->n = 0;

@@ -27,8 +27,8 @@
 
 struct ksock_plugin_s {
     struct ksock_plugin_s *next;
-    char *file;   /* real path, or "(builtin)" */
-    void *handle; /* dlopen handle; NULL for built-ins */
+    char *file;               /* real path, or "(builtin)" */
+    void *handle;             /* dlopen handle; NULL for built-ins */
     ksock_plugin_desc_t desc; /* host-sized copy */
     unsigned instances;
 };
@@ -60,8 +60,8 @@ static size_t vtable_size_1_0(uint32_t kind)
     return 0;
 }
 
-static const char *const kind_names[] = {NULL, "transport", "serializer", "reconnect", "auth",
-                                         "logsink"};
+static const char *const kind_names[] = {NULL,        "transport", "serializer",
+                                         "reconnect", "auth",      "logsink"};
 
 const char *ksock_plugin_kind_name(ksock_plugin_kind_t kind)
 {
@@ -138,8 +138,9 @@ int ksock_plugin_desc_check(const ksock_plugin_desc_t *d, const char *file, char
 
     if (d == NULL) REFUSE(KSOCK_E_PLUGIN, "its entry function returned NULL");
     if (d->magic != KSOCK_PLUGIN_MAGIC)
-        REFUSE(KSOCK_E_ABI, "bad magic 0x%08x (expected 0x%08x): not a KafkaSocks plugin descriptor",
-               d->magic, KSOCK_PLUGIN_MAGIC);
+        REFUSE(KSOCK_E_ABI,
+               "bad magic 0x%08x (expected 0x%08x): not a KafkaSocks plugin descriptor", d->magic,
+               KSOCK_PLUGIN_MAGIC);
     if (d->abi_major != KSOCK_PLUGIN_ABI_MAJOR)
         REFUSE(KSOCK_E_ABI,
                "built for plugin ABI %u.%u, this host speaks %d.%d (the major version must match)",
@@ -162,8 +163,8 @@ int ksock_plugin_desc_check(const ksock_plugin_desc_t *d, const char *file, char
         REFUSE(KSOCK_E_ABI, "%s vtable is %zu bytes, shorter than the %zu bytes of ABI %d.0", kind,
                vsize, vtable_size_1_0(d->kind), KSOCK_PLUGIN_ABI_MAJOR);
     const char *missing = missing_function(d->kind, d->vtable);
-    if (missing) REFUSE(KSOCK_E_PLUGIN, "%s \"%s\" lacks the required function %s", kind, d->name,
-                        missing);
+    if (missing)
+        REFUSE(KSOCK_E_PLUGIN, "%s \"%s\" lacks the required function %s", kind, d->name, missing);
     if (d->options) {
         if (d->options_struct_size == 0)
             REFUSE(KSOCK_E_PLUGIN, "declares options but options_struct_size is 0");
@@ -271,8 +272,8 @@ int ksock_plugin_load_file(ksock_runtime_t *rt, const char *path, ksock_plugin_t
     return add_plugin(rt, entry(), real, h, out, errstr, errstr_size);
 }
 
-int ksock_plugins_register_builtin(ksock_runtime_t *rt, ksock_plugin_entry_fn entry,
-                                   char *errstr, size_t errstr_size)
+int ksock_plugins_register_builtin(ksock_runtime_t *rt, ksock_plugin_entry_fn entry, char *errstr,
+                                   size_t errstr_size)
 {
     ksock_plugin_t *p;
     return add_plugin(rt, entry(), "(builtin)", NULL, &p, errstr, errstr_size);
@@ -294,11 +295,13 @@ typedef void (*dir_cb)(const char *dir, void *data);
 
 static void each_dir(ksock_runtime_t *rt, dir_cb cb, void *data)
 {
-    for (size_t i = 0; i < rt->plugin_path_n; i++) cb(rt->plugin_path[i], data);
+    for (size_t i = 0; i < rt->plugin_path_n; i++)
+        cb(rt->plugin_path[i], data);
     const char *env = getenv("KSOCK_PLUGIN_PATH");
     if (env && *env) {
         char *copy = ksock__strdup(env), *save = NULL;
-        for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) cb(d, data);
+        for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save))
+            cb(d, data);
         free(copy);
     }
     cb(KSOCK_PLUGIN_DIR, data);
@@ -343,8 +346,9 @@ int ksock_plugin_find(ksock_runtime_t *rt, ksock_plugin_kind_t kind, const char 
     find_ctx_t f = {rt, kn, name, NULL, 0, errstr, errstr_size, KSOCK_BUF_INIT};
     each_dir(rt, find_in_dir, &f);
     if (f.rc == 0 && f.found == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "no %s plugin named \"%s\" (looked for %s_%s.so in: %s)",
-                         kn, name, kn, name, f.looked.data ? f.looked.data : "");
+        ksock_errstr_set(errstr, errstr_size,
+                         "no %s plugin named \"%s\" (looked for %s_%s.so in: %s)", kn, name, kn,
+                         name, f.looked.data ? f.looked.data : "");
         f.rc = KSOCK_E_NOENT;
     } else if (f.rc == 0 &&
                (f.found->desc.kind != (uint32_t)kind || strcmp(f.found->desc.name, name) != 0)) {
@@ -375,7 +379,8 @@ int ksock__plugins_configure(ksock_runtime_t *rt, const ksock_config_t *doc,
     const ksock_cfg_t *pp = ksock_cfg_get(root, "plugin_path");
     if (pp == NULL) return 0;
     if (ksock_cfg_type(pp) != KSOCK_CFG_ARRAY) {
-        ksock_errstr_set(errstr, errstr_size, "%s:%d:%d: key \"plugin_path\": expected an array of directories, got %s",
+        ksock_errstr_set(errstr, errstr_size,
+                         "%s:%d:%d: key \"plugin_path\": expected an array of directories, got %s",
                          ksock__cfg_doc_name(doc), ksock_cfg_line(pp), ksock_cfg_column(pp),
                          ksock_cfg_type_name(ksock_cfg_type(pp)));
         return KSOCK_E_CONFIG;
@@ -384,7 +389,8 @@ int ksock__plugins_configure(ksock_runtime_t *rt, const ksock_config_t *doc,
     for (size_t i = ksock_cfg_count(pp); i-- > 0;) {
         const ksock_cfg_t *d = ksock_cfg_at(pp, i, NULL);
         if (ksock_cfg_type(d) != KSOCK_CFG_STRING) {
-            ksock_errstr_set(errstr, errstr_size, "%s:%d:%d: key \"plugin_path\": element %zu: expected a string",
+            ksock_errstr_set(errstr, errstr_size,
+                             "%s:%d:%d: key \"plugin_path\": element %zu: expected a string",
                              ksock__cfg_doc_name(doc), ksock_cfg_line(d), ksock_cfg_column(d), i);
             return KSOCK_E_CONFIG;
         }
@@ -429,13 +435,14 @@ int ksock_plugin_instance_new(ksock_runtime_t *rt, ksock_plugin_t *p, const char
         rc = ksock_options_apply(NULL, sizeof(ksock_option_t), doc, opts_obj, owner, ignore,
                                  pi->options, errstr, errstr_size);
     if (rc == 0) {
-        pi->ctx = (ksock_plugin_ctx_t){sizeof(ksock_plugin_ctx_t), rt, pi->name, pi->component,
-                                       doc};
+        pi->ctx =
+            (ksock_plugin_ctx_t){sizeof(ksock_plugin_ctx_t), rt, pi->name, pi->component, doc};
         const ksock_vtable_head_t *h = d->vtable;
         char why[400] = "";
         rc = h->create(&pi->ctx, pi->options, &pi->inst, why, sizeof(why));
         if (rc != 0)
-            ksock_errstr_set(errstr, errstr_size, "%s: %s", owner, why[0] ? why : ksock_strerror(rc));
+            ksock_errstr_set(errstr, errstr_size, "%s: %s", owner,
+                             why[0] ? why : ksock_strerror(rc));
     }
     if (rc != 0) {
         if (d->options) ksock_options_free(d->options, d->option_size, pi->options);
@@ -463,8 +470,9 @@ int ksock_plugin_check_options(ksock_plugin_t *p, const char *instance_name,
         snprintf(owner, sizeof(owner), "%s \"%s\"", kind, d->name);
     void *scratch = calloc(1, d->options_struct_size ? d->options_struct_size : 1);
     if (scratch == NULL) return KSOCK_E_NOMEM;
-    int rc = ksock_options_apply(d->options, d->option_size ? d->option_size : sizeof(ksock_option_t),
-                                 doc, opts_obj, owner, ignore, scratch, errstr, errstr_size);
+    int rc =
+        ksock_options_apply(d->options, d->option_size ? d->option_size : sizeof(ksock_option_t),
+                            doc, opts_obj, owner, ignore, scratch, errstr, errstr_size);
     if (d->options) ksock_options_free(d->options, d->option_size, scratch);
     free(scratch);
     return rc;

@@ -64,7 +64,8 @@ bool ksock_principal_can(const ksock_principal_t *p, const char *topic, unsigned
 void ksock_principal_free(ksock_principal_t *p)
 {
     if (p == NULL) return;
-    for (size_t i = 0; i < p->nperms; i++) free(p->perms[i].pattern);
+    for (size_t i = 0; i < p->nperms; i++)
+        free(p->perms[i].pattern);
     free(p->perms);
     free(p->subject);
     if (p->claims) ksock_value_unref(p->claims);

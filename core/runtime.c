@@ -183,7 +183,8 @@ static int check_root(const ksock_config_t *cfg, char *errstr, size_t errstr_siz
 {
     const ksock_cfg_t *root = ksock_config_root(cfg);
     if (ksock_cfg_type(root) != KSOCK_CFG_OBJECT) {
-        ksock_errstr_set(errstr, errstr_size, "%s:%d:%d: the configuration must be a JSON object, got %s",
+        ksock_errstr_set(errstr, errstr_size,
+                         "%s:%d:%d: the configuration must be a JSON object, got %s",
                          ksock_config_name(cfg), ksock_cfg_line(root), ksock_cfg_column(root),
                          ksock_cfg_type_name(ksock_cfg_type(root)));
         return KSOCK_E_CONFIG;
@@ -276,13 +277,15 @@ void ksock_runtime_destroy(ksock_runtime_t *rt)
      */
     run_posts(rt);
     ksock__plugins_destroy(rt);
-    for (size_t i = 0; i < rt->plugin_path_n; i++) free(rt->plugin_path[i]);
+    for (size_t i = 0; i < rt->plugin_path_n; i++)
+        free(rt->plugin_path[i]);
     free(rt->plugin_path);
     event_free(rt->post_ev);
     close(rt->post_fd);
     event_base_free(rt->base);
     pthread_mutex_destroy(&rt->post_lock);
-    for (size_t i = 0; i < rt->n_owned_cfgs; i++) ksock_config_free(rt->owned_cfgs[i]);
+    for (size_t i = 0; i < rt->n_owned_cfgs; i++)
+        ksock_config_free(rt->owned_cfgs[i]);
     free(rt->owned_cfgs);
     free(rt);
 }
@@ -348,7 +351,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     ksock_timer_t *t = arg;
     if (t->repeat_ms) {
-        struct timeval tv = {(time_t)(t->repeat_ms / 1000), (suseconds_t)(t->repeat_ms % 1000) * 1000};
+        struct timeval tv = {(time_t)(t->repeat_ms / 1000),
+                             (suseconds_t)(t->repeat_ms % 1000) * 1000};
         evtimer_add(t->ev, &tv);
     }
     t->in_cb = 1;
@@ -473,8 +477,7 @@ static void deliver_error(ksock_runtime_t *rt, void *arg)
     free(pe);
 }
 
-void ksock_report_error(ksock_runtime_t *rt, int code, const char *component, const char *fmt,
-                        ...)
+void ksock_report_error(ksock_runtime_t *rt, int code, const char *component, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;

@@ -28,7 +28,10 @@ typedef struct {
 } test_entry_t;
 
 #define TEST(name) static void test_##name(void)
-#define TEST_ENTRY(name) {#name, test_##name}
+#define TEST_ENTRY(name)                                                                           \
+    {                                                                                              \
+#name, test_##name                                                                         \
+    }
 
 #define TEST_FAIL_(...)                                                                            \
     do {                                                                                           \
@@ -47,18 +50,17 @@ typedef struct {
 #define ASSERT_INT_OP_(a, op, b)                                                                   \
     do {                                                                                           \
         int64_t a_ = (int64_t)(a), b_ = (int64_t)(b);                                              \
-        if (!(a_ op b_))                                                                           \
-            TEST_FAIL_("%s %s %s: %" PRId64 " vs %" PRId64, #a, #op, #b, a_, b_);                   \
+        if (!(a_ op b_)) TEST_FAIL_("%s %s %s: %" PRId64 " vs %" PRId64, #a, #op, #b, a_, b_);     \
     } while (0)
 
-#define ASSERT_EQ(a, b) ASSERT_INT_OP_(a, ==, b)
-#define ASSERT_NE(a, b) ASSERT_INT_OP_(a, !=, b)
-#define ASSERT_LT(a, b) ASSERT_INT_OP_(a, <, b)
-#define ASSERT_LE(a, b) ASSERT_INT_OP_(a, <=, b)
-#define ASSERT_GT(a, b) ASSERT_INT_OP_(a, >, b)
-#define ASSERT_GE(a, b) ASSERT_INT_OP_(a, >=, b)
-#define ASSERT_OK(expr) ASSERT_INT_OP_(expr, ==, 0)
-#define ASSERT_NULL(p) ASSERT((p) == NULL)
+#define ASSERT_EQ(a, b)    ASSERT_INT_OP_(a, ==, b)
+#define ASSERT_NE(a, b)    ASSERT_INT_OP_(a, !=, b)
+#define ASSERT_LT(a, b)    ASSERT_INT_OP_(a, <, b)
+#define ASSERT_LE(a, b)    ASSERT_INT_OP_(a, <=, b)
+#define ASSERT_GT(a, b)    ASSERT_INT_OP_(a, >, b)
+#define ASSERT_GE(a, b)    ASSERT_INT_OP_(a, >=, b)
+#define ASSERT_OK(expr)    ASSERT_INT_OP_(expr, ==, 0)
+#define ASSERT_NULL(p)     ASSERT((p) == NULL)
 #define ASSERT_NOT_NULL(p) ASSERT((p) != NULL)
 
 #define ASSERT_STR_EQ(a, b)                                                                        \
@@ -74,7 +76,7 @@ typedef struct {
     do {                                                                                           \
         const char *h_ = (hay), *n_ = (needle);                                                    \
         if (h_ == NULL || strstr(h_, n_) == NULL)                                                  \
-            TEST_FAIL_("%s does not contain \"%s\": \"%s\"", #hay, n_, h_ ? h_ : "(null)");         \
+            TEST_FAIL_("%s does not contain \"%s\": \"%s\"", #hay, n_, h_ ? h_ : "(null)");        \
     } while (0)
 
 #define ASSERT_MEM_EQ(a, b, n) ASSERT(memcmp((a), (b), (n)) == 0)
@@ -131,7 +133,7 @@ static inline int test_run_one_(const test_entry_t *t)
         for (size_t i = 0; i < n; i++) {                                                           \
             if (argc >= 2 && strcmp(argv[1], test_list_[i].name) != 0) continue;                   \
             int rc = test_run_one_(&test_list_[i]);                                                \
-            printf("%sok %zu - %s%s\n", rc == 0 || rc == TEST_SKIP_STATUS ? "" : "not ", ++k,       \
+            printf("%sok %zu - %s%s\n", rc == 0 || rc == TEST_SKIP_STATUS ? "" : "not ", ++k,      \
                    test_list_[i].name, rc == TEST_SKIP_STATUS ? " # SKIP" : "");                   \
             fflush(stdout);                                                                        \
             if (rc != 0 && rc != TEST_SKIP_STATUS) failed++;                                       \

@@ -117,8 +117,7 @@ static void on_frame(ksock_ws_t *ws, ksock_frame_type_t type, const void *data, 
     ksock_buf_t out = KSOCK_BUF_INIT;
     ksock_value_t *v = NULL;
     char err[256];
-    if (!cli.raw &&
-        ksock_serde_deserialize(cli.rt, data, len, NULL, &v, err, sizeof(err)) == 0) {
+    if (!cli.raw && ksock_serde_deserialize(cli.rt, data, len, NULL, &v, err, sizeof(err)) == 0) {
         /* NULL strategy: the global one, which main() sets to the connection's serializer. */
         ksock_frame_type_t t;
         if (ksock_serde_serialize(cli.rt, v, cli.json, &out, &t, err, sizeof(err)) != 0)
@@ -252,15 +251,30 @@ static void on_signal(ksock_signal_t *s, int signum, void *data)
 int main(int argc, char **argv)
 {
     if (argc < 3 || strcmp(argv[1], "connect") != 0) {
-        usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
-                  ? stdout
-                  : stderr);
+        usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) ? stdout
+                                                                                          : stderr);
         return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
     const char *url = argv[2];
     enum {
-        O_SUB = 1, O_SER, O_HDR, O_QUERY, O_TOKEN, O_CA, O_INSECURE, O_RECONNECT, O_RETRIES,
-        O_DELAY, O_MAXDELAY, O_NOEXP, O_NOJITTER, O_STABLE, O_QUEUE, O_RAW, O_PDIR, O_TRANSPORT
+        O_SUB = 1,
+        O_SER,
+        O_HDR,
+        O_QUERY,
+        O_TOKEN,
+        O_CA,
+        O_INSECURE,
+        O_RECONNECT,
+        O_RETRIES,
+        O_DELAY,
+        O_MAXDELAY,
+        O_NOEXP,
+        O_NOJITTER,
+        O_STABLE,
+        O_QUEUE,
+        O_RAW,
+        O_PDIR,
+        O_TRANSPORT
     };
     static const struct option lopts[] = {
         {"subprotocol", required_argument, NULL, O_SUB},
@@ -298,8 +312,12 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
         switch (c) {
-        case O_SUB: o.subprotocol = optarg; break;
-        case O_SER: serializer = optarg; break;
+        case O_SUB:
+            o.subprotocol = optarg;
+            break;
+        case O_SER:
+            serializer = optarg;
+            break;
         case O_HDR:
         case O_QUERY: {
             const char sep = c == O_HDR ? ':' : '=';
@@ -311,7 +329,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             *p++ = '\0';
-            while (*p == ' ') p++;
+            while (*p == ' ')
+                p++;
             owned[nowned++] = d;
             if (c == O_HDR)
                 headers[nh++] = (ksock_kvpair_t){d, p};
@@ -319,21 +338,51 @@ int main(int argc, char **argv)
                 query[nq++] = (ksock_kvpair_t){d, p};
             break;
         }
-        case O_TOKEN: o.token = optarg; break;
-        case O_CA: o.ca_file = optarg; break;
-        case O_INSECURE: o.insecure = true; break;
-        case O_RECONNECT: ro.enabled = true; break;
-        case O_RETRIES: ro.max_retries = atoll(optarg); break;
-        case O_DELAY: ro.retry_delay_ms = strtoull(optarg, NULL, 10); break;
-        case O_MAXDELAY: ro.max_delay_ms = strtoull(optarg, NULL, 10); break;
-        case O_NOEXP: ro.exponential_backoff = false; break;
-        case O_NOJITTER: ro.jitter = false; break;
-        case O_STABLE: ro.stable_after_ms = strtoull(optarg, NULL, 10); break;
-        case O_QUEUE: ro.queue_max_messages = strtoull(optarg, NULL, 10); break;
-        case O_RAW: cli.raw = true; break;
-        case O_PDIR: plugin_dir = optarg; break;
-        case O_TRANSPORT: transport = optarg; break;
-        default: usage(stderr); return 2;
+        case O_TOKEN:
+            o.token = optarg;
+            break;
+        case O_CA:
+            o.ca_file = optarg;
+            break;
+        case O_INSECURE:
+            o.insecure = true;
+            break;
+        case O_RECONNECT:
+            ro.enabled = true;
+            break;
+        case O_RETRIES:
+            ro.max_retries = atoll(optarg);
+            break;
+        case O_DELAY:
+            ro.retry_delay_ms = strtoull(optarg, NULL, 10);
+            break;
+        case O_MAXDELAY:
+            ro.max_delay_ms = strtoull(optarg, NULL, 10);
+            break;
+        case O_NOEXP:
+            ro.exponential_backoff = false;
+            break;
+        case O_NOJITTER:
+            ro.jitter = false;
+            break;
+        case O_STABLE:
+            ro.stable_after_ms = strtoull(optarg, NULL, 10);
+            break;
+        case O_QUEUE:
+            ro.queue_max_messages = strtoull(optarg, NULL, 10);
+            break;
+        case O_RAW:
+            cli.raw = true;
+            break;
+        case O_PDIR:
+            plugin_dir = optarg;
+            break;
+        case O_TRANSPORT:
+            transport = optarg;
+            break;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     o.serializer = serializer;
@@ -363,7 +412,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ksock: %s\n", err[0] ? err : ksock_strerror(rc));
         ksock_ws_manager_free(cli.mgr);
         ksock_runtime_destroy(cli.rt);
-        for (size_t i = 0; i < nowned; i++) free(owned[i]);
+        for (size_t i = 0; i < nowned; i++)
+            free(owned[i]);
         return 2;
     }
     ksock_ws_on_open(cli.ws, on_open);
@@ -387,6 +437,7 @@ int main(int argc, char **argv)
     ksock_ws_manager_free(cli.mgr);
     ksock_buf_free(&cli.line);
     ksock_runtime_destroy(cli.rt);
-    for (size_t i = 0; i < nowned; i++) free(owned[i]);
+    for (size_t i = 0; i < nowned; i++)
+        free(owned[i]);
     return cli.exit_code;
 }

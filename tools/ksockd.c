@@ -83,9 +83,8 @@ static void list_one(const char *file, const ksock_plugin_desc_t *d, int err, co
         l->refused++;
         return;
     }
-    printf("%-10s %-12s %-8s ABI %u.%u  %s\n",
-           ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind), d->name,
-           d->version ? d->version : "-", d->abi_major, d->abi_minor, file);
+    printf("%-10s %-12s %-8s ABI %u.%u  %s\n", ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind),
+           d->name, d->version ? d->version : "-", d->abi_major, d->abi_minor, file);
 }
 
 static int cmd_list_plugins(ksock_runtime_t *rt)
@@ -95,7 +94,8 @@ static int cmd_list_plugins(ksock_runtime_t *rt)
     printf("%-10s %-12s %-8s ABI %d.%d  %s\n", "logsink", "console", KSOCK_VERSION_STRING,
            KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR, "(built in)");
     ksock_plugin_scan(rt, list_one, &l);
-    for (size_t i = 0; i < l.n; i++) free(l.seen[i]);
+    for (size_t i = 0; i < l.n; i++)
+        free(l.seen[i]);
     free(l.seen);
     return 0;
 }
@@ -144,7 +144,8 @@ static void print_options_text(const ksock_option_t *t, size_t stride)
     for (size_t i = 0; (o = opt_at(t, stride, i)) != NULL; i++) {
         print_default(o, def, sizeof(def));
         print_type(o, type, sizeof(type));
-        printf("  %-18s %-28s %-12s %s\n", o->name, type, def, o->description ? o->description : "");
+        printf("  %-18s %-28s %-12s %s\n", o->name, type, def,
+               o->description ? o->description : "");
     }
 }
 
@@ -160,8 +161,9 @@ static void print_options_md(const ksock_option_t *t, size_t stride)
     for (size_t i = 0; (o = opt_at(t, stride, i)) != NULL; i++) {
         print_default(o, def, sizeof(def));
         print_type(o, type, sizeof(type));
-        printf("| `%s` | %s | %s%s%s | %s |\n", o->name, type, def[0] == '(' || def[0] == '-' ? "" : "`",
-               def, def[0] == '(' || def[0] == '-' ? "" : "`", o->description ? o->description : "");
+        printf("| `%s` | %s | %s%s%s | %s |\n", o->name, type,
+               def[0] == '(' || def[0] == '-' ? "" : "`", def,
+               def[0] == '(' || def[0] == '-' ? "" : "`", o->description ? o->description : "");
     }
     printf("\n");
 }
@@ -213,7 +215,8 @@ static int cmd_describe(ksock_runtime_t *rt, const char *name)
     printf("%s \"%s\" %s (ABI %u.%u) %s\n", ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind),
            d->name, d->version ? d->version : "", d->abi_major, d->abi_minor, ksock_plugin_file(p));
     if (d->description) printf("  %s\n", d->description);
-    printf("\nOptions%s:\n", d->kind == KSOCK_PLUGIN_LOGSINK ? " (besides type, name, level, format)" : "");
+    printf("\nOptions%s:\n",
+           d->kind == KSOCK_PLUGIN_LOGSINK ? " (besides type, name, level, format)" : "");
     print_options_text(d->options, d->option_size);
     return 0;
 }
@@ -386,8 +389,8 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
         return 1;
     }
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
-              (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()),
-                             KSOCK_KV_STR("config", path), KSOCK_KV_I64("pid", getpid())},
+              (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()), KSOCK_KV_STR("config", path),
+                             KSOCK_KV_I64("pid", getpid())},
               3, "ksockd started");
     rc = ksock_runtime_run(rt);
     if (d.producer) ksock_kafka_producer_destroy(d.producer, 5000);
@@ -468,9 +471,9 @@ int main(int argc, char **argv)
         if (rc == 0) printf("%s: configuration is valid\n", check);
     } else if (list || describe || reference) {
         rc = load_plugin_path(rt, config) != 0 ? EXIT_CONFIG
-             : list                             ? cmd_list_plugins(rt)
-             : describe                         ? cmd_describe(rt, describe)
-                                                : cmd_reference(rt);
+             : list                            ? cmd_list_plugins(rt)
+             : describe                        ? cmd_describe(rt, describe)
+                                               : cmd_reference(rt);
     } else {
         rc = cmd_run(rt, config);
     }

@@ -391,8 +391,7 @@ static void ev_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     if (ws->on_message == NULL) return;
     ksock_value_t *v = NULL;
     char err[256] = "";
-    int rc = ksock_serde_deserialize(ws->mgr->rt, payload, len, ws->strategy, &v, err,
-                                     sizeof(err));
+    int rc = ksock_serde_deserialize(ws->mgr->rt, payload, len, ws->strategy, &v, err, sizeof(err));
     if (rc != 0) {
         ksock_report_error(ws->mgr->rt, rc, WS_COMPONENT,
                            "%s: cannot deserialize a %zu-byte message: %s", ws->url, len, err);
@@ -472,7 +471,8 @@ void ksock_ws_manager_free(ksock_ws_manager_t *mgr)
     mgr->tv->stop(mgr->transport->inst);
     ksock_plugin_instance_free(mgr->transport);
     ksock_config_free(mgr->tdoc);
-    while (mgr->conns) ws_free(mgr->conns);
+    while (mgr->conns)
+        ws_free(mgr->conns);
     free(mgr->reconnect_policy);
     free(mgr->reconnect_policy_json);
     free(mgr->ca_file);
@@ -539,7 +539,8 @@ int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url, const ksock_ws_op
     *out = NULL;
     ksock_ws_opts_t opts;
     ksock_ws_opts_init(&opts);
-    if (opts_in) memcpy(&opts, opts_in, opts_in->size < sizeof(opts) ? opts_in->size : sizeof(opts));
+    if (opts_in)
+        memcpy(&opts, opts_in, opts_in->size < sizeof(opts) ? opts_in->size : sizeof(opts));
     if (url == NULL || (strncmp(url, "ws://", 5) != 0 && strncmp(url, "wss://", 6) != 0)) {
         ksock_errstr_set(errstr, errstr_size, "URL must start with ws:// or wss://");
         return KSOCK_E_INVAL;
@@ -680,10 +681,22 @@ int ksock_ws_close(ksock_ws_t *ws, int code, const char *reason)
 
 /* ---- Registration, resilience, accessors ------------------------------------------- */
 
-void ksock_ws_on_open(ksock_ws_t *ws, ksock_ws_open_cb cb) { ws->on_open = cb; }
-void ksock_ws_on_message(ksock_ws_t *ws, ksock_ws_message_cb cb) { ws->on_message = cb; }
-void ksock_ws_on_frame(ksock_ws_t *ws, ksock_ws_frame_cb cb) { ws->on_frame = cb; }
-void ksock_ws_on_close(ksock_ws_t *ws, ksock_ws_close_cb cb) { ws->on_close = cb; }
+void ksock_ws_on_open(ksock_ws_t *ws, ksock_ws_open_cb cb)
+{
+    ws->on_open = cb;
+}
+void ksock_ws_on_message(ksock_ws_t *ws, ksock_ws_message_cb cb)
+{
+    ws->on_message = cb;
+}
+void ksock_ws_on_frame(ksock_ws_t *ws, ksock_ws_frame_cb cb)
+{
+    ws->on_frame = cb;
+}
+void ksock_ws_on_close(ksock_ws_t *ws, ksock_ws_close_cb cb)
+{
+    ws->on_close = cb;
+}
 void ksock_ws_on_reconnecting(ksock_ws_t *ws, ksock_ws_reconnecting_cb cb)
 {
     ws->on_reconnecting = cb;
@@ -692,7 +705,10 @@ void ksock_ws_on_reconnected(ksock_ws_t *ws, ksock_ws_reconnected_cb cb)
 {
     ws->on_reconnected = cb;
 }
-void ksock_ws_on_writable(ksock_ws_t *ws, ksock_ws_writable_cb cb) { ws->on_writable = cb; }
+void ksock_ws_on_writable(ksock_ws_t *ws, ksock_ws_writable_cb cb)
+{
+    ws->on_writable = cb;
+}
 
 int ksock_ws_enable_reconnection(ksock_ws_t *ws, const ksock_reconnect_opts_t *opts)
 {
@@ -728,22 +744,45 @@ void ksock_ws_disable_reconnection(ksock_ws_t *ws)
     }
 }
 
-ksock_ws_state_t ksock_ws_state(const ksock_ws_t *ws) { return ws->state; }
+ksock_ws_state_t ksock_ws_state(const ksock_ws_t *ws)
+{
+    return ws->state;
+}
 
 const char *ksock_ws_state_name(ksock_ws_state_t s)
 {
     switch (s) {
-    case KSOCK_WS_CONNECTING: return "connecting";
-    case KSOCK_WS_OPEN: return "open";
-    case KSOCK_WS_WAITING: return "waiting";
-    case KSOCK_WS_RECONNECTING: return "reconnecting";
-    case KSOCK_WS_CLOSING: return "closing";
+    case KSOCK_WS_CONNECTING:
+        return "connecting";
+    case KSOCK_WS_OPEN:
+        return "open";
+    case KSOCK_WS_WAITING:
+        return "waiting";
+    case KSOCK_WS_RECONNECTING:
+        return "reconnecting";
+    case KSOCK_WS_CLOSING:
+        return "closing";
     }
     return "unknown";
 }
 
-const char *ksock_ws_subprotocol(const ksock_ws_t *ws) { return ws->subprotocol; }
-uint32_t ksock_ws_attempt(const ksock_ws_t *ws) { return ws->attempt; }
-ksock_runtime_t *ksock_ws_runtime(const ksock_ws_t *ws) { return ws->mgr->rt; }
-void ksock_ws_set_data(ksock_ws_t *ws, void *data) { ws->data = data; }
-void *ksock_ws_get_data(const ksock_ws_t *ws) { return ws->data; }
+const char *ksock_ws_subprotocol(const ksock_ws_t *ws)
+{
+    return ws->subprotocol;
+}
+uint32_t ksock_ws_attempt(const ksock_ws_t *ws)
+{
+    return ws->attempt;
+}
+ksock_runtime_t *ksock_ws_runtime(const ksock_ws_t *ws)
+{
+    return ws->mgr->rt;
+}
+void ksock_ws_set_data(ksock_ws_t *ws, void *data)
+{
+    ws->data = data;
+}
+void *ksock_ws_get_data(const ksock_ws_t *ws)
+{
+    return ws->data;
+}

@@ -24,15 +24,15 @@ typedef struct ksock_kvpair_s {
 
 /* What a client presented when it connected. Borrowed for the call. */
 typedef struct ksock_handshake_s {
-    size_t size;                  /* sizeof(ksock_handshake_t) */
-    const char *path;             /* "/ws" */
-    const char *query;            /* raw query string without '?', may be NULL */
-    const ksock_kvpair_t *headers;/* request headers, names lower-case */
+    size_t size;                   /* sizeof(ksock_handshake_t) */
+    const char *path;              /* "/ws" */
+    const char *query;             /* raw query string without '?', may be NULL */
+    const ksock_kvpair_t *headers; /* request headers, names lower-case */
     size_t nheaders;
-    const char *peer_addr;        /* "127.0.0.1:53412" */
-    const char *subprotocol;      /* the one selected, e.g. "ksock.v1.json" */
-    const char *origin;           /* Origin header, may be NULL */
-    const void *client_cert_der;  /* TLS client certificate, may be NULL */
+    const char *peer_addr;       /* "127.0.0.1:53412" */
+    const char *subprotocol;     /* the one selected, e.g. "ksock.v1.json" */
+    const char *origin;          /* Origin header, may be NULL */
+    const void *client_cert_der; /* TLS client certificate, may be NULL */
     size_t client_cert_len;
 } ksock_handshake_t;
 
@@ -40,10 +40,10 @@ typedef struct ksock_handshake_s {
 KSOCK_EXTERN const char *ksock_handshake_header(const ksock_handshake_t *hs, const char *name);
 
 #define KSOCK_PERM_SUBSCRIBE 0x1u
-#define KSOCK_PERM_PUBLISH 0x2u
+#define KSOCK_PERM_PUBLISH   0x2u
 
 typedef struct ksock_topic_perm_s {
-    char *pattern; /* exact topic, "prefix.*" or "*" */
+    char *pattern;   /* exact topic, "prefix.*" or "*" */
     unsigned rights; /* KSOCK_PERM_* */
 } ksock_topic_perm_t;
 
@@ -54,11 +54,11 @@ typedef struct ksock_topic_perm_s {
  */
 typedef struct ksock_principal_s {
     size_t size;
-    char *subject;           /* "sub" claim or equivalent */
+    char *subject; /* "sub" claim or equivalent */
     ksock_topic_perm_t *perms;
     size_t nperms;
-    int64_t expires_at_ms;   /* 0: no expiry */
-    ksock_value_t *claims;   /* all claims, may be NULL; one reference owned */
+    int64_t expires_at_ms; /* 0: no expiry */
+    ksock_value_t *claims; /* all claims, may be NULL; one reference owned */
 } ksock_principal_t;
 
 KSOCK_EXTERN ksock_principal_t *ksock_principal_new(const char *subject);

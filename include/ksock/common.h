@@ -18,7 +18,7 @@ extern "C" {
 
 /* Symbols of libksock are hidden unless marked; plugins mark only their entry. */
 #if defined(__GNUC__) || defined(__clang__)
-#define KSOCK_VISIBLE __attribute__((visibility("default")))
+#define KSOCK_VISIBLE           __attribute__((visibility("default")))
 #define KSOCK_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #define KSOCK_VISIBLE
@@ -31,9 +31,9 @@ extern "C" {
 #define KSOCK_EXTERN
 #endif
 
-#define KSOCK_VERSION_MAJOR 0
-#define KSOCK_VERSION_MINOR 1
-#define KSOCK_VERSION_PATCH 0
+#define KSOCK_VERSION_MAJOR  0
+#define KSOCK_VERSION_MINOR  1
+#define KSOCK_VERSION_PATCH  0
 #define KSOCK_VERSION_STRING "0.1.0"
 
 /* Library version as a string, e.g. "0.1.0". Static storage. */
@@ -52,7 +52,10 @@ typedef struct ksock_buf_s {
     size_t cap;
 } ksock_buf_t;
 
-#define KSOCK_BUF_INIT {NULL, 0, 0}
+#define KSOCK_BUF_INIT                                                                             \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Make room for `extra` more bytes. Returns 0 or KSOCK_E_NOMEM. */
 KSOCK_EXTERN int ksock_buf_reserve(ksock_buf_t *b, size_t extra);

@@ -72,17 +72,18 @@ typedef enum {
     KSOCK_OPT_STRING = 1, /* char *            (owned by the struct; freed by ksock_options_free) */
     KSOCK_OPT_INT,        /* int64_t */
     KSOCK_OPT_BOOL,       /* bool */
-    KSOCK_OPT_DURATION,   /* int64_t milliseconds; "250ms", "30s", "5m", "1h", "2d" or an integer ms */
+    KSOCK_OPT_DURATION,   /* int64_t milliseconds; "250ms", "30s", "5m", "1h", "2d" or an integer ms
+                           */
     KSOCK_OPT_SIZE,       /* int64_t bytes; "512", "64KiB", "10MB", "1GiB" or an integer */
     KSOCK_OPT_ENUM,       /* int: index into enum_values */
     KSOCK_OPT_LIST,       /* ksock_strlist_t of strings */
     KSOCK_OPT_OBJECT,     /* const ksock_cfg_t *, borrowed from the config for its lifetime */
     KSOCK_OPT_DOUBLE,     /* double */
-    KSOCK_OPT_ARRAY       /* const ksock_cfg_t * to an array (of objects, say), borrowed like OBJECT */
+    KSOCK_OPT_ARRAY /* const ksock_cfg_t * to an array (of objects, say), borrowed like OBJECT */
 } ksock_opt_type_t;
 
 #define KSOCK_OPT_REQUIRED 0x1u /* no default: the key must be present */
-#define KSOCK_OPT_SECRET 0x2u   /* never printed or logged (passwords) */
+#define KSOCK_OPT_SECRET   0x2u /* never printed or logged (passwords) */
 
 typedef struct ksock_strlist_s {
     size_t n;
@@ -97,22 +98,31 @@ typedef struct ksock_strlist_s {
 typedef struct ksock_option_s {
     const char *name;
     ksock_opt_type_t type;
-    unsigned flags;              /* KSOCK_OPT_REQUIRED, KSOCK_OPT_SECRET */
-    const char *def;             /* default, written as in the config ("30s", "info", "true"); NULL: none */
-    size_t offset;               /* where the value goes in the target struct */
+    unsigned flags;  /* KSOCK_OPT_REQUIRED, KSOCK_OPT_SECRET */
+    const char *def; /* default, written as in the config ("30s", "info", "true"); NULL: none */
+    size_t offset;   /* where the value goes in the target struct */
     const char *const *enum_values; /* KSOCK_OPT_ENUM: NULL-terminated */
-    int64_t min, max;            /* INT/DURATION/SIZE bounds when min < max */
+    int64_t min, max;               /* INT/DURATION/SIZE bounds when min < max */
     const char *description;
 } ksock_option_t;
 
 /* Helpers to write tables: KSOCK_OPTION(name, type, flags, def, struct, field, desc). */
 #define KSOCK_OPTION(nm, ty, fl, df, st, field, desc)                                              \
-    {(nm), (ty), (fl), (df), offsetof(st, field), NULL, 0, 0, (desc)}
+    {                                                                                              \
+        (nm), (ty), (fl), (df), offsetof(st, field), NULL, 0, 0, (desc)                            \
+    }
 #define KSOCK_OPTION_RANGE(nm, ty, fl, df, st, field, lo, hi, desc)                                \
-    {(nm), (ty), (fl), (df), offsetof(st, field), NULL, (lo), (hi), (desc)}
+    {                                                                                              \
+        (nm), (ty), (fl), (df), offsetof(st, field), NULL, (lo), (hi), (desc)                      \
+    }
 #define KSOCK_OPTION_ENUM(nm, fl, df, st, field, values, desc)                                     \
-    {(nm), KSOCK_OPT_ENUM, (fl), (df), offsetof(st, field), (values), 0, 0, (desc)}
-#define KSOCK_OPTION_END {NULL, (ksock_opt_type_t)0, 0, NULL, 0, NULL, 0, 0, NULL}
+    {                                                                                              \
+        (nm), KSOCK_OPT_ENUM, (fl), (df), offsetof(st, field), (values), 0, 0, (desc)              \
+    }
+#define KSOCK_OPTION_END                                                                           \
+    {                                                                                              \
+        NULL, (ksock_opt_type_t)0, 0, NULL, 0, NULL, 0, 0, NULL                                    \
+    }
 
 /* "string", "int", "bool", "duration", "size", "enum", "list", "object", "double". */
 KSOCK_EXTERN const char *ksock_opt_type_name(ksock_opt_type_t t);

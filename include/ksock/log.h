@@ -50,9 +50,9 @@ typedef struct ksock_kv_s {
     } v;
 } ksock_kv_t;
 
-#define KSOCK_KV_STR(k, val) ((ksock_kv_t){(k), KSOCK_KV_STRING, {.s = (val)}})
-#define KSOCK_KV_I64(k, val) ((ksock_kv_t){(k), KSOCK_KV_INT, {.i = (int64_t)(val)}})
-#define KSOCK_KV_DBL(k, val) ((ksock_kv_t){(k), KSOCK_KV_DOUBLE, {.d = (double)(val)}})
+#define KSOCK_KV_STR(k, val)  ((ksock_kv_t){(k), KSOCK_KV_STRING, {.s = (val)}})
+#define KSOCK_KV_I64(k, val)  ((ksock_kv_t){(k), KSOCK_KV_INT, {.i = (int64_t)(val)}})
+#define KSOCK_KV_DBL(k, val)  ((ksock_kv_t){(k), KSOCK_KV_DOUBLE, {.d = (double)(val)}})
 #define KSOCK_KV_BOOL(k, val) ((ksock_kv_t){(k), KSOCK_KV_BOOL, {.b = (val)}})
 
 /*
@@ -60,11 +60,11 @@ typedef struct ksock_kv_s {
  * only; a sink that keeps it formats or copies it first. Grows at the end.
  */
 typedef struct ksock_log_record_s {
-    size_t size;               /* sizeof(ksock_log_record_t) as compiled into the core */
-    int64_t time_ns;           /* wall clock, ns since the Unix epoch */
+    size_t size;     /* sizeof(ksock_log_record_t) as compiled into the core */
+    int64_t time_ns; /* wall clock, ns since the Unix epoch */
     ksock_log_level_t level;
-    const char *component;     /* never NULL: "core", "ksockd", "plugin:serde_json", ... */
-    const char *message;       /* NUL-terminated */
+    const char *component; /* never NULL: "core", "ksockd", "plugin:serde_json", ... */
+    const char *message;   /* NUL-terminated */
     size_t message_len;
     const ksock_kv_t *context; /* may be NULL when ncontext == 0 */
     size_t ncontext;
@@ -104,8 +104,8 @@ KSOCK_EXTERN void ksock_logv(ksock_runtime_t *rt, ksock_log_level_t level, const
             ksock_log((rt), (level), (component), NULL, 0, __VA_ARGS__);                           \
     } while (0)
 #define KSOCK_DEBUG(rt, comp, ...) KSOCK_LOG(rt, KSOCK_LOG_DEBUG, comp, __VA_ARGS__)
-#define KSOCK_INFO(rt, comp, ...) KSOCK_LOG(rt, KSOCK_LOG_INFO, comp, __VA_ARGS__)
-#define KSOCK_WARN(rt, comp, ...) KSOCK_LOG(rt, KSOCK_LOG_WARN, comp, __VA_ARGS__)
+#define KSOCK_INFO(rt, comp, ...)  KSOCK_LOG(rt, KSOCK_LOG_INFO, comp, __VA_ARGS__)
+#define KSOCK_WARN(rt, comp, ...)  KSOCK_LOG(rt, KSOCK_LOG_WARN, comp, __VA_ARGS__)
 #define KSOCK_ERROR(rt, comp, ...) KSOCK_LOG(rt, KSOCK_LOG_ERROR, comp, __VA_ARGS__)
 
 /*
@@ -145,11 +145,11 @@ KSOCK_EXTERN void ksock_log_flush(ksock_runtime_t *rt);
 /* Per-sink counters, for operators and tests. */
 typedef struct ksock_log_sink_stats_s {
     size_t size;
-    const char *name;    /* instance name */
-    const char *type;    /* plugin name */
-    uint64_t written;    /* records accepted by the sink */
-    uint64_t dropped;    /* records the sink had to drop (queue full, write error) */
-    uint64_t errors;     /* failed writes / deliveries */
+    const char *name; /* instance name */
+    const char *type; /* plugin name */
+    uint64_t written; /* records accepted by the sink */
+    uint64_t dropped; /* records the sink had to drop (queue full, write error) */
+    uint64_t errors;  /* failed writes / deliveries */
 } ksock_log_sink_stats_t;
 
 /*

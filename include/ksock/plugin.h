@@ -36,9 +36,9 @@
 extern "C" {
 #endif
 
-#define KSOCK_PLUGIN_MAGIC 0x4b53504cu /* "KSPL" */
-#define KSOCK_PLUGIN_ABI_MAJOR 1
-#define KSOCK_PLUGIN_ABI_MINOR 0
+#define KSOCK_PLUGIN_MAGIC        0x4b53504cu /* "KSPL" */
+#define KSOCK_PLUGIN_ABI_MAJOR    1
+#define KSOCK_PLUGIN_ABI_MINOR    0
 #define KSOCK_PLUGIN_ENTRY_SYMBOL "ksock_plugin_entry"
 
 typedef enum {
@@ -59,11 +59,11 @@ KSOCK_EXTERN int ksock_plugin_kind_parse(const char *name, ksock_plugin_kind_t *
  * until the instance's destroy returns.
  */
 typedef struct ksock_plugin_ctx_s {
-    size_t size;              /* sizeof(ksock_plugin_ctx_t) as compiled into the host */
-    ksock_runtime_t *rt;      /* for logging, timers, posting to the loop */
-    const char *instance;     /* the instance name from the config, e.g. "main" */
-    const char *component;    /* the name to log under, e.g. "logsink:file/main" */
-    const ksock_config_t *doc;/* the config the options came from (for ksock_cfg_* nodes) */
+    size_t size;               /* sizeof(ksock_plugin_ctx_t) as compiled into the host */
+    ksock_runtime_t *rt;       /* for logging, timers, posting to the loop */
+    const char *instance;      /* the instance name from the config, e.g. "main" */
+    const char *component;     /* the name to log under, e.g. "logsink:file/main" */
+    const ksock_config_t *doc; /* the config the options came from (for ksock_cfg_* nodes) */
 } ksock_plugin_ctx_t;
 
 /*
@@ -146,13 +146,12 @@ typedef struct ksock_plugin_s ksock_plugin_t;
  * found, errstr lists where it looked), KSOCK_E_PLUGIN / KSOCK_E_ABI
  * (refused, errstr names the file and the reason).
  */
-KSOCK_EXTERN int ksock_plugin_find(ksock_runtime_t *rt, ksock_plugin_kind_t kind,
-                                   const char *name, ksock_plugin_t **out, char *errstr,
-                                   size_t errstr_size);
+KSOCK_EXTERN int ksock_plugin_find(ksock_runtime_t *rt, ksock_plugin_kind_t kind, const char *name,
+                                   ksock_plugin_t **out, char *errstr, size_t errstr_size);
 
 /* Load a plugin from an explicit file path, with the same checks. */
-KSOCK_EXTERN int ksock_plugin_load_file(ksock_runtime_t *rt, const char *path,
-                                        ksock_plugin_t **out, char *errstr, size_t errstr_size);
+KSOCK_EXTERN int ksock_plugin_load_file(ksock_runtime_t *rt, const char *path, ksock_plugin_t **out,
+                                        char *errstr, size_t errstr_size);
 
 /* Register a plugin compiled into the program (KSOCK_PLUGIN_BUILTIN). Same checks. */
 KSOCK_EXTERN int ksock_plugins_register_builtin(ksock_runtime_t *rt, ksock_plugin_entry_fn entry,

@@ -22,11 +22,11 @@ extern "C" {
 
 /* Why the last connection or attempt ended. Borrowed for the call. */
 typedef struct ksock_disconnect_info_s {
-    size_t size;        /* sizeof(ksock_disconnect_info_t) */
-    int err;            /* KSOCK_E_* (CONNREFUSED, TIMEDOUT, CLOSED, AUTH, ...) */
-    int close_code;     /* WebSocket close code, 0 if none was received */
-    const char *reason; /* close reason or error text, may be NULL */
-    uint32_t attempt;   /* 1 for the first retry after a loss */
+    size_t size;           /* sizeof(ksock_disconnect_info_t) */
+    int err;               /* KSOCK_E_* (CONNREFUSED, TIMEDOUT, CLOSED, AUTH, ...) */
+    int close_code;        /* WebSocket close code, 0 if none was received */
+    const char *reason;    /* close reason or error text, may be NULL */
+    uint32_t attempt;      /* 1 for the first retry after a loss */
     uint64_t connected_ms; /* how long the last connection stayed up (0: never up) */
 } ksock_disconnect_info_t;
 

@@ -64,8 +64,8 @@ typedef struct ksock_transport_events_s {
      * from the close frame (1006 and NULL when none came), `err` the
      * transport-level cause (KSOCK_E_CONNRESET, KSOCK_E_TIMEDOUT...) or 0.
      */
-    void (*on_close)(void *data, ksock_conn_id_t id, void *conn_data, int code,
-                     const char *reason, int err);
+    void (*on_close)(void *data, ksock_conn_id_t id, void *conn_data, int code, const char *reason,
+                     int err);
 } ksock_transport_events_t;
 
 /* Client-side connection request. Borrowed for the call. */
@@ -75,17 +75,16 @@ typedef struct ksock_connect_opts_s {
     const char *subprotocol;       /* e.g. "ksock.v1.json" */
     const ksock_kvpair_t *headers; /* extra request headers */
     size_t nheaders;
-    const char *ca_file;           /* PEM CA bundle for wss://, NULL: system */
-    bool insecure;                 /* skip certificate verification (tests only) */
-    uint64_t connect_timeout_ms;   /* 0: transport default */
-    uint64_t max_message_size;     /* 0: transport default */
+    const char *ca_file;         /* PEM CA bundle for wss://, NULL: system */
+    bool insecure;               /* skip certificate verification (tests only) */
+    uint64_t connect_timeout_ms; /* 0: transport default */
+    uint64_t max_message_size;   /* 0: transport default */
 } ksock_connect_opts_t;
 
 typedef struct ksock_transport_vtable_s {
     KSOCK_VTABLE_HEAD;
     /* Start the listeners named in the instance options and report events to `ev` (copied). */
-    int (*listen)(void *inst, const ksock_transport_events_t *ev, char *errstr,
-                  size_t errstr_size);
+    int (*listen)(void *inst, const ksock_transport_events_t *ev, char *errstr, size_t errstr_size);
     /*
      * Open a client connection. *id is assigned before any event; on_open or
      * on_close follows (never from inside this call).

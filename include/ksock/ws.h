@@ -10,8 +10,8 @@
  *   ro.max_retries = 5;
  *   ksock_ws_configure_reconnection(mgr, &ro);                    // configureReconnection()
  *   ksock_ws_t *ws;
- *   ksock_ws_connect(mgr, "wss://example.com/ws", NULL, &ws, err, sizeof err); // createConnection()
- *   ksock_ws_on_message(ws, on_message);                          // onMessage()
+ *   ksock_ws_connect(mgr, "wss://example.com/ws", NULL, &ws, err, sizeof err); //
+ * createConnection() ksock_ws_on_message(ws, on_message);                          // onMessage()
  *   ksock_ws_send(ws, greeting, NULL);                            // sendMessage()
  *   ...
  *   ksock_ws_close(ws, 1000, "bye");                              // closeConnection()
@@ -53,23 +53,24 @@ typedef struct ksock_ws_s ksock_ws_t; /* a client connection (spec WebSocketConn
 /* ---- Reconnection options (spec III ReconnectionOptions) --------------- */
 
 typedef struct ksock_reconnect_opts_s {
-    size_t size;                /* sizeof(ksock_reconnect_opts_t) */
-    bool enabled;               /* default true */
-    const char *policy;         /* reconnect plugin: "backoff" (default) or "none" */
-    int64_t max_retries;        /* attempts after a loss; -1 unlimited (default 10) */
-    uint64_t retry_delay_ms;    /* first (or fixed) delay, default 1000 */
-    bool exponential_backoff;   /* default true */
-    uint64_t max_delay_ms;      /* default 30000 */
-    bool jitter;                /* full jitter, default true */
-    uint64_t stable_after_ms;   /* up this long resets the attempt count, default 10000 */
+    size_t size;              /* sizeof(ksock_reconnect_opts_t) */
+    bool enabled;             /* default true */
+    const char *policy;       /* reconnect plugin: "backoff" (default) or "none" */
+    int64_t max_retries;      /* attempts after a loss; -1 unlimited (default 10) */
+    uint64_t retry_delay_ms;  /* first (or fixed) delay, default 1000 */
+    bool exponential_backoff; /* default true */
+    uint64_t max_delay_ms;    /* default 30000 */
+    bool jitter;              /* full jitter, default true */
+    uint64_t stable_after_ms; /* up this long resets the attempt count, default 10000 */
     /*
      * Messages sent while disconnected are kept (in order, sent once on
      * reconnect) up to this many messages / bytes; 0 messages (the
      * default): not kept, ksock_ws_send() answers KSOCK_E_CLOSED.
      */
     size_t queue_max_messages;
-    size_t queue_max_bytes;     /* 0: 1 MiB when queue_max_messages > 0 */
-    /* For a third-party policy plugin: its options as a JSON object (the fields above are then unused). */
+    size_t queue_max_bytes; /* 0: 1 MiB when queue_max_messages > 0 */
+    /* For a third-party policy plugin: its options as a JSON object (the fields above are then
+     * unused). */
     const char *policy_options_json;
 } ksock_reconnect_opts_t;
 
@@ -79,10 +80,10 @@ KSOCK_EXTERN void ksock_reconnect_opts_init(ksock_reconnect_opts_t *o);
 /* ---- Security (spec V configureWebSocketSecurity) ---------------------- */
 
 typedef struct ksock_ws_security_opts_s {
-    size_t size;          /* sizeof(ksock_ws_security_opts_t) */
-    const char *ca_file;  /* PEM CA bundle for wss://; NULL: the system store */
-    bool insecure;        /* skip certificate verification (tests only) */
-    const char *token;    /* sent as "Authorization: Bearer <token>"; NULL: none */
+    size_t size;         /* sizeof(ksock_ws_security_opts_t) */
+    const char *ca_file; /* PEM CA bundle for wss://; NULL: the system store */
+    bool insecure;       /* skip certificate verification (tests only) */
+    const char *token;   /* sent as "Authorization: Bearer <token>"; NULL: none */
 } ksock_ws_security_opts_t;
 
 /* ---- Connection options (spec ConnectionOptions) ----------------------- */
@@ -91,15 +92,15 @@ typedef struct ksock_ws_opts_s {
     size_t size;                   /* sizeof(ksock_ws_opts_t) */
     const ksock_kvpair_t *headers; /* extra request headers */
     size_t nheaders;
-    const ksock_kvpair_t *query;   /* query parameters, percent-encoded and appended to the URL */
+    const ksock_kvpair_t *query; /* query parameters, percent-encoded and appended to the URL */
     size_t nquery;
-    const char *serializer;        /* serializer plugin, default "json" */
-    const char *subprotocol;       /* NULL: "ksock.v1.<serializer>"; "": offer none */
-    const char *ca_file;           /* NULL: the manager's security options */
-    bool insecure;                 /* or the manager's */
-    const char *token;             /* NULL: the manager's */
+    const char *serializer;                  /* serializer plugin, default "json" */
+    const char *subprotocol;                 /* NULL: "ksock.v1.<serializer>"; "": offer none */
+    const char *ca_file;                     /* NULL: the manager's security options */
+    bool insecure;                           /* or the manager's */
+    const char *token;                       /* NULL: the manager's */
     const ksock_reconnect_opts_t *reconnect; /* NULL: the manager's global options */
-    uint64_t max_message_size;     /* 0: the transport's max_message_size */
+    uint64_t max_message_size;               /* 0: the transport's max_message_size */
 } ksock_ws_opts_t;
 
 KSOCK_EXTERN void ksock_ws_opts_init(ksock_ws_opts_t *o);
@@ -114,8 +115,7 @@ KSOCK_EXTERN void ksock_ws_opts_init(ksock_ws_opts_t *o);
  * found), KSOCK_E_CONFIG (bad options), KSOCK_E_PLUGIN/ABI, with errstr.
  */
 KSOCK_EXTERN int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport_options_json,
-                                      ksock_ws_manager_t **out, char *errstr,
-                                      size_t errstr_size);
+                                      ksock_ws_manager_t **out, char *errstr, size_t errstr_size);
 
 /*
  * Stop every connection and free the manager and all its connections at
@@ -124,7 +124,8 @@ KSOCK_EXTERN int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport
  */
 KSOCK_EXTERN void ksock_ws_manager_free(ksock_ws_manager_t *mgr);
 
-/* Global reconnection options for connections made afterwards (spec III configureReconnection). Copied. */
+/* Global reconnection options for connections made afterwards (spec III configureReconnection).
+ * Copied. */
 KSOCK_EXTERN int ksock_ws_configure_reconnection(ksock_ws_manager_t *mgr,
                                                  const ksock_reconnect_opts_t *opts);
 
@@ -212,8 +213,8 @@ KSOCK_EXTERN void ksock_ws_disable_reconnection(ksock_ws_t *ws);
 typedef enum {
     KSOCK_WS_CONNECTING = 0, /* first attempt in flight */
     KSOCK_WS_OPEN,
-    KSOCK_WS_WAITING,        /* lost; waiting to reconnect */
-    KSOCK_WS_RECONNECTING,   /* a reconnection attempt in flight */
+    KSOCK_WS_WAITING,      /* lost; waiting to reconnect */
+    KSOCK_WS_RECONNECTING, /* a reconnection attempt in flight */
     KSOCK_WS_CLOSING
 } ksock_ws_state_t;
 

@@ -30,20 +30,21 @@ typedef struct backoff_opts_s {
 } backoff_opts_t;
 
 static const ksock_option_t backoff_options[] = {
-    KSOCK_OPTION_RANGE("max_retries", KSOCK_OPT_INT, 0, "10", backoff_opts_t, max_retries, -1,
-                       1000000000,
-                       "Attempts after a loss before giving up; -1: never give up, 0: never retry."),
+    KSOCK_OPTION_RANGE(
+        "max_retries", KSOCK_OPT_INT, 0, "10", backoff_opts_t, max_retries, -1, 1000000000,
+        "Attempts after a loss before giving up; -1: never give up, 0: never retry."),
     KSOCK_OPTION_RANGE("retry_delay", KSOCK_OPT_DURATION, 0, "1s", backoff_opts_t, retry_delay, 0,
-                       86400000, "Delay before the first retry (the fixed delay when "
-                                 "exponential_backoff is false)."),
+                       86400000,
+                       "Delay before the first retry (the fixed delay when "
+                       "exponential_backoff is false)."),
     KSOCK_OPTION("exponential_backoff", KSOCK_OPT_BOOL, 0, "true", backoff_opts_t,
                  exponential_backoff, "Double the delay after every failed attempt."),
     KSOCK_OPTION_RANGE("max_delay", KSOCK_OPT_DURATION, 0, "30s", backoff_opts_t, max_delay, 0,
                        86400000, "Upper bound of the delay."),
     KSOCK_OPTION("jitter", KSOCK_OPT_BOOL, 0, "true", backoff_opts_t, jitter,
                  "Full jitter: wait a uniformly random time between 0 and the delay."),
-    KSOCK_OPTION_RANGE("stable_after", KSOCK_OPT_DURATION, 0, "10s", backoff_opts_t,
-                       stable_after, 0, 86400000,
+    KSOCK_OPTION_RANGE("stable_after", KSOCK_OPT_DURATION, 0, "10s", backoff_opts_t, stable_after,
+                       0, 86400000,
                        "A connection that stays up this long resets the attempt counter."),
     KSOCK_OPTION_END,
 };
@@ -108,7 +109,8 @@ static int64_t backoff_next_delay(void *inst, const ksock_disconnect_info_t *inf
     uint64_t base = (uint64_t)b->o.retry_delay;
     if (b->o.exponential_backoff) {
         uint32_t n = info->attempt ? info->attempt - 1 : 0;
-        for (uint32_t i = 0; i < n && base < (uint64_t)b->o.max_delay; i++) base *= 2;
+        for (uint32_t i = 0; i < n && base < (uint64_t)b->o.max_delay; i++)
+            base *= 2;
         if (base > (uint64_t)b->o.max_delay) base = (uint64_t)b->o.max_delay;
     }
     if (b->o.jitter && base > 0) base = rng_next(b) % (base + 1);

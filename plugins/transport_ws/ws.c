@@ -44,7 +44,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define WS_CLIENT_PROTOCOL "ksock-client"
+#define WS_CLIENT_PROTOCOL         "ksock-client"
 #define WS_MAX_WRITES_PER_CALLBACK 64
 
 /* ---- Options ----------------------------------------------------------- */
@@ -78,12 +78,10 @@ static const ksock_option_t ws_options[] = {
                  "\"path\": \"/ws\"}. address defaults to 0.0.0.0 and path to \"/\" (any "
                  "path); port is required. Empty or absent: client only."),
     KSOCK_OPTION("subprotocols", KSOCK_OPT_LIST, 0,
-                 "ksock.v1.json,ksock.v1.msgpack,ksock.v1.protobuf", ws_opts_t,
-                 subprotocols,
+                 "ksock.v1.json,ksock.v1.msgpack,ksock.v1.protobuf", ws_opts_t, subprotocols,
                  "Sec-WebSocket-Protocol names the server accepts, in order of preference "
                  "given by the client; ksock.v1.<name> selects the serializer <name>."),
-    KSOCK_OPTION("require_subprotocol", KSOCK_OPT_BOOL, 0, "false", ws_opts_t,
-                 require_subprotocol,
+    KSOCK_OPTION("require_subprotocol", KSOCK_OPT_BOOL, 0, "false", ws_opts_t, require_subprotocol,
                  "Refuse (HTTP 400) an upgrade that offers no subprotocol; when false such a "
                  "connection opens with no subprotocol."),
     KSOCK_OPTION("origins", KSOCK_OPT_LIST, 0, "", ws_opts_t, origins,
@@ -94,11 +92,11 @@ static const ksock_option_t ws_options[] = {
                  handshake_headers,
                  "Non-standard request headers passed to the authenticator in addition to "
                  "the standard ones (libwebsockets 4.1 cannot enumerate unknown headers)."),
-    KSOCK_OPTION_RANGE("max_message_size", KSOCK_OPT_SIZE, 0, "1MiB", ws_opts_t,
-                       max_message_size, 1, (int64_t)1 << 31,
+    KSOCK_OPTION_RANGE("max_message_size", KSOCK_OPT_SIZE, 0, "1MiB", ws_opts_t, max_message_size,
+                       1, (int64_t)1 << 31,
                        "Largest message accepted (fragments joined); larger closes with 1009."),
-    KSOCK_OPTION_RANGE("ping_interval", KSOCK_OPT_DURATION, 0, "30s", ws_opts_t, ping_interval,
-                       0, 65535000,
+    KSOCK_OPTION_RANGE("ping_interval", KSOCK_OPT_DURATION, 0, "30s", ws_opts_t, ping_interval, 0,
+                       65535000,
                        "Send a ping after this long without traffic (whole seconds; 0: never)."),
     KSOCK_OPTION_RANGE("idle_timeout", KSOCK_OPT_DURATION, 0, "75s", ws_opts_t, idle_timeout, 0,
                        65535000,
@@ -107,8 +105,8 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_RANGE("handshake_timeout", KSOCK_OPT_DURATION, 0, "10s", ws_opts_t,
                        handshake_timeout, 1000, 3600000,
                        "Time a client has to complete TLS and the HTTP upgrade (whole seconds)."),
-    KSOCK_OPTION_RANGE("connect_timeout", KSOCK_OPT_DURATION, 0, "10s", ws_opts_t,
-                       connect_timeout, 1000, 3600000,
+    KSOCK_OPTION_RANGE("connect_timeout", KSOCK_OPT_DURATION, 0, "10s", ws_opts_t, connect_timeout,
+                       1000, 3600000,
                        "Client side: time to connect and complete the upgrade (whole seconds)."),
     KSOCK_OPTION_RANGE("send_queue_max_frames", KSOCK_OPT_INT, 0, "1024", ws_opts_t,
                        send_queue_max_frames, 1, 1 << 24,
@@ -118,13 +116,12 @@ static const ksock_option_t ws_options[] = {
                        "Bytes queued per connection before send() answers KSOCK_E_QUEUE_FULL "
                        "(a single frame larger than this is still accepted into an empty "
                        "queue)."),
-    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "2KiB", ws_opts_t, rx_buffer_size,
-                       128, 1 << 20,
+    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "2KiB", ws_opts_t, rx_buffer_size, 128,
+                       1 << 20,
                        "libwebsockets' per-connection receive buffer; larger frames arrive in "
                        "pieces. Dominates the memory of an idle connection."),
-    KSOCK_OPTION_RANGE("shutdown_grace", KSOCK_OPT_DURATION, 0, "1s", ws_opts_t, shutdown_grace,
-                       0, 60000,
-                       "On stop, how long to wait for closing handshakes (1001) to finish."),
+    KSOCK_OPTION_RANGE("shutdown_grace", KSOCK_OPT_DURATION, 0, "1s", ws_opts_t, shutdown_grace, 0,
+                       60000, "On stop, how long to wait for closing handshakes (1001) to finish."),
     KSOCK_OPTION("tls_cert", KSOCK_OPT_STRING, 0, NULL, ws_opts_t, tls_cert,
                  "PEM certificate chain for wss:// listeners (with tls_key). Checked at start: "
                  "loads, matches the key, not expired."),
@@ -132,8 +129,7 @@ static const ksock_option_t ws_options[] = {
                  "PEM private key (unencrypted) for tls_cert."),
     KSOCK_OPTION("tls_ca", KSOCK_OPT_STRING, 0, NULL, ws_opts_t, tls_ca,
                  "PEM CA bundle that client certificates must chain to."),
-    KSOCK_OPTION_ENUM("tls_client_cert", 0, "none", ws_opts_t, tls_client_cert,
-                      client_cert_modes,
+    KSOCK_OPTION_ENUM("tls_client_cert", 0, "none", ws_opts_t, tls_client_cert, client_cert_modes,
                       "Ask clients for a certificate: none, optional (verified if sent) or "
                       "required. Needs tls_ca."),
     KSOCK_OPTION_END,
@@ -164,8 +160,8 @@ typedef struct ws_conn_s {
     void *conn_data;
     const ksock_transport_events_t *ev; /* inst->listen_ev or own_ev */
     ksock_transport_events_t own_ev;
-    struct ws_conn_s *hnext;            /* table chain */
-    struct ws_conn_s *pnext, **pprev;   /* pending list, under lock */
+    struct ws_conn_s *hnext;          /* table chain */
+    struct ws_conn_s *pnext, **pprev; /* pending list, under lock */
     bool client;
 
     /* Under inst->lock. */
@@ -195,7 +191,7 @@ typedef struct ws_conn_s {
     ksock_kvpair_t *headers;
     size_t nheaders;
     bool insecure;
-    bool in_start;               /* inside lws_client_connect_via_info() */
+    bool in_start; /* inside lws_client_connect_via_info() */
     struct ws_event_s *deferred_close;
 } ws_conn_t;
 
@@ -312,7 +308,8 @@ static void table_remove(ws_inst_t *inst, ws_conn_t *c)
 {
     if (inst->tcap == 0) return;
     ws_conn_t **pp = &inst->table[slot_of(inst, c->id)];
-    while (*pp && *pp != c) pp = &(*pp)->hnext;
+    while (*pp && *pp != c)
+        pp = &(*pp)->hnext;
     if (*pp) {
         *pp = c->hnext;
         inst->tcount--;
@@ -359,7 +356,8 @@ static int queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len)
         size_t ncap = c->qcap ? c->qcap * 2 : 4;
         ksock_frame_t **nq = malloc(ncap * sizeof(*nq));
         if (nq == NULL) return KSOCK_E_NOMEM;
-        for (size_t i = 0; i < c->qlen; i++) nq[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
+        for (size_t i = 0; i < c->qlen; i++)
+            nq[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
         free(c->q);
         c->q = nq;
         c->qcap = ncap;
@@ -374,7 +372,8 @@ static int queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len)
 static void conn_free(ws_conn_t *c)
 {
     ksock_frame_t *f;
-    while ((f = queue_pop(c)) != NULL) ksock_frame_unref(f);
+    while ((f = queue_pop(c)) != NULL)
+        ksock_frame_unref(f);
     free(c->q);
     ksock_buf_free(&c->rx);
     free(c->peer_reason);
@@ -688,7 +687,8 @@ static void hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
         if (hdr_dup(wsi, (enum lws_token_indexes)t, &v) != 0 || v == NULL) continue;
         char *name = malloc(nl);
         if (name == NULL) abort();
-        for (size_t i = 0; i + 1 < nl; i++) name[i] = (char)tolower((unsigned char)nm[i]);
+        for (size_t i = 0; i + 1 < nl; i++)
+            name[i] = (char)tolower((unsigned char)nm[i]);
         name[nl - 1] = '\0';
         hs_add(b, name, v);
     }
@@ -697,7 +697,8 @@ static void hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
         char key[128];
         int kl = snprintf(key, sizeof(key), "%s:", want);
         if (kl <= 1 || (size_t)kl >= sizeof(key)) continue;
-        for (int j = 0; j < kl; j++) key[j] = (char)tolower((unsigned char)key[j]);
+        for (int j = 0; j < kl; j++)
+            key[j] = (char)tolower((unsigned char)key[j]);
         int n = lws_hdr_custom_length(wsi, key, kl);
         if (n < 0) continue;
         char *v = malloc((size_t)n + 1);
@@ -742,9 +743,11 @@ static const char *pick_subprotocol(ws_inst_t *inst, const char *offered)
     if (offered == NULL || *offered == '\0') return "";
     const char *p = offered;
     while (*p) {
-        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
         const char *s = p;
-        while (*p && *p != ',' && *p != ' ' && *p != '\t') p++;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
         size_t l = (size_t)(p - s);
         for (size_t i = 0; l && i < inst->o->subprotocols.n; i++) {
             const char *name = inst->o->subprotocols.v[i];
@@ -767,13 +770,20 @@ static bool origin_allowed(ws_inst_t *inst, const char *origin)
 static const char *status_text(unsigned code)
 {
     switch (code) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 426: return "Upgrade Required";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 426:
+        return "Upgrade Required";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
     }
 }
 
@@ -923,8 +933,8 @@ static struct lws_vhost *client_vhost(ws_inst_t *inst, const char *ca_file)
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.connect_timeout_secs = (unsigned)((inst->o->connect_timeout + 999) / 1000);
     info.timeout_secs = info.connect_timeout_secs;
-    info.ssl_client_options_set = SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
-                                  SSL_OP_NO_TLSv1_1;
+    info.ssl_client_options_set =
+        SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
     info.user = inst;
     struct lws_vhost *vh = lws_create_vhost(inst->ctx, &info);
     if (vh == NULL) {
@@ -1220,9 +1230,8 @@ static int parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char 
                      ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535)
                 l->port = (int)ksock_cfg_int(v) ? (int)ksock_cfg_int(v) : -2;
             else {
-                ksock_errstr_set(errstr, errstr_size,
-                                 "line %d: listeners[%zu]: key \"%s\": %s", ksock_cfg_line(v), i,
-                                 key,
+                ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: key \"%s\": %s",
+                                 ksock_cfg_line(v), i, key,
                                  strcmp(key, "address") && strcmp(key, "path") &&
                                          strcmp(key, "port")
                                      ? "unknown key (expected address, port, path)"
@@ -1273,8 +1282,8 @@ static int create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr
         info.ssl_private_key_filepath = o->tls_key;
         info.ssl_ca_filepath = o->tls_ca;
         /* TLS 1.2 and 1.3 only. */
-        info.ssl_options_set = SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
-                               SSL_OP_NO_TLSv1_1;
+        info.ssl_options_set =
+            SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
         if (o->tls_client_cert >= 1)
             info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
         if (o->tls_client_cert == 1) info.options |= LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
@@ -1298,8 +1307,8 @@ static void lws_log_to_nowhere(int level, const char *line)
     (void)line;
 }
 
-static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **out,
-                     char *errstr, size_t errstr_size)
+static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **out, char *errstr,
+                     size_t errstr_size)
 {
     const ws_opts_t *o = options;
     if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
@@ -1344,9 +1353,8 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     inst->server_protocols = calloc(np + 2, sizeof(struct lws_protocols));
     if (inst->server_protocols == NULL) abort();
     /* protocols[0] also serves HTTP and "no subprotocol offered" upgrades. */
-    inst->server_protocols[0] =
-        (struct lws_protocols){"ksock-default", ws_callback, 0, (size_t)o->rx_buffer_size, 0,
-                               NULL, 0};
+    inst->server_protocols[0] = (struct lws_protocols){
+        "ksock-default", ws_callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
     for (size_t i = 0; i < np; i++)
         inst->server_protocols[i + 1] = (struct lws_protocols){
             o->subprotocols.v[i], ws_callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
@@ -1394,7 +1402,8 @@ static void ws_call(ws_inst_t *inst, ws_call_fn fn, void *arg)
     pthread_mutex_unlock(&inst->lock);
     lws_cancel_service(inst->ctx);
     pthread_mutex_lock(&inst->lock);
-    while (!inst->call_done) pthread_cond_wait(&inst->cond, &inst->lock);
+    while (!inst->call_done)
+        pthread_cond_wait(&inst->cond, &inst->lock);
     pthread_mutex_unlock(&inst->lock);
 }
 
@@ -1411,8 +1420,7 @@ static void listen_on_thread(ws_inst_t *inst, void *arg)
         lc->rc = create_listener_vhost(inst, &inst->listeners[i], lc->errstr, lc->errstr_size);
 }
 
-static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr,
-                     size_t errstr_size)
+static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, size_t errstr_size)
 {
     ws_inst_t *inst = p;
     if (inst->listening) {
@@ -1442,15 +1450,14 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr,
                            KSOCK_KV_STR("path", l->path ? l->path : "/"),
                            KSOCK_KV_BOOL("tls", inst->o->tls_cert != NULL)};
         ksock_log(inst->rt, KSOCK_LOG_INFO, inst->component, kv, 4, "listening on %s://%s:%d%s",
-                  inst->o->tls_cert ? "wss" : "ws", l->address ? l->address : "0.0.0.0",
-                  l->port, l->path ? l->path : "/");
+                  inst->o->tls_cert ? "wss" : "ws", l->address ? l->address : "0.0.0.0", l->port,
+                  l->path ? l->path : "/");
     }
     return thread_start(inst, errstr, errstr_size);
 }
 
-static int ws_connect(void *p, const ksock_connect_opts_t *opts,
-                      const ksock_transport_events_t *ev, void *conn_data, ksock_conn_id_t *id,
-                      char *errstr, size_t errstr_size)
+static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_transport_events_t *ev,
+                      void *conn_data, ksock_conn_id_t *id, char *errstr, size_t errstr_size)
 {
     ws_inst_t *inst = p;
     if (opts == NULL || opts->url == NULL ||
@@ -1473,8 +1480,8 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts,
     c->sub_req = xstrdup(opts->subprotocol);
     c->ca_file = xstrdup(opts->ca_file);
     c->insecure = opts->insecure;
-    c->max_message = opts->max_message_size ? opts->max_message_size
-                                            : (uint64_t)inst->o->max_message_size;
+    c->max_message =
+        opts->max_message_size ? opts->max_message_size : (uint64_t)inst->o->max_message_size;
     if (opts->nheaders) {
         c->headers = calloc(opts->nheaders, sizeof(*c->headers));
         if (c->headers == NULL) abort();
@@ -1531,9 +1538,8 @@ static int ws_send(void *p, ksock_conn_id_t id, ksock_frame_t *frame)
 static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
 {
     ws_inst_t *inst = p;
-    if (code != 1000 && !(code >= 3000 && code <= 4999) && !(code >= 1001 && code <= 1014 &&
-                                                             code != 1004 && code != 1005 &&
-                                                             code != 1006))
+    if (code != 1000 && !(code >= 3000 && code <= 4999) &&
+        !(code >= 1001 && code <= 1014 && code != 1004 && code != 1005 && code != 1006))
         return KSOCK_E_INVAL;
     pthread_mutex_lock(&inst->lock);
     ws_conn_t *c = table_find(inst, id);
@@ -1549,7 +1555,8 @@ static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
         size_t rl = reason ? strlen(reason) : 0;
         if (rl > 123) {
             rl = 123;
-            while (rl > 0 && ((unsigned char)reason[rl] & 0xC0) == 0x80) rl--;
+            while (rl > 0 && ((unsigned char)reason[rl] & 0xC0) == 0x80)
+                rl--;
         }
         memcpy(c->close_reason, reason ? reason : "", rl);
         c->close_reason[rl] = '\0';
@@ -1595,7 +1602,8 @@ static void ws_stop(void *p)
     for (;;) {
         ws_conn_t *left = NULL;
         pthread_mutex_lock(&inst->lock);
-        for (size_t s = 0; s < inst->tcap && !left; s++) left = inst->table[s];
+        for (size_t s = 0; s < inst->tcap && !left; s++)
+            left = inst->table[s];
         pthread_mutex_unlock(&inst->lock);
         if (left == NULL) break;
         left->wsi = NULL;

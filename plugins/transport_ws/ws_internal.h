@@ -10,7 +10,7 @@
  * valid; `ca_path` (may be NULL) must hold at least one certificate.
  * Returns 0 or KSOCK_E_TLS with a message naming the file and the reason.
  */
-int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_path,
-                  char *errstr, size_t errstr_size);
+int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_path, char *errstr,
+                  size_t errstr_size);
 
 #endif

@@ -34,8 +34,8 @@ static void fmt_time(time_t t, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_path,
-                  char *errstr, size_t errstr_size)
+int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_path, char *errstr,
+                  size_t errstr_size)
 {
     gnutls_datum_t cdat = {NULL, 0}, kdat = {NULL, 0}, adat = {NULL, 0};
     gnutls_x509_crt_t *crts = NULL;
@@ -104,13 +104,15 @@ int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_pa
                              ca_path, g < 0 ? gnutls_strerror(g) : "none found");
             goto out;
         }
-        for (unsigned i = 0; i < ncas; i++) gnutls_x509_crt_deinit(cas[i]);
+        for (unsigned i = 0; i < ncas; i++)
+            gnutls_x509_crt_deinit(cas[i]);
         gnutls_free(cas);
     }
     rc = 0;
 out:
     if (key) gnutls_x509_privkey_deinit(key);
-    for (unsigned i = 0; i < ncrts; i++) gnutls_x509_crt_deinit(crts[i]);
+    for (unsigned i = 0; i < ncrts; i++)
+        gnutls_x509_crt_deinit(crts[i]);
     gnutls_free(crts);
     gnutls_free(cdat.data);
     gnutls_free(kdat.data);

@@ -49,7 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The core's own sections (no plugins are found: the search path is empty). */
     ksock_runtime_t *rt;
     if (ksock_runtime_new(&rt, err, sizeof(err)) == 0) {
-        ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_OFF, "console", KSOCK_LOG_FORMAT_TEXT, NULL};
+        ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_OFF, "console", KSOCK_LOG_FORMAT_TEXT,
+                                  NULL};
         ksock_log_configure(rt, &lo, err, sizeof(err));
         ksock_config_check(rt, cfg, err, sizeof(err));
         ksock_runtime_destroy(rt);

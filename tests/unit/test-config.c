@@ -14,9 +14,10 @@ TEST(values_and_positions)
 {
     char err[256];
     int rc;
-    ksock_config_t *cfg = load("{\n  // a comment\n  \"a\": 1,\n  /* block */ \"b\": [true, null, 2.5, \"x\"],\n"
-                               "  \"c\": {\"d\": \"e\"}\n}",
-                               err, sizeof(err), &rc);
+    ksock_config_t *cfg =
+        load("{\n  // a comment\n  \"a\": 1,\n  /* block */ \"b\": [true, null, 2.5, \"x\"],\n"
+             "  \"c\": {\"d\": \"e\"}\n}",
+             err, sizeof(err), &rc);
     ASSERT_OK(rc);
     const ksock_cfg_t *root = ksock_config_root(cfg);
     ASSERT_EQ(ksock_cfg_type(root), KSOCK_CFG_OBJECT);

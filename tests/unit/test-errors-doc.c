@@ -15,7 +15,7 @@ TEST(every_code_is_documented)
     fclose(f);
 #define XX(name, num, cls, msg)                                                                    \
     snprintf(line, sizeof(line), "| %d | `KSOCK_E_%s` | %s |", num, #name,                         \
-             ksock_err_is_retriable(num) ? "retriable" : "fatal");                                  \
+             ksock_err_is_retriable(num) ? "retriable" : "fatal");                                 \
     ASSERT_CONTAINS(doc, line);
     KSOCK_ERRNO_MAP(XX)
 #undef XX

@@ -40,7 +40,8 @@ static char *slurp(const char *path)
 static size_t count_lines(const char *s)
 {
     size_t n = 0;
-    for (; *s; s++) n += *s == '\n';
+    for (; *s; s++)
+        n += *s == '\n';
     return n;
 }
 
@@ -48,8 +49,9 @@ TEST(record_format_text)
 {
     ksock_kv_t ctx[] = {KSOCK_KV_STR("topic", "orders"), KSOCK_KV_I64("partition", 3),
                         KSOCK_KV_BOOL("retry", true), KSOCK_KV_STR("why", "two words")};
-    ksock_log_record_t r = {sizeof(r), 1764139786123456789LL, KSOCK_LOG_WARN, "kafka",
-                            "line one\nline two", 17, ctx, 4};
+    ksock_log_record_t r = {
+        sizeof(r), 1764139786123456789LL, KSOCK_LOG_WARN, "kafka", "line one\nline two", 17, ctx,
+        4};
     ksock_buf_t b = KSOCK_BUF_INIT;
     ASSERT_OK(ksock_log_record_format(&r, KSOCK_LOG_FORMAT_TEXT, &b));
     ASSERT_STR_EQ(b.data, "2025-11-26T06:49:46.123456Z WARN  kafka: line one\\nline two "
@@ -61,16 +63,16 @@ TEST(record_format_json)
 {
     ksock_kv_t ctx[] = {KSOCK_KV_STR("q", "a\"b\\c\x01"), KSOCK_KV_DBL("ratio", 0.25),
                         KSOCK_KV_DBL("nan", 0.0 / 0.0)};
-    ksock_log_record_t r = {sizeof(r), 1764139786000001000LL, KSOCK_LOG_ERROR, "core", "tab\there",
-                            8, ctx, 3};
+    ksock_log_record_t r = {
+        sizeof(r), 1764139786000001000LL, KSOCK_LOG_ERROR, "core", "tab\there", 8, ctx, 3};
     ksock_buf_t b = KSOCK_BUF_INIT;
     ASSERT_OK(ksock_log_record_format(&r, KSOCK_LOG_FORMAT_JSON, &b));
     char err[128];
     yajl_val v = yajl_tree_parse(b.data, err, sizeof(err));
     ASSERT_NOT_NULL(v); /* it is valid JSON, escapes and all */
-    const char *p_time[] = {"time", NULL}, *p_lvl[] = {"level", NULL},
-               *p_msg[] = {"message", NULL}, *p_q[] = {"context", "q", NULL},
-               *p_ratio[] = {"context", "ratio", NULL}, *p_nan[] = {"context", "nan", NULL};
+    const char *p_time[] = {"time", NULL}, *p_lvl[] = {"level", NULL}, *p_msg[] = {"message", NULL},
+               *p_q[] = {"context", "q", NULL}, *p_ratio[] = {"context", "ratio", NULL},
+               *p_nan[] = {"context", "nan", NULL};
     ASSERT_STR_EQ(YAJL_GET_STRING(yajl_tree_get(v, p_time, yajl_t_string)),
                   "2025-11-26T06:49:46.000001Z");
     ASSERT_STR_EQ(YAJL_GET_STRING(yajl_tree_get(v, p_lvl, yajl_t_string)), "error");
@@ -135,7 +137,8 @@ TEST(filtered_call_does_not_evaluate_arguments)
 
 static void *log_thread(void *p)
 {
-    for (int i = 0; i < 2000; i++) ksock_log(p, KSOCK_LOG_INFO, "thr", NULL, 0, "line %d", i);
+    for (int i = 0; i < 2000; i++)
+        ksock_log(p, KSOCK_LOG_INFO, "thr", NULL, 0, "line %d", i);
     return NULL;
 }
 
@@ -145,8 +148,10 @@ TEST(logging_from_threads_keeps_lines_whole)
     char out[64];
     capture(2, out);
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, log_thread, rt);
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, log_thread, rt);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
     ksock_runtime_destroy(rt);
     char *o = slurp(out);
     ASSERT_EQ(count_lines(o), 8000);
@@ -194,14 +199,16 @@ TEST(config_errors)
 {
     expect_config_error("[]", "must be a JSON object");
     expect_config_error("{\"lgo\": {}}", "key \"lgo\": unknown key");
-    expect_config_error("{\"log\": {\"level\": \"loud\"}}", "\"loud\" is not one of: debug, info, warn, error, off");
+    expect_config_error("{\"log\": {\"level\": \"loud\"}}",
+                        "\"loud\" is not one of: debug, info, warn, error, off");
     expect_config_error("{\"log\": {\"sinks\": {}}}", "key \"sinks\": expected an array");
     expect_config_error("{\"log\": {\"sinks\": [3]}}", "sinks[0]: expected an object");
     expect_config_error("{\"log\": {\"sinks\": [{}]}}", "key \"type\": missing");
     expect_config_error("{\"log\": {\"sinks\": [{\"type\": \"console\", \"colour\": true}]}}",
                         "log sink \"console\" (type console): key \"colour\": unknown key");
-    expect_config_error("{\"log\": {\"sinks\": [{\"type\": \"console\"}, {\"type\": \"console\"}]}}",
-                        "two sinks are named \"console\"");
+    expect_config_error(
+        "{\"log\": {\"sinks\": [{\"type\": \"console\"}, {\"type\": \"console\"}]}}",
+        "two sinks are named \"console\"");
     expect_config_error("{\"log\": {\"sinks\": [{\"type\": \"nosuchsink\"}]}}",
                         "no logsink plugin named \"nosuchsink\"");
 }

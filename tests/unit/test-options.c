@@ -100,7 +100,8 @@ static void expect_error(const char *text, const char *want1, const char *want2)
 
 TEST(unknown_key)
 {
-    expect_error("{\"name\": \"n\",\n \"cuont\": 1}", "o.json:2:11: plugin \"t\": key \"cuont\": unknown key",
+    expect_error("{\"name\": \"n\",\n \"cuont\": 1}",
+                 "o.json:2:11: plugin \"t\": key \"cuont\": unknown key",
                  "known keys: name, count");
 }
 
@@ -112,18 +113,23 @@ TEST(missing_required)
 TEST(wrong_types)
 {
     expect_error("{\"name\": 5}", "key \"name\": expected a string, got integer", NULL);
-    expect_error("{\"name\": \"n\", \"count\": \"7\"}", "key \"count\": expected an integer, got string", NULL);
+    expect_error("{\"name\": \"n\", \"count\": \"7\"}",
+                 "key \"count\": expected an integer, got string", NULL);
     expect_error("{\"name\": \"n\", \"on\": 1}", "key \"on\": expected true or false", NULL);
-    expect_error("{\"name\": \"n\", \"hosts\": \"x\"}", "key \"hosts\": expected an array of strings", NULL);
+    expect_error("{\"name\": \"n\", \"hosts\": \"x\"}",
+                 "key \"hosts\": expected an array of strings", NULL);
     expect_error("{\"name\": \"n\", \"hosts\": [1]}", "element 0: expected a string", NULL);
-    expect_error("{\"name\": \"n\", \"props\": []}", "key \"props\": expected an object, got array", NULL);
-    expect_error("{\"name\": \"n\", \"items\": {}}", "key \"items\": expected an array, got object", NULL);
+    expect_error("{\"name\": \"n\", \"props\": []}", "key \"props\": expected an object, got array",
+                 NULL);
+    expect_error("{\"name\": \"n\", \"items\": {}}", "key \"items\": expected an array, got object",
+                 NULL);
 }
 
 TEST(bad_values)
 {
     expect_error("{\"name\": \"n\", \"count\": 11}", "outside [1, 10]", NULL);
-    expect_error("{\"name\": \"n\", \"mode\": \"slow\"}", "\"slow\" is not one of: fast, safe", NULL);
+    expect_error("{\"name\": \"n\", \"mode\": \"slow\"}", "\"slow\" is not one of: fast, safe",
+                 NULL);
     expect_error("{\"name\": \"n\", \"timeout\": \"30\"}", "is not a duration", NULL);
     expect_error("{\"name\": \"n\", \"timeout\": \"-1s\"}", "is not a duration", NULL);
     expect_error("{\"name\": \"n\", \"timeout\": \"5 parsecs\"}", "is not a duration", NULL);
@@ -160,8 +166,8 @@ TEST(ignore_list)
     memset(&o, 0, sizeof(o));
     ASSERT_OK(ksock_config_load_string("o.json", text, strlen(text), &cfg, err, sizeof(err)));
     static const char *const ignore[] = {"type", NULL};
-    ASSERT_OK(ksock_options_apply(schema, sizeof(ksock_option_t), cfg, ksock_config_root(cfg),
-                                  "t", ignore, &o, err, sizeof(err)));
+    ASSERT_OK(ksock_options_apply(schema, sizeof(ksock_option_t), cfg, ksock_config_root(cfg), "t",
+                                  ignore, &o, err, sizeof(err)));
     ksock_options_free(schema, sizeof(ksock_option_t), &o);
     ksock_config_free(cfg);
 }

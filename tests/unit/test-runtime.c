@@ -16,7 +16,7 @@ static ksock_runtime_t *new_rt(void)
 
 /* ---- posts ---- */
 
-#define THREADS 4
+#define THREADS    4
 #define PER_THREAD 10000
 
 typedef struct {
@@ -58,7 +58,8 @@ TEST(posts_from_threads_run_on_loop_in_order)
         pthread_create(&th[i], NULL, poster, &args[i]);
     }
     ASSERT_OK(ksock_runtime_run(rt));
-    for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
     ASSERT_EQ(total, THREADS * PER_THREAD);
     ksock_runtime_destroy(rt);
 }
@@ -256,13 +257,14 @@ TEST(error_codes)
     for (size_t i = 0; i < n; i++) {
         ASSERT_LT(codes[i], 0);
         ASSERT(strcmp(ksock_err_name(codes[i]), "KSOCK_E_UNKNOWN") != 0);
-        for (size_t j = 0; j < i; j++) ASSERT_NE(codes[i], codes[j]);
+        for (size_t j = 0; j < i; j++)
+            ASSERT_NE(codes[i], codes[j]);
     }
 }
 
 TEST_LIST(TEST_ENTRY(posts_from_threads_run_on_loop_in_order),
           TEST_ENTRY(post_never_runs_inside_the_call), TEST_ENTRY(pending_posts_run_at_destroy),
-          TEST_ENTRY(repeating_timer_and_close_in_callback), TEST_ENTRY(stopped_timer_does_not_fire),
-          TEST_ENTRY(stop_from_another_thread), TEST_ENTRY(stop_before_run_returns_promptly),
-          TEST_ENTRY(signal_handled_on_loop), TEST_ENTRY(error_handler_runs_on_loop_from_any_thread),
-          TEST_ENTRY(error_codes))
+          TEST_ENTRY(repeating_timer_and_close_in_callback),
+          TEST_ENTRY(stopped_timer_does_not_fire), TEST_ENTRY(stop_from_another_thread),
+          TEST_ENTRY(stop_before_run_returns_promptly), TEST_ENTRY(signal_handled_on_loop),
+          TEST_ENTRY(error_handler_runs_on_loop_from_any_thread), TEST_ENTRY(error_codes))

@@ -200,11 +200,12 @@ int main(int argc, char **argv)
     ksock_plugin_t *p = NULL;
     server_t s = {0};
     int rc = ksock_runtime_new(&rt, err, sizeof(err));
-    if (rc == 0) rc = ksock_config_load_string("options", opts, strlen(opts), &doc, err, sizeof(err));
+    if (rc == 0)
+        rc = ksock_config_load_string("options", opts, strlen(opts), &doc, err, sizeof(err));
     if (rc == 0) rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, "ws", &p, err, sizeof(err));
     if (rc == 0)
-        rc = ksock_plugin_instance_new(rt, p, "test", doc, ksock_config_root(doc), NULL, &s.pi,
-                                       err, sizeof(err));
+        rc = ksock_plugin_instance_new(rt, p, "test", doc, ksock_config_root(doc), NULL, &s.pi, err,
+                                       sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "ws_echo_server: %s\n", err);
         ksock_config_free(doc);
