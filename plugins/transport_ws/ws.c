@@ -68,9 +68,11 @@ typedef struct ws_opts_s {
     char *tls_key;
     char *tls_ca;
     int tls_client_cert; /* 0 none, 1 optional, 2 required */
+    int event_lib;       /* 0 poll, 1 libev */
 } ws_opts_t;
 
 static const char *const client_cert_modes[] = {"none", "optional", "required", NULL};
+static const char *const event_libs[] = {"poll", "libev", NULL};
 
 static const ksock_option_t ws_options[] = {
     KSOCK_OPTION("listeners", KSOCK_OPT_ARRAY, 0, NULL, ws_opts_t, listeners,
@@ -132,6 +134,9 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_ENUM("tls_client_cert", 0, "none", ws_opts_t, tls_client_cert, client_cert_modes,
                       "Ask clients for a certificate: none, optional (verified if sent) or "
                       "required. Needs tls_ca."),
+    KSOCK_OPTION_ENUM("event_lib", 0, "poll", ws_opts_t, event_lib, event_libs,
+                      "libwebsockets event loop: poll (built in) or libev (Debian's "
+                      "libwebsockets-evlib_ev plugin). See docs/websocket.md, Benchmark."),
     KSOCK_OPTION_END,
 };
 
@@ -1085,6 +1090,13 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* lws 4.1 runs its own libev loop inside lws_service() until the loop is broken;
+         * a first lws_context_destroy() on this thread breaks it (ws_stop finishes it). */
+        if (inst->o->event_lib == 1 && atomic_load(&inst->quit)) {
+            /* It cancels the service again: destroy once (quit 1 -> 2). */
+            if (atomic_exchange(&inst->quit, 2) == 1) lws_context_destroy(lws_get_context(wsi));
+            return 0;
+        }
         on_wait_cancelled(inst);
         return 0;
 
@@ -1366,6 +1378,7 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
                    LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (o->event_lib == 1) info.options |= LWS_SERVER_OPTION_LIBEV;
     info.user = inst;
     info.count_threads = 1;
     /* Room for the upgrade request headers of a token-carrying client. */

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """WebSocket transport benchmark (docs/websocket.md).
 
-  bench_ws.py SERVER_BIN [--idle N] [--seconds S] [--conns C]
+  bench_ws.py SERVER_BIN [--idle N] [--seconds S] [--conns C] [--options JSON]
+              [--echo-with-idle]
 
 SERVER_BIN is build/tests/e2e/ws/ws_echo_server (the transport_ws plugin behind
 a trivial echo host; KSOCK_PLUGIN_PATH must point at build/plugins), or
-"node:PORT" for an already running server (e.g. a Node `ws` echo server) so
+"node:PORT:PID" for an already running server (e.g. a Node `ws` echo server) so
 the same client measures both.
 
 1. Echo: C concurrent raw-socket clients (one per thread... no: one asyncio
@@ -79,7 +80,7 @@ async def echo_bench(port, conns, seconds):
             "p99_us": round(lat[int(len(lat) * 0.99)] * 1e6)}
 
 
-def idle_bench(pid, port, n):
+def idle_bench(pid, port, n, keep=False):
     socks = []
     time.sleep(0.5)
     before = rss_kib(pid)
@@ -98,6 +99,9 @@ def idle_bench(pid, port, n):
             pass
     time.sleep(1.0)
     after = rss_kib(pid)
+    if keep:
+        return socks, {"connections": n, "rss_before_kib": before, "rss_after_kib": after,
+                       "bytes_per_idle_connection": round((after - before) * 1024 / n)}
     for s in socks:
         s.close()
     return {"connections": n, "rss_before_kib": before, "rss_after_kib": after,
@@ -111,6 +115,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--options", default="{}", help="extra transport options (JSON)")
+    ap.add_argument("--echo-with-idle", action="store_true",
+                    help="open the N idle connections first and run the echo test while they "
+                         "stay open (what a poll() loop pays per wake-up)")
     a = ap.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (a.idle + 1024, resource.getrlimit(
         resource.RLIMIT_NOFILE)[1]))
@@ -126,6 +133,14 @@ def main():
         assert "READY" in proc.stdout.readline()
         pid = proc.pid
     try:
+        if a.echo_with_idle and a.idle:
+            socks, idle = idle_bench(pid, port, a.idle, keep=True)
+            res = {"idle": idle,
+                   "echo_with_idle": asyncio.run(echo_bench(port, a.conns, a.seconds))}
+            for s in socks:
+                s.close()
+            print(json.dumps(res, indent=2))
+            return
         res = {"echo": asyncio.run(echo_bench(port, a.conns, a.seconds))}
         if a.idle:
             res["idle"] = idle_bench(pid, port, a.idle)
