@@ -58,13 +58,22 @@ static ksock_value_t value_null = {.refs = 1, .type = KSOCK_VALUE_NULL, .immorta
 static ksock_value_t value_true = {.refs = 1, .type = KSOCK_VALUE_BOOL, .immortal = 1, .u.b = true};
 static ksock_value_t value_false = {.refs = 1, .type = KSOCK_VALUE_BOOL, .immortal = 1};
 
+static const ksock_value_limits_t default_limits = {
+    .size = sizeof(ksock_value_limits_t),
+    .max_depth = 64,
+    .max_string = 16u << 20,
+    .max_items = 1u << 20,
+    .max_total = 64u << 20,
+};
+
 void ksock_value_limits_default(ksock_value_limits_t *l)
 {
-    l->size = sizeof(*l);
-    l->max_depth = 64;
-    l->max_string = 16u << 20;
-    l->max_items = 1u << 20;
-    l->max_total = 64u << 20;
+    *l = default_limits;
+}
+
+const ksock_value_limits_t *ksock_value_limits_or_default(const ksock_value_limits_t *lim)
+{
+    return lim ? lim : &default_limits;
 }
 
 /* ---- Strict UTF-8 ------------------------------------------------------ */

@@ -54,6 +54,13 @@ typedef struct ksock_value_limits_s {
 /* The defaults above. */
 KSOCK_EXTERN void ksock_value_limits_default(ksock_value_limits_t *l);
 
+/*
+ * `lim`, or the defaults when `lim` is NULL (decoders receive NULL for
+ * "no caller limits"). The defaults are static storage.
+ */
+KSOCK_EXTERN const ksock_value_limits_t *
+ksock_value_limits_or_default(const ksock_value_limits_t *lim);
+
 /* Constructors: NULL only on allocation failure (or invalid UTF-8 for strings). */
 KSOCK_EXTERN ksock_value_t *ksock_value_null(void);
 KSOCK_EXTERN ksock_value_t *ksock_value_bool(bool b);

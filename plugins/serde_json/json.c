@@ -52,12 +52,8 @@ static int json_vt_decode_value(void *inst, const void *data, size_t len,
                                 const ksock_value_limits_t *lim, ksock_value_t **out, char *errstr,
                                 size_t errstr_size)
 {
-    ksock_value_limits_t def;
-    if (lim == NULL) {
-        ksock_value_limits_default(&def);
-        lim = &def;
-    }
-    return json_decode_value(data, len, lim, out, errstr, errstr_size);
+    return json_decode_value(data, len, ksock_value_limits_or_default(lim), out, errstr,
+                             errstr_size);
 }
 
 static int json_vt_encode_envelope(void *inst, const ksock_envelope_t *env, ksock_buf_t *out,
@@ -70,12 +66,8 @@ static int json_vt_decode_envelope(void *inst, const void *data, size_t len,
                                    const ksock_value_limits_t *lim, ksock_envelope_t *env,
                                    char *errstr, size_t errstr_size)
 {
-    ksock_value_limits_t def;
-    if (lim == NULL) {
-        ksock_value_limits_default(&def);
-        lim = &def;
-    }
-    return json_decode_envelope(data, len, lim, env, errstr, errstr_size);
+    return json_decode_envelope(data, len, ksock_value_limits_or_default(lim), env, errstr,
+                                errstr_size);
 }
 
 static const ksock_serializer_vtable_t json_vtable = {

@@ -24,14 +24,6 @@ static ksock_frame_type_t mp_frame_type(void *inst)
     return KSOCK_FRAME_BINARY;
 }
 
-static const ksock_value_limits_t *limits_or_default(const ksock_value_limits_t *lim,
-                                                     ksock_value_limits_t *def)
-{
-    if (lim) return lim;
-    ksock_value_limits_default(def);
-    return def;
-}
-
 static int mp_vt_encode_value(void *inst, const ksock_value_t *v, ksock_buf_t *out, char *errstr,
                               size_t errstr_size)
 {
@@ -42,8 +34,7 @@ static int mp_vt_decode_value(void *inst, const void *data, size_t len,
                               const ksock_value_limits_t *lim, ksock_value_t **out, char *errstr,
                               size_t errstr_size)
 {
-    ksock_value_limits_t def;
-    return mp_decode_value(data, len, limits_or_default(lim, &def), out, errstr, errstr_size);
+    return mp_decode_value(data, len, ksock_value_limits_or_default(lim), out, errstr, errstr_size);
 }
 
 static int mp_vt_encode_envelope(void *inst, const ksock_envelope_t *env, ksock_buf_t *out,
@@ -56,8 +47,8 @@ static int mp_vt_decode_envelope(void *inst, const void *data, size_t len,
                                  const ksock_value_limits_t *lim, ksock_envelope_t *env,
                                  char *errstr, size_t errstr_size)
 {
-    ksock_value_limits_t def;
-    return mp_decode_envelope(data, len, limits_or_default(lim, &def), env, errstr, errstr_size);
+    return mp_decode_envelope(data, len, ksock_value_limits_or_default(lim), env, errstr,
+                              errstr_size);
 }
 
 static const ksock_serializer_vtable_t mp_vtable = {

@@ -37,14 +37,6 @@ static ksock_frame_type_t pb_frame_type(void *inst)
     return KSOCK_FRAME_BINARY;
 }
 
-static const ksock_value_limits_t *limits_or_default(const ksock_value_limits_t *lim,
-                                                     ksock_value_limits_t *def)
-{
-    if (lim) return lim;
-    ksock_value_limits_default(def);
-    return def;
-}
-
 static int pb_vt_encode_value(void *inst, const ksock_value_t *v, ksock_buf_t *out, char *errstr,
                               size_t errstr_size)
 {
@@ -56,9 +48,8 @@ static int pb_vt_decode_value(void *inst, const void *data, size_t len,
                               size_t errstr_size)
 {
     const pb_inst_t *in = inst;
-    ksock_value_limits_t def;
-    return pb_decode_value(data, len, limits_or_default(lim, &def), in->ignore_unknown, out, errstr,
-                           errstr_size);
+    return pb_decode_value(data, len, ksock_value_limits_or_default(lim), in->ignore_unknown, out,
+                           errstr, errstr_size);
 }
 
 static int pb_vt_encode_envelope(void *inst, const ksock_envelope_t *env, ksock_buf_t *out,
@@ -72,9 +63,8 @@ static int pb_vt_decode_envelope(void *inst, const void *data, size_t len,
                                  char *errstr, size_t errstr_size)
 {
     const pb_inst_t *in = inst;
-    ksock_value_limits_t def;
-    return pb_decode_envelope(data, len, limits_or_default(lim, &def), in->ignore_unknown, env,
-                              errstr, errstr_size);
+    return pb_decode_envelope(data, len, ksock_value_limits_or_default(lim), in->ignore_unknown,
+                              env, errstr, errstr_size);
 }
 
 static const ksock_serializer_vtable_t pb_vtable = {
