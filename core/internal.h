@@ -45,7 +45,6 @@ struct ksock_runtime_s {
     size_t plugin_path_n;
 
     /* configuration kept alive for the instances that borrow from it */
-    const ksock_config_t *cfg;
     ksock_config_t **owned_cfgs; /* adopted documents, freed at destroy */
     size_t n_owned_cfgs;
 

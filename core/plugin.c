@@ -281,6 +281,9 @@ int ksock_plugins_register_builtin(ksock_runtime_t *rt, ksock_plugin_entry_fn en
 
 int ksock_plugin_path_add(ksock_runtime_t *rt, const char *dir)
 {
+    /* A reload applies the same plugin_path again: keep one entry per directory. */
+    for (size_t i = 0; i < rt->plugin_path_n; i++)
+        if (strcmp(rt->plugin_path[i], dir) == 0) return 0;
     char **v = realloc(rt->plugin_path, (rt->plugin_path_n + 1) * sizeof(char *));
     if (v == NULL) return KSOCK_E_NOMEM;
     rt->plugin_path = v;

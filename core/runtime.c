@@ -203,7 +203,6 @@ int ksock_runtime_configure(ksock_runtime_t *rt, const ksock_config_t *cfg, char
     int rc = check_root(cfg, errstr, errstr_size);
     if (rc != 0) return rc;
     const ksock_cfg_t *root = ksock_config_root(cfg);
-    rt->cfg = cfg;
     rc = ksock__plugins_configure(rt, cfg, root, errstr, errstr_size);
     if (rc != 0) return rc;
     return ksock__log_configure(rt, cfg, ksock_cfg_get(root, "log"), false, errstr, errstr_size);

@@ -312,14 +312,18 @@ static void on_hup(ksock_signal_t *s, int signum, void *data)
     ksock_config_t *cfg;
     ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "SIGHUP: reloading log sinks from %s",
               d->config_path);
+    /*
+     * ksock_runtime_configure() builds every new sink before it swaps them
+     * in, and on failure frees what it built and keeps the running sinks, so
+     * no separate check is needed first.
+     */
     int rc = ksock_config_load_file(d->config_path, &cfg, err, sizeof(err));
-    if (rc == 0) rc = ksock_config_check(d->rt, cfg, err, sizeof(err));
     if (rc == 0) {
-        /* The new sinks borrow from the new document; the runtime keeps it. */
-        ksock_runtime_adopt_config(d->rt, cfg);
         rc = ksock_runtime_configure(d->rt, cfg, err, sizeof(err));
-    } else if (cfg) {
-        ksock_config_free(cfg);
+        if (rc == 0)
+            ksock_runtime_adopt_config(d->rt, cfg); /* the new sinks borrow from it */
+        else
+            ksock_config_free(cfg);
     }
     if (rc != 0)
         ksock_report_error(d->rt, rc, "ksockd", "reload failed, keeping the running log sinks: %s",
@@ -328,7 +332,9 @@ static void on_hup(ksock_signal_t *s, int signum, void *data)
         ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "log sinks reloaded");
 }
 
-static int load_config(ksock_runtime_t *rt, const char *path, bool check_only)
+/* Parse, adopt and apply (or only check) the config; *out is the runtime's. */
+static int load_config(ksock_runtime_t *rt, const char *path, bool check_only,
+                       const ksock_config_t **out)
 {
     char err[2048];
     ksock_config_t *cfg;
@@ -338,6 +344,7 @@ static int load_config(ksock_runtime_t *rt, const char *path, bool check_only)
         return EXIT_CONFIG;
     }
     ksock_runtime_adopt_config(rt, cfg);
+    *out = cfg;
     rc = check_only ? ksock_config_check(rt, cfg, err, sizeof(err))
                     : ksock_runtime_configure(rt, cfg, err, sizeof(err));
     if (rc != 0) {
@@ -353,14 +360,11 @@ static int load_config(ksock_runtime_t *rt, const char *path, bool check_only)
  * now makes librdkafka check every property at start-up, and starts the
  * embedded cluster when bootstrap.servers is "embedded".
  */
-static int setup_kafka(ksock_runtime_t *rt, const char *path, bool create,
+static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool create,
                        ksock_kafka_producer_t **out)
 {
     char err[1024];
-    ksock_config_t *cfg;
     *out = NULL;
-    if (ksock_config_load_file(path, &cfg, err, sizeof(err)) != 0) return 0; /* reported already */
-    ksock_runtime_adopt_config(rt, cfg);
     const ksock_cfg_t *k = ksock_cfg_get(ksock_config_root(cfg), "kafka");
     if (k == NULL) return 0;
     ksock_kafka_conf_t *conf;
@@ -377,10 +381,11 @@ static int setup_kafka(ksock_runtime_t *rt, const char *path, bool create,
 
 static int cmd_run(ksock_runtime_t *rt, const char *path)
 {
-    int rc = load_config(rt, path, false);
+    const ksock_config_t *cfg;
+    int rc = load_config(rt, path, false, &cfg);
     if (rc != 0) return rc;
     daemon_t d = {rt, path, NULL, NULL, NULL, NULL};
-    if ((rc = setup_kafka(rt, path, true, &d.producer)) != 0) return rc;
+    if ((rc = setup_kafka(rt, cfg, true, &d.producer)) != 0) return rc;
     if (ksock_signal_start(rt, &d.sigterm, SIGTERM, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sigint, SIGINT, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sighup, SIGHUP, on_hup, &d) != 0) {
@@ -466,8 +471,9 @@ int main(int argc, char **argv)
     int rc;
     if (check) {
         ksock_kafka_producer_t *none;
-        rc = load_config(rt, check, true);
-        if (rc == 0) rc = setup_kafka(rt, check, false, &none);
+        const ksock_config_t *cfg;
+        rc = load_config(rt, check, true, &cfg);
+        if (rc == 0) rc = setup_kafka(rt, cfg, false, &none);
         if (rc == 0) printf("%s: configuration is valid\n", check);
     } else if (list || describe || reference) {
         rc = load_plugin_path(rt, config) != 0 ? EXIT_CONFIG

@@ -157,7 +157,7 @@ KSOCK_EXTERN int ksock_plugin_load_file(ksock_runtime_t *rt, const char *path, k
 KSOCK_EXTERN int ksock_plugins_register_builtin(ksock_runtime_t *rt, ksock_plugin_entry_fn entry,
                                                 char *errstr, size_t errstr_size);
 
-/* Prepend a directory to the runtime's plugin search path. */
+/* Prepend a directory to the runtime's plugin search path (no-op if it is already there). */
 KSOCK_EXTERN int ksock_plugin_path_add(ksock_runtime_t *rt, const char *dir);
 
 /* The installed default plugin directory compiled into the library. */
