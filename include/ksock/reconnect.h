@@ -36,7 +36,9 @@ typedef struct ksock_reconnect_vtable_s {
      * Milliseconds to wait before attempt `info->attempt`, or
      * KSOCK_RECONNECT_GIVE_UP. `why` (caller-owned, may be NULL) receives
      * the reason when giving up, e.g. "max_retries (5) reached" or
-     * "close code 4401 is final".
+     * "close code 4401 is final"; it becomes the reason on_close reports.
+     * Left empty, on_close reports the close as it happened (reconnect_none
+     * does that).
      */
     int64_t (*next_delay)(void *inst, const ksock_disconnect_info_t *info, char *why,
                           size_t why_size);

@@ -109,7 +109,7 @@ static int64_t backoff_next_delay(void *inst, const ksock_disconnect_info_t *inf
     uint64_t base = (uint64_t)b->o.retry_delay;
     if (b->o.exponential_backoff) {
         uint32_t n = info->attempt ? info->attempt - 1 : 0;
-        for (uint32_t i = 0; i < n && base < (uint64_t)b->o.max_delay; i++)
+        for (uint32_t i = 0; i < n && base > 0 && base < (uint64_t)b->o.max_delay; i++)
             base *= 2;
         if (base > (uint64_t)b->o.max_delay) base = (uint64_t)b->o.max_delay;
     }

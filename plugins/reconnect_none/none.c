@@ -27,7 +27,8 @@ static int64_t none_next_delay(void *inst, const ksock_disconnect_info_t *info, 
 {
     (void)inst;
     (void)info;
-    ksock_errstr_set(why, why_size, "reconnection disabled");
+    /* Nothing to add: an empty why reports the close as it happened. */
+    if (why && why_size) why[0] = '\0';
     return KSOCK_RECONNECT_GIVE_UP;
 }
 
