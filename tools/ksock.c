@@ -54,6 +54,8 @@ static void usage(FILE *f)
             "  --token TOKEN        send Authorization: Bearer TOKEN\n"
             "  --cacert FILE        CA bundle for wss://\n"
             "  --insecure           do not verify the server certificate\n"
+            "  --cert FILE          client certificate (PEM) for servers that ask for one\n"
+            "  --key FILE           its private key (PEM, unencrypted)\n"
             "  --reconnect          reconnect when the connection is lost\n"
             "  --max-retries N      (-1: forever; default 10)\n"
             "  --retry-delay MS     first/fixed delay (default 1000)\n"
@@ -264,6 +266,8 @@ int main(int argc, char **argv)
         O_TOKEN,
         O_CA,
         O_INSECURE,
+        O_CERT,
+        O_KEY,
         O_RECONNECT,
         O_RETRIES,
         O_DELAY,
@@ -284,6 +288,8 @@ int main(int argc, char **argv)
         {"token", required_argument, NULL, O_TOKEN},
         {"cacert", required_argument, NULL, O_CA},
         {"insecure", no_argument, NULL, O_INSECURE},
+        {"cert", required_argument, NULL, O_CERT},
+        {"key", required_argument, NULL, O_KEY},
         {"reconnect", no_argument, NULL, O_RECONNECT},
         {"max-retries", required_argument, NULL, O_RETRIES},
         {"retry-delay", required_argument, NULL, O_DELAY},
@@ -346,6 +352,12 @@ int main(int argc, char **argv)
             break;
         case O_INSECURE:
             o.insecure = true;
+            break;
+        case O_CERT:
+            o.cert_file = optarg;
+            break;
+        case O_KEY:
+            o.key_file = optarg;
             break;
         case O_RECONNECT:
             ro.enabled = true;

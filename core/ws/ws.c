@@ -40,7 +40,7 @@ struct ksock_ws_manager_s {
     ksock_transport_events_t ev;
     ksock_reconnect_opts_t reconnect; /* strings owned below */
     char *reconnect_policy, *reconnect_policy_json;
-    char *ca_file, *token;
+    char *ca_file, *token, *cert_file, *key_file;
     bool insecure;
     ksock_ws_t *conns; /* every live handle */
 };
@@ -58,7 +58,7 @@ struct ksock_ws_s {
     /* request */
     char *url; /* with the query parameters */
     char *subprotocol_req;
-    char *ca_file;
+    char *ca_file, *cert_file, *key_file;
     bool insecure;
     uint64_t max_message_size;
     ksock_kvpair_t *headers;
@@ -244,6 +244,8 @@ static void ws_free(ksock_ws_t *ws)
     free(ws->url);
     free(ws->subprotocol_req);
     free(ws->ca_file);
+    free(ws->cert_file);
+    free(ws->key_file);
     free(ws->subprotocol);
     for (size_t i = 0; i < ws->nheaders; i++) {
         free((char *)ws->headers[i].name);
@@ -278,6 +280,8 @@ static int ws_start_attempt(ksock_ws_t *ws, char *errstr, size_t errstr_size)
         .ca_file = ws->ca_file,
         .insecure = ws->insecure,
         .max_message_size = ws->max_message_size,
+        .cert_file = ws->cert_file,
+        .key_file = ws->key_file,
     };
     ksock_conn_id_t id = 0;
     int rc = mgr->tv->connect(mgr->transport->inst, &co, &mgr->ev, ws, &id, errstr, errstr_size);
@@ -351,7 +355,7 @@ static void ws_lost(ksock_ws_t *ws, int code, const char *reason, int err)
     if (delay == KSOCK_RECONNECT_GIVE_UP) {
         ksock_kv_t kv[] = {KSOCK_KV_STR("url", ws->url), KSOCK_KV_I64("attempt", ws->attempt)};
         ksock_log(ws->mgr->rt, KSOCK_LOG_WARN, WS_COMPONENT, kv, 2, "giving up reconnecting: %s",
-                  why);
+                  why[0] ? why : "the policy does not retry");
         q_clear(ws);
         ws_final(ws, code, why[0] ? why : reason, err);
         return;
@@ -477,6 +481,8 @@ void ksock_ws_manager_free(ksock_ws_manager_t *mgr)
     free(mgr->reconnect_policy_json);
     free(mgr->ca_file);
     free(mgr->token);
+    free(mgr->cert_file);
+    free(mgr->key_file);
     free(mgr);
 }
 
@@ -498,11 +504,22 @@ int ksock_ws_configure_reconnection(ksock_ws_manager_t *mgr, const ksock_reconne
 
 int ksock_ws_configure_security(ksock_ws_manager_t *mgr, const ksock_ws_security_opts_t *opts)
 {
-    if (opts == NULL || opts->size < sizeof(*opts)) return KSOCK_E_INVAL;
+    if (opts == NULL || !KSOCK_HAS_FIELD(opts, ksock_ws_security_opts_t, token))
+        return KSOCK_E_INVAL;
+    const char *cert = NULL, *key = NULL;
+    if (KSOCK_HAS_FIELD(opts, ksock_ws_security_opts_t, key_file)) {
+        cert = opts->cert_file;
+        key = opts->key_file;
+    }
+    if ((cert == NULL) != (key == NULL)) return KSOCK_E_INVAL;
     free(mgr->ca_file);
     free(mgr->token);
+    free(mgr->cert_file);
+    free(mgr->key_file);
     mgr->ca_file = ksock__strdup(opts->ca_file);
     mgr->token = ksock__strdup(opts->token);
+    mgr->cert_file = ksock__strdup(cert);
+    mgr->key_file = ksock__strdup(key);
     mgr->insecure = opts->insecure;
     return 0;
 }
@@ -576,6 +593,9 @@ int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url, const ksock_ws_op
     ws->ca_file = ksock__strdup(opts.ca_file ? opts.ca_file : mgr->ca_file);
     ws->insecure = opts.insecure || mgr->insecure;
     ws->max_message_size = opts.max_message_size;
+    bool own_cert = opts.cert_file || opts.key_file;
+    ws->cert_file = ksock__strdup(own_cert ? opts.cert_file : mgr->cert_file);
+    ws->key_file = ksock__strdup(own_cert ? opts.key_file : mgr->key_file);
     for (size_t i = 0; i < opts.nheaders; i++)
         add_header(ws, opts.headers[i].name, opts.headers[i].value ? opts.headers[i].value : "");
     const char *token = opts.token ? opts.token : mgr->token;

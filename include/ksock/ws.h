@@ -10,8 +10,9 @@
  *   ro.max_retries = 5;
  *   ksock_ws_configure_reconnection(mgr, &ro);                    // configureReconnection()
  *   ksock_ws_t *ws;
- *   ksock_ws_connect(mgr, "wss://example.com/ws", NULL, &ws, err, sizeof err); //
- * createConnection() ksock_ws_on_message(ws, on_message);                          // onMessage()
+ *   ksock_ws_connect(mgr, "wss://example.com/ws", NULL, &ws, err, sizeof err);
+ *                                                                 // createConnection()
+ *   ksock_ws_on_message(ws, on_message);                          // onMessage()
  *   ksock_ws_send(ws, greeting, NULL);                            // sendMessage()
  *   ...
  *   ksock_ws_close(ws, 1000, "bye");                              // closeConnection()
@@ -84,6 +85,9 @@ typedef struct ksock_ws_security_opts_s {
     const char *ca_file; /* PEM CA bundle for wss://; NULL: the system store */
     bool insecure;       /* skip certificate verification (tests only) */
     const char *token;   /* sent as "Authorization: Bearer <token>"; NULL: none */
+    /* A client certificate for servers that ask for one (read when `size` covers them). */
+    const char *cert_file; /* PEM certificate (chain), NULL: none */
+    const char *key_file;  /* its unencrypted PEM private key */
 } ksock_ws_security_opts_t;
 
 /* ---- Connection options (spec ConnectionOptions) ----------------------- */
@@ -101,6 +105,8 @@ typedef struct ksock_ws_opts_s {
     const char *token;                       /* NULL: the manager's */
     const ksock_reconnect_opts_t *reconnect; /* NULL: the manager's global options */
     uint64_t max_message_size;               /* 0: the transport's max_message_size */
+    const char *cert_file; /* client certificate; NULL (with key_file NULL): the manager's */
+    const char *key_file;
 } ksock_ws_opts_t;
 
 KSOCK_EXTERN void ksock_ws_opts_init(ksock_ws_opts_t *o);
@@ -140,8 +146,10 @@ KSOCK_EXTERN int ksock_ws_configure_security(ksock_ws_manager_t *mgr,
  * borrowed for the call. On success *out is a handle that stays valid
  * until its on_close callback has returned (then the library frees it).
  * Messages sent before the connection opens are queued by the transport.
- * Errors (no callback fires): KSOCK_E_INVAL (bad URL), KSOCK_E_NOENT
- * (serializer or policy plugin not found), KSOCK_E_CONFIG.
+ * Errors (no callback fires): KSOCK_E_INVAL (bad URL, a certificate
+ * without its key), KSOCK_E_NOENT (serializer or policy plugin not found),
+ * KSOCK_E_CONFIG, KSOCK_E_TLS (the client certificate or key does not
+ * load, they do not match, or the certificate is expired: errstr says which).
  */
 KSOCK_EXTERN int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url,
                                   const ksock_ws_opts_t *opts, ksock_ws_t **out, char *errstr,

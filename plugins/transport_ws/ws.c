@@ -46,6 +46,7 @@
 
 #define WS_CLIENT_PROTOCOL         "ksock-client"
 #define WS_MAX_WRITES_PER_CALLBACK 64
+#define WS_TICK_MS                 250 /* libev wake-up period, see tick_cb */
 
 /* ---- Options ----------------------------------------------------------- */
 
@@ -68,7 +69,7 @@ typedef struct ws_opts_s {
     char *tls_key;
     char *tls_ca;
     int tls_client_cert; /* 0 none, 1 optional, 2 required */
-    int event_lib;       /* 0 poll, 1 libev */
+    int event_lib;       /* 0 poll, 1 libev (the default) */
 } ws_opts_t;
 
 static const char *const client_cert_modes[] = {"none", "optional", "required", NULL};
@@ -134,9 +135,10 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_ENUM("tls_client_cert", 0, "none", ws_opts_t, tls_client_cert, client_cert_modes,
                       "Ask clients for a certificate: none, optional (verified if sent) or "
                       "required. Needs tls_ca."),
-    KSOCK_OPTION_ENUM("event_lib", 0, "poll", ws_opts_t, event_lib, event_libs,
-                      "libwebsockets event loop: poll (built in) or libev (Debian's "
-                      "libwebsockets-evlib_ev plugin). See docs/websocket.md, Benchmark."),
+    KSOCK_OPTION_ENUM("event_lib", 0, "libev", ws_opts_t, event_lib, event_libs,
+                      "libwebsockets event loop: libev (Debian's libwebsockets-evlib_ev "
+                      "plugin; keeps its pace with many connections open) or poll (built "
+                      "in). See docs/websocket.md, Benchmark."),
     KSOCK_OPTION_END,
 };
 
@@ -155,7 +157,9 @@ typedef struct ws_listener_s {
 
 typedef struct ws_client_vhost_s {
     struct ws_client_vhost_s *next;
-    char *ca_file; /* NULL: the system store */
+    char *ca_file;              /* NULL: the system store */
+    char *cert_file, *key_file; /* client certificate, NULL: none */
+    char name[32];              /* lws keeps the vhost name pointer */
     struct lws_vhost *vh;
 } ws_client_vhost_t;
 
@@ -183,8 +187,9 @@ typedef struct ws_conn_s {
     struct lws *wsi;
     ksock_buf_t rx;
     bool rx_binary;
-    bool rx_abort; /* over max_message: close with 1009 at the next WRITEABLE */
+    int rx_close; /* 1009 (too large) or 1007 (bad UTF-8): close at the next WRITEABLE */
     bool opened;
+    uint64_t last_rx_ns; /* last message or pong: tells an idle hang-up from a reset */
     bool peer_closed, local_closed;
     int peer_code;
     char *peer_reason;
@@ -192,7 +197,7 @@ typedef struct ws_conn_s {
     uint64_t max_message;
 
     /* Client request, lws thread after connect(). */
-    char *url, *sub_req, *ca_file;
+    char *url, *sub_req, *ca_file, *cert_file, *key_file;
     ksock_kvpair_t *headers;
     size_t nheaders;
     bool insecure;
@@ -224,6 +229,7 @@ struct ws_inst_s {
     struct lws_context *ctx;
     pthread_t thread;
     bool thread_running;
+    ksock_timer_t *tick; /* libev only: wakes the service thread, see tick_cb */
     _Atomic int quit;
     lws_retry_bo_t retry; /* ping/idle policy */
     struct lws_protocols *server_protocols;
@@ -386,6 +392,8 @@ static void conn_free(ws_conn_t *c)
     free(c->url);
     free(c->sub_req);
     free(c->ca_file);
+    free(c->cert_file);
+    free(c->key_file);
     for (size_t i = 0; i < c->nheaders; i++) {
         free((char *)c->headers[i].name);
         free((char *)c->headers[i].value);
@@ -516,6 +524,17 @@ static void conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *rea
         event_push(inst, e);
 }
 
+/*
+ * lws hangs up, without a close frame, on a connection that has not been
+ * "valid" (a pong, at least) for idle_timeout. When nothing at all came
+ * for that long, that is why this connection went.
+ */
+static bool conn_idle_expired(const ws_conn_t *c)
+{
+    uint64_t idle = (uint64_t)c->inst->o->idle_timeout;
+    return idle > 0 && ksock_now_ns() - c->last_rx_ns >= idle * 1000000ull;
+}
+
 /* Close event values for a connection whose wsi is going away. */
 static void conn_closed(ws_conn_t *c, struct lws *wsi)
 {
@@ -523,6 +542,8 @@ static void conn_closed(ws_conn_t *c, struct lws *wsi)
         conn_finish(c, wsi, c->peer_code, c->peer_reason, 0);
     else if (c->local_closed)
         conn_finish(c, wsi, c->close_code, c->close_reason[0] ? c->close_reason : NULL, 0);
+    else if (c->opened && conn_idle_expired(c))
+        conn_finish(c, wsi, 1006, "idle timeout: nothing heard, not even a pong", KSOCK_E_TIMEDOUT);
     else
         conn_finish(c, wsi, 1006, NULL, c->opened ? KSOCK_E_CONNRESET : KSOCK_E_CLOSED);
 }
@@ -531,13 +552,15 @@ static void conn_closed(ws_conn_t *c, struct lws *wsi)
 
 static int conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
-    if (c->rx_abort) {
-        static const char why[] = "message too large";
+    if (c->rx_close) {
+        const char *why = c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE
+                              ? "message too large"
+                              : "invalid UTF-8 in a text message";
         c->local_closed = true;
-        c->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
+        c->close_code = c->rx_close;
         snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why,
-                         sizeof(why) - 1);
+        lws_close_reason(wsi, (enum lws_close_status)c->rx_close, (unsigned char *)why,
+                         strlen(why));
         return -1;
     }
     for (int i = 0; i < WS_MAX_WRITES_PER_CALLBACK; i++) {
@@ -595,6 +618,28 @@ static int conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 
 /* ---- lws thread: reading ---------------------------------------------- */
 
+/*
+ * Refuse what the peer sent with `code`, from the next WRITEABLE rather
+ * than by returning -1 here on a client connection: libwebsockets 4.1
+ * goes on parsing the rest of the read buffer of a client connection
+ * closed from inside RECEIVE, and crashes. A server connection closes at
+ * once (deferring lets the peer write on into a socket we then reset).
+ */
+static int conn_refuse_rx(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, int code)
+{
+    c->rx_close = code;
+    ksock_buf_free(&c->rx);
+    if (!c->client) return conn_write(inst, c, wsi);
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+/*
+ * Text messages are checked for UTF-8 here, whole, rather than by lws
+ * (LWS_SERVER_OPTION_VALIDATE_UTF8): lws closes with 1007 on its own and
+ * the host would only see the socket go (1006). Checking the joined
+ * message also covers a code point split across fragments.
+ */
 static int conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void *in, size_t len)
 {
     bool first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
@@ -602,29 +647,23 @@ static int conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const vo
         c->rx.len = 0;
         c->rx_binary = lws_frame_is_binary(wsi);
     }
-    if (c->rx_abort) return 0; /* closing with 1009: drop the rest */
-    if (c->rx.len + len > c->max_message) {
-        /*
-         * Close with 1009 from the next WRITEABLE rather than by returning
-         * -1 here on a client connection: libwebsockets 4.1 goes on parsing
-         * the rest of the read buffer of a client connection closed from
-         * inside RECEIVE, and crashes. A server connection closes at once
-         * (deferring lets the peer write on into a socket we then reset).
-         */
-        c->rx_abort = true;
-        ksock_buf_free(&c->rx);
-        if (!c->client) return conn_write(inst, c, wsi); /* server side: close right away */
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
+    c->last_rx_ns = ksock_now_ns();
+    if (c->rx_close) return 0; /* closing: drop the rest */
+    if (c->rx.len + len > c->max_message)
+        return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
     ksock_frame_type_t type = c->rx_binary ? KSOCK_FRAME_BINARY : KSOCK_FRAME_TEXT;
-    ws_event_t *e;
-    if (final && c->rx.len == 0) {
-        e = event_new(EV_MESSAGE, c, in, len); /* the common case: no copy into rx */
-    } else {
+    const void *msg = in;
+    size_t mlen = len;
+    if (!final || c->rx.len > 0) {
         if (ksock_buf_append(&c->rx, in, len) != 0) return -1;
         if (!final) return 0;
-        e = event_new(EV_MESSAGE, c, c->rx.data, c->rx.len);
+        msg = c->rx.data;
+        mlen = c->rx.len;
+    }
+    if (type == KSOCK_FRAME_TEXT && !ksock_utf8_check(msg, mlen, NULL))
+        return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD);
+    ws_event_t *e = event_new(EV_MESSAGE, c, msg, mlen); /* the common case: no copy into rx */
+    if (msg == c->rx.data) {
         c->rx.len = 0;
         /* Do not let one big message pin memory on an idle connection. */
         if (c->rx.cap > 64 * 1024) ksock_buf_free(&c->rx);
@@ -918,24 +957,39 @@ out:
 
 /* ---- lws thread: client connect --------------------------------------- */
 
-static struct lws_vhost *client_vhost(ws_inst_t *inst, const char *ca_file)
+static bool str_eq(const char *a, const char *b)
 {
-    for (ws_client_vhost_t *v = inst->client_vhosts; v; v = v->next)
-        if ((v->ca_file == NULL && ca_file == NULL) ||
-            (v->ca_file && ca_file && strcmp(v->ca_file, ca_file) == 0))
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/*
+ * lws keeps TLS client settings per vhost: one client vhost per distinct
+ * (CA, certificate, key), made on first use and kept until the context goes.
+ */
+static struct lws_vhost *client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file,
+                                      const char *key_file)
+{
+    size_t n = 0;
+    for (ws_client_vhost_t *v = inst->client_vhosts; v; v = v->next, n++)
+        if (str_eq(v->ca_file, ca_file) && str_eq(v->cert_file, cert_file) &&
+            str_eq(v->key_file, key_file))
             return v->vh;
     ws_client_vhost_t *v = calloc(1, sizeof(*v));
     if (v == NULL) abort();
-    /* lws keeps vhost_name: it must live as long as the vhost. */
     v->ca_file = xstrdup(ca_file);
+    v->cert_file = xstrdup(cert_file);
+    v->key_file = xstrdup(key_file);
+    snprintf(v->name, sizeof(v->name), "ksock-client-%zu", n);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = inst->client_protocols;
-    info.vhost_name = v->ca_file ? v->ca_file : "ksock-client";
+    info.vhost_name = v->name;
     info.client_ssl_ca_filepath = v->ca_file;
+    info.client_ssl_cert_filepath = v->cert_file;
+    info.client_ssl_private_key_filepath = v->key_file;
     /* lws 4.1 sets up a vhost's TLS only when the vhost's own options ask for it. */
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.connect_timeout_secs = (unsigned)((inst->o->connect_timeout + 999) / 1000);
     info.timeout_secs = info.connect_timeout_secs;
     info.ssl_client_options_set =
@@ -944,6 +998,8 @@ static struct lws_vhost *client_vhost(ws_inst_t *inst, const char *ca_file)
     struct lws_vhost *vh = lws_create_vhost(inst->ctx, &info);
     if (vh == NULL) {
         free(v->ca_file);
+        free(v->cert_file);
+        free(v->key_file);
         free(v);
         return NULL;
     }
@@ -966,10 +1022,13 @@ static void client_start(ws_inst_t *inst, ws_conn_t *c)
     }
     bool tls = strcmp(prot, "wss") == 0 || strcmp(prot, "https") == 0;
     snprintf(pathbuf, sizeof(pathbuf), "/%s", path ? path : "");
-    struct lws_vhost *vh = client_vhost(inst, c->ca_file);
+    struct lws_vhost *vh = client_vhost(inst, c->ca_file, c->cert_file, c->key_file);
     if (vh == NULL) {
         free(u);
-        conn_finish(c, NULL, 1006, "cannot set up TLS for the CA file", KSOCK_E_TLS);
+        conn_finish(c, NULL, 1006,
+                    c->cert_file ? "cannot set up TLS with this CA file, client certificate and key"
+                                 : "cannot set up TLS for the CA file",
+                    KSOCK_E_TLS);
         return;
     }
     struct lws_client_connect_info i;
@@ -1113,6 +1172,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (c == NULL) return -1;
         c->opened = true;
+        c->last_rx_ns = ksock_now_ns();
         {
             const char *sp = c->client ? c->sub_req : c->subprotocol;
             ws_event_t *e = event_new(EV_OPEN, c, NULL, 0);
@@ -1141,6 +1201,11 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_CLIENT_RECEIVE:
         if (c == NULL) return -1;
         return conn_receive(inst, c, wsi, in, len);
+
+    case LWS_CALLBACK_RECEIVE_PONG:
+    case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+        if (c) c->last_rx_ns = ksock_now_ns();
+        return 0;
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
@@ -1198,9 +1263,33 @@ static void *service_main(void *arg)
     return NULL;
 }
 
+/*
+ * Loop thread, libev only. lws 4.1.6's libev glue re-arms its timer with
+ * ev_timer_set() on a watcher that may be active already, which libev
+ * ignores: a timeout set while a later one is pending (the handshake
+ * timeout of a newly accepted socket, say) does not fire until something
+ * else wakes the loop. Every wake-up runs lws's idle callback, which
+ * services every ripe timeout; so we wake it on a short period. The cost
+ * is one pipe write per tick.
+ */
+static void tick_cb(ksock_timer_t *t, void *data)
+{
+    (void)t;
+    ws_inst_t *inst = data;
+    lws_cancel_service(inst->ctx);
+}
+
 static int thread_start(ws_inst_t *inst, char *errstr, size_t errstr_size)
 {
     if (inst->thread_running) return 0;
+    if (inst->o->event_lib == 1 && inst->tick == NULL) {
+        int trc = ksock_timer_init(inst->rt, &inst->tick, tick_cb, inst);
+        if (trc == 0) trc = ksock_timer_start(inst->tick, WS_TICK_MS, WS_TICK_MS);
+        if (trc != 0) {
+            ksock_errstr_set(errstr, errstr_size, "cannot start the libev wake-up timer");
+            return trc;
+        }
+    }
     int rc = pthread_create(&inst->thread, NULL, service_main, inst);
     if (rc != 0) {
         ksock_errstr_set(errstr, errstr_size, "cannot start the WebSocket thread: %s",
@@ -1283,7 +1372,7 @@ static int create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr
     info.iface = l->address && strcmp(l->address, "0.0.0.0") != 0 ? l->address : NULL;
     info.protocols = inst->server_protocols;
     info.user = l;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.options = 0; /* UTF-8 is checked by conn_receive */
     if (o->tls_cert) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.timeout_secs = (unsigned)((o->handshake_timeout + 999) / 1000);
     info.timeout_secs_ah_idle = info.timeout_secs;
@@ -1337,7 +1426,7 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
         return KSOCK_E_CONFIG;
     }
     if (o->tls_cert) {
-        int rc = ws__tls_check(o->tls_cert, o->tls_key, o->tls_ca, errstr, errstr_size);
+        int rc = ws__tls_check(o->tls_cert, o->tls_key, o->tls_ca, NULL, errstr, errstr_size);
         if (rc != 0) return rc;
     }
     ws_inst_t *inst = calloc(1, sizeof(*inst));
@@ -1376,8 +1465,7 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
-                   LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     if (o->event_lib == 1) info.options |= LWS_SERVER_OPTION_LIBEV;
     info.user = inst;
     info.count_threads = 1;
@@ -1387,12 +1475,18 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     info.protocols = inst->client_protocols;
     inst->ctx = lws_create_context(&info);
     if (inst->ctx == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "cannot create the libwebsockets context");
+        if (o->event_lib == 1)
+            ksock_errstr_set(errstr, errstr_size,
+                             "cannot create the libwebsockets context with event_lib \"libev\" "
+                             "(is Debian's libwebsockets-evlib-ev installed? event_lib \"poll\" "
+                             "needs nothing more)");
+        else
+            ksock_errstr_set(errstr, errstr_size, "cannot create the libwebsockets context");
         *out = inst;
         return KSOCK_E_INTERNAL;
     }
     /* The default client vhost now: wake-ups need at least one vhost to land on. */
-    if (client_vhost(inst, NULL) == NULL) {
+    if (client_vhost(inst, NULL, NULL, NULL) == NULL) {
         ksock_errstr_set(errstr, errstr_size, "cannot create the client vhost");
         *out = inst;
         return KSOCK_E_INTERNAL;
@@ -1493,6 +1587,23 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_tra
     c->sub_req = xstrdup(opts->subprotocol);
     c->ca_file = xstrdup(opts->ca_file);
     c->insecure = opts->insecure;
+    if (KSOCK_HAS_FIELD(opts, ksock_connect_opts_t, key_file)) {
+        if ((opts->cert_file == NULL) != (opts->key_file == NULL)) {
+            ksock_errstr_set(errstr, errstr_size, "a client certificate needs its key, and back");
+            conn_free(c);
+            return KSOCK_E_INVAL;
+        }
+        static const ws_tls_names_t names = {"client certificate", "client key", "CA file"};
+        int trc = opts->cert_file ? ws__tls_check(opts->cert_file, opts->key_file, NULL, &names,
+                                                  errstr, errstr_size)
+                                  : 0;
+        if (trc != 0) {
+            conn_free(c);
+            return trc;
+        }
+        c->cert_file = xstrdup(opts->cert_file);
+        c->key_file = xstrdup(opts->key_file);
+    }
     c->max_message =
         opts->max_message_size ? opts->max_message_size : (uint64_t)inst->o->max_message_size;
     if (opts->nheaders) {
@@ -1584,6 +1695,10 @@ static void ws_stop(void *p)
 {
     ws_inst_t *inst = p;
     if (inst->ctx == NULL) return;
+    if (inst->tick) {
+        ksock_timer_close(inst->tick);
+        inst->tick = NULL;
+    }
     if (inst->thread_running) {
         pthread_mutex_lock(&inst->lock);
         inst->closing_all = true;
@@ -1646,6 +1761,8 @@ static void inst_unref(ws_inst_t *inst)
         ws_client_vhost_t *v = inst->client_vhosts;
         inst->client_vhosts = v->next;
         free(v->ca_file);
+        free(v->cert_file);
+        free(v->key_file);
         free(v);
     }
     free(inst->server_protocols);

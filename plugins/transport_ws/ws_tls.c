@@ -34,30 +34,31 @@ static void fmt_time(time_t t, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_path, char *errstr,
-                  size_t errstr_size)
+int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_path,
+                  const ws_tls_names_t *names, char *errstr, size_t errstr_size)
 {
+    static const ws_tls_names_t server_names = {"tls_cert", "tls_key", "tls_ca"};
+    if (names == NULL) names = &server_names;
     gnutls_datum_t cdat = {NULL, 0}, kdat = {NULL, 0}, adat = {NULL, 0};
     gnutls_x509_crt_t *crts = NULL;
     unsigned ncrts = 0;
     gnutls_x509_privkey_t key = NULL;
     int rc = KSOCK_E_TLS, g;
 
-    if (load_file(cert_path, &cdat, "tls_cert", errstr, errstr_size) != 0) goto out;
-    if (load_file(key_path, &kdat, "tls_key", errstr, errstr_size) != 0) goto out;
+    if (load_file(cert_path, &cdat, names->cert, errstr, errstr_size) != 0) goto out;
+    if (load_file(key_path, &kdat, names->key, errstr, errstr_size) != 0) goto out;
 
     g = gnutls_x509_crt_list_import2(&crts, &ncrts, &cdat, GNUTLS_X509_FMT_PEM, 0);
     if (g < 0 || ncrts == 0) {
-        ksock_errstr_set(errstr, errstr_size, "tls_cert \"%s\" is not a PEM certificate: %s",
+        ksock_errstr_set(errstr, errstr_size, "%s \"%s\" is not a PEM certificate: %s", names->cert,
                          cert_path, g < 0 ? gnutls_strerror(g) : "no certificate found");
         goto out;
     }
     if (gnutls_x509_privkey_init(&key) < 0) goto out;
     g = gnutls_x509_privkey_import2(key, &kdat, GNUTLS_X509_FMT_PEM, NULL, 0);
     if (g < 0) {
-        ksock_errstr_set(errstr, errstr_size,
-                         "tls_key \"%s\" is not an unencrypted PEM private key: %s", key_path,
-                         gnutls_strerror(g));
+        ksock_errstr_set(errstr, errstr_size, "%s \"%s\" is not an unencrypted PEM private key: %s",
+                         names->key, key_path, gnutls_strerror(g));
         goto out;
     }
 
@@ -68,8 +69,8 @@ int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_pa
         gnutls_x509_privkey_get_key_id(key, 0, kid2, &k2) < 0 || k1 != k2 ||
         memcmp(kid1, kid2, k1) != 0) {
         ksock_errstr_set(errstr, errstr_size,
-                         "tls_key \"%s\" does not match the certificate in tls_cert \"%s\"",
-                         key_path, cert_path);
+                         "%s \"%s\" does not match the certificate in %s \"%s\"", names->key,
+                         key_path, names->cert, cert_path);
         goto out;
     }
 
@@ -81,15 +82,15 @@ int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_pa
         if (na != (time_t)-1 && na < now) {
             fmt_time(na, when, sizeof(when));
             ksock_errstr_set(errstr, errstr_size,
-                             "tls_cert \"%s\": certificate %u of the chain expired on %s",
+                             "%s \"%s\": certificate %u of the chain expired on %s", names->cert,
                              cert_path, i + 1, when);
             goto out;
         }
         if (nb != (time_t)-1 && nb > now) {
             fmt_time(nb, when, sizeof(when));
             ksock_errstr_set(errstr, errstr_size,
-                             "tls_cert \"%s\": certificate %u of the chain is not valid before %s",
-                             cert_path, i + 1, when);
+                             "%s \"%s\": certificate %u of the chain is not valid before %s",
+                             names->cert, cert_path, i + 1, when);
             goto out;
         }
     }
@@ -97,11 +98,11 @@ int ws__tls_check(const char *cert_path, const char *key_path, const char *ca_pa
     if (ca_path && *ca_path) {
         gnutls_x509_crt_t *cas = NULL;
         unsigned ncas = 0;
-        if (load_file(ca_path, &adat, "tls_ca", errstr, errstr_size) != 0) goto out;
+        if (load_file(ca_path, &adat, names->ca, errstr, errstr_size) != 0) goto out;
         g = gnutls_x509_crt_list_import2(&cas, &ncas, &adat, GNUTLS_X509_FMT_PEM, 0);
         if (g < 0 || ncas == 0) {
-            ksock_errstr_set(errstr, errstr_size, "tls_ca \"%s\" holds no PEM certificate: %s",
-                             ca_path, g < 0 ? gnutls_strerror(g) : "none found");
+            ksock_errstr_set(errstr, errstr_size, "%s \"%s\" holds no PEM certificate: %s",
+                             names->ca, ca_path, g < 0 ? gnutls_strerror(g) : "none found");
             goto out;
         }
         for (unsigned i = 0; i < ncas; i++)

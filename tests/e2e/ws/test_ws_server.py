@@ -43,6 +43,28 @@ def close_code(e):
     return e.rcvd.code if e.rcvd is not None else None
 
 
+def server_closes(port):
+    """The close events our server's host saw (ws_echo_server __closes__), oldest first."""
+    async def go():
+        async with websockets.connect(url(port), subprotocols=SUB) as ws:
+            await ws.send("__closes__")
+            return json.loads(await ws.recv())
+    return run(go())
+
+
+def wait_server_close(port, pred, what):
+    """Wait until the host has seen a close event matching pred; return it."""
+    end = time.monotonic() + 10
+    while True:
+        seen = server_closes(port)
+        hits = [c for c in seen if pred(c)]
+        if hits:
+            return hits[-1]
+        if time.monotonic() > end:
+            raise AssertionError(f"the server never saw {what}; it saw {seen}")
+        time.sleep(0.1)
+
+
 # ---- raw-socket helpers --------------------------------------------------------
 
 def raw_upgrade(port, path="/ws"):
@@ -228,6 +250,9 @@ def ping_pong_and_keepalive():
         took = time.monotonic() - t0
         s.close()
         assert 2.0 <= took <= 8.0, (took, code)
+        # The host is told why: no close frame (1006), timed out.
+        wait_server_close(port, lambda c: c["code"] == 1006 and c["err"] == "KSOCK_E_TIMEDOUT"
+                          and "idle" in (c["reason"] or ""), "an idle timeout")
 
 
 @t.test
@@ -253,6 +278,11 @@ def close_codes_both_ways():
                 except ConnectionClosed as e:
                     assert close_code(e) == 1000
         run(go())
+        # What the host saw, each way: its own closes, and the peer's code and reason.
+        for code, reason in ((4001, "server says bye"), (4002, "client says bye"),
+                             (1000, "normal")):
+            wait_server_close(port, lambda c: c["code"] == code and c["reason"] == reason
+                              and c["err"] is None, f"close {code} {reason!r}")
 
 
 @t.test
@@ -268,6 +298,19 @@ def invalid_utf8_closes_1007():
         s.sendall(frame(1, b"abc\xe2\x82", fin=False) + frame(0, b"\xff", fin=True))
         assert read_close(s, rest) == 1007
         s.close()
+        # A code point split across fragments is fine; binary frames are not checked.
+        s, rest = raw_upgrade(port)
+        s.sendall(frame(1, b"caf\xc3", fin=False) + frame(0, b"\xa9", fin=True) +
+                  frame(2, b"\xff\xfe"))
+        s.settimeout(5)
+        got = rest
+        while not (b"\x81\x05caf\xc3\xa9" in got and b"\x82\x02\xff\xfe" in got):
+            got += s.recv(4096)  # times out (and fails) if an echo never comes
+        s.close()
+        need_ws()  # to ask the server what it saw
+        seen = [c for c in server_closes(port) if c["code"] == 1007]
+        assert len(seen) == 2 and all(c["err"] is None and "UTF-8" in c["reason"]
+                                      for c in seen), seen
 
 
 @t.test
@@ -288,11 +331,14 @@ def oversize_message_closes_1009():
                         # close frame can then be lost to the TCP reset. If it came, 1009.
                         seen.append(close_code(e))
                         assert close_code(e) in (1009, None), e
-            print(f"# close codes seen: {seen}")
+            print(f"# close codes the client saw: {seen}")
             async with websockets.connect(url(port), subprotocols=SUB) as ws:
                 await ws.send("w" * 65536)  # exactly the limit is fine
                 assert len(await ws.recv()) == 65536
         run(go())
+        # Whatever the network did to the close frame, the server closed both with 1009.
+        big = [c for c in server_closes(port) if c["code"] == 1009]
+        assert len(big) == 2 and all(c["reason"] == "message too large" for c in big), big
 
 
 @t.test
@@ -311,6 +357,8 @@ def peer_reset_does_not_hurt():
                 assert await ws.recv() == "after resets"
         run(go())
         assert srv.p.poll() is None
+        resets = [c for c in server_closes(port) if c["err"] == "KSOCK_E_CONNRESET"]
+        assert len(resets) == 20 and all(c["code"] == 1006 for c in resets), resets
 
 
 @t.test

@@ -182,28 +182,53 @@ def client_certificates():
         run(go2())
 
 
+def ksock(port, *args, line='"over tls"'):
+    """Run `ksock connect` against our server; send one line, read one line back."""
+    # Keep stdin open until the answer is back: end of input closes the connection.
+    with wsutil.Proc([KSOCK, "connect", f"wss://127.0.0.1:{port}/ws", *args], stdin=True) as c:
+        c.p.stdin.write(line + "\n")
+        c.p.stdin.flush()
+        out = c.p.stdout.readline()
+        c.p.stdin.close()
+        rc = c.p.wait(timeout=20)
+        return rc, out, c.p.stderr.read()
+
+
 @t.test
 def our_client_over_wss():
     need()
     make_pki()
     port = wsutil.free_port()
     with tls_server(port):
-        def ksock(*args):
-            # Keep stdin open until the echo is back: end of input closes the connection.
-            with wsutil.Proc([KSOCK, "connect", f"wss://127.0.0.1:{port}/ws", *args],
-                             stdin=True) as c:
-                c.p.stdin.write('"over tls"\n')
-                c.p.stdin.flush()
-                out = c.p.stdout.readline()
-                c.p.stdin.close()
-                rc = c.p.wait(timeout=20)
-                return rc, out, c.p.stderr.read()
-        rc, out, err = ksock("--cacert", p("ca.pem"))
+        rc, out, err = ksock(port, "--cacert", p("ca.pem"))
         assert rc == 0 and out.strip() == '"over tls"', (rc, out, err)
-        rc, out, err = ksock("--insecure")
+        rc, out, err = ksock(port, "--insecure")
         assert rc == 0 and out.strip() == '"over tls"', (rc, out, err)
-        rc, out, err = ksock()  # the system store does not know our CA
+        rc, out, err = ksock(port)  # the system store does not know our CA
         assert rc == 1 and '"code": 1006' in err and out == "", (rc, out, err)
+
+
+@t.test
+def our_client_presents_a_certificate():
+    need()
+    make_pki()
+    port = wsutil.free_port()
+    ca = ("--cacert", p("ca.pem"))
+    with tls_server(port, tls_ca=p("ca.pem"), tls_client_cert="required"):
+        rc, out, err = ksock(port, *ca, "--cert", p("client.pem"), "--key", p("client.key"),
+                             line="/raw __hs__")
+        assert rc == 0, (rc, out, err)
+        assert json.loads(out)["client_cert_len"] > 100, out
+        # Without one the server refuses the TLS handshake: nothing is echoed.
+        rc, out, err = ksock(port, *ca)
+        assert rc == 1 and out == "" and '"code": 1006' in err, (rc, out, err)
+    # Bad client credentials are refused before any connection, saying which and why.
+    rc, out, err = ksock(port, *ca, "--cert", p("old.pem"), "--key", p("old.key"))
+    assert rc == 2 and "client certificate" in err and "expired" in err, (rc, err)
+    rc, out, err = ksock(port, *ca, "--cert", p("client.pem"), "--key", p("other.key"))
+    assert rc == 2 and "does not match" in err, (rc, err)
+    rc, out, err = ksock(port, *ca, "--cert", p("client.pem"))
+    assert rc == 2 and "key" in err, (rc, err)
 
 
 try:

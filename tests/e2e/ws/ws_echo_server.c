@@ -15,6 +15,8 @@
  *   __close__ CODE R   close with CODE and reason R
  *   __flood__ N        send N numbered messages as fast as the queue allows
  *   __stats__          answer {"writable": n, "queue_full": n, "open": n}
+ *   __closes__         answer the last close events the server saw, oldest
+ *                      first: [{"code": n, "reason": s|null, "err": "KSOCK_E_..."|null}]
  * Handshakes: query token=bad -> 401, token=forbidden -> 403.
  */
 #include <ksock/ksock.h>
@@ -29,11 +31,15 @@ typedef struct conn_s {
     long flood_left, flood_next;
 } conn_t;
 
+#define CLOSES_KEPT 32
+
 typedef struct server_s {
     ksock_runtime_t *rt;
     ksock_plugin_instance_t *pi;
     const ksock_transport_vtable_t *tv;
     long writable, queue_full, open;
+    ksock_buf_t closes[CLOSES_KEPT]; /* ring of JSON objects */
+    size_t nclose;
 } server_t;
 
 static void json_str(ksock_buf_t *b, const char *s)
@@ -141,6 +147,20 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
         send_text(s, id, buf);
         return;
     }
+    if (type == KSOCK_FRAME_TEXT && len == 10 && memcmp(payload, "__closes__", 10) == 0) {
+        ksock_buf_t b = KSOCK_BUF_INIT;
+        size_t first = s->nclose > CLOSES_KEPT ? s->nclose - CLOSES_KEPT : 0;
+        ksock_buf_append(&b, "[", 1);
+        for (size_t i = first; i < s->nclose; i++) {
+            if (i > first) ksock_buf_append(&b, ", ", 2);
+            const ksock_buf_t *e = &s->closes[i % CLOSES_KEPT];
+            ksock_buf_append(&b, e->data, e->len);
+        }
+        ksock_buf_append(&b, "]", 2); /* with the terminating NUL */
+        send_text(s, id, b.data);
+        ksock_buf_free(&b);
+        return;
+    }
     if (type == KSOCK_FRAME_TEXT && len > 10 && memcmp(payload, "__close__ ", 10) == 0) {
         char buf[200];
         snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)payload);
@@ -172,11 +192,15 @@ static void on_writable(void *data, ksock_conn_id_t id, void *conn_data)
 static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, const char *reason,
                      int err)
 {
-    (void)data;
     (void)id;
-    (void)code;
-    (void)reason;
-    (void)err;
+    server_t *s = data;
+    ksock_buf_t *e = &s->closes[s->nclose++ % CLOSES_KEPT];
+    e->len = 0;
+    ksock_buf_appendf(e, "{\"code\": %d, \"reason\": ", code);
+    json_str(e, reason);
+    ksock_buf_appendf(e, ", \"err\": ");
+    json_str(e, err ? ksock_err_name(err) : NULL);
+    ksock_buf_append(e, "}", 1);
     conn_t *c = conn_data;
     if (c) {
         free(c->info);
@@ -245,5 +269,7 @@ int main(int argc, char **argv)
     ksock_signal_close(s2);
     ksock_config_free(doc);
     ksock_runtime_destroy(rt);
+    for (size_t i = 0; i < CLOSES_KEPT; i++)
+        ksock_buf_free(&s.closes[i]);
     return 0;
 }

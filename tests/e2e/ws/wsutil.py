@@ -109,5 +109,8 @@ def start_server(server_bin, port, **opts):
     """Our ws_echo_server on 127.0.0.1:port/ws with transport options `opts`."""
     import json
     o = {"listeners": [{"address": "127.0.0.1", "port": port, "path": "/ws"}]}
+    # The suite runs once per libwebsockets event loop (see meson.build).
+    if os.environ.get("KSOCK_WS_EVENT_LIB"):
+        o["event_lib"] = os.environ["KSOCK_WS_EVENT_LIB"]
     o.update(opts)
     return Proc([server_bin, json.dumps(o)], ready="READY", graceful=True)
