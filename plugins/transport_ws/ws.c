@@ -119,10 +119,12 @@ static const ksock_option_t ws_options[] = {
                        "Bytes queued per connection before send() answers KSOCK_E_QUEUE_FULL "
                        "(a single frame larger than this is still accepted into an empty "
                        "queue)."),
-    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "2KiB", ws_opts_t, rx_buffer_size, 128,
+    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "1536B", ws_opts_t, rx_buffer_size, 128,
                        1 << 20,
-                       "libwebsockets' per-connection receive buffer; larger frames arrive in "
-                       "pieces. Dominates the memory of an idle connection."),
+                       "libwebsockets' per-connection receive buffer, and the most it reads "
+                       "from a socket at once: larger messages arrive in more pieces. Memory "
+                       "per idle connection against the speed of large incoming messages; see "
+                       "docs/websocket.md, Benchmark."),
     KSOCK_OPTION_RANGE("shutdown_grace", KSOCK_OPT_DURATION, 0, "1s", ws_opts_t, shutdown_grace, 0,
                        60000, "On stop, how long to wait for closing handshakes (1001) to finish."),
     KSOCK_OPTION("tls_cert", KSOCK_OPT_STRING, 0, NULL, ws_opts_t, tls_cert,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """WebSocket transport benchmark (docs/websocket.md).
 
-  bench_ws.py SERVER_BIN [--idle N] [--seconds S] [--conns C] [--options JSON]
-              [--echo-with-idle]
+  bench_ws.py SERVER_BIN [--idle N] [--seconds S] [--conns C] [--size BYTES]
+              [--options JSON] [--echo-with-idle]
 
 SERVER_BIN is build/tests/e2e/ws/ws_echo_server (the transport_ws plugin behind
 a trivial echo host; KSOCK_PLUGIN_PATH must point at build/plugins), or
@@ -10,8 +10,8 @@ a trivial echo host; KSOCK_PLUGIN_PATH must point at build/plugins), or
 the same client measures both.
 
 1. Echo: C concurrent raw-socket clients (one per thread... no: one asyncio
-   task each over raw sockets, so the client is cheap) send a 32-byte text
-   message and wait for its echo, for S seconds: round trips/s, p50, p99.
+   task each over raw sockets, so the client is cheap) send a 32-byte (or
+   --size) text message and wait for its echo, for S seconds: round trips/s, p50, p99.
 2. Idle memory: open N upgraded connections that then stay silent; the
    server's RSS delta divided by N.
 """
@@ -52,28 +52,50 @@ def upgrade_request(path="/ws"):
 
 def text_frame(payload):
     mask = os.urandom(4)
-    return (struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask +
-            bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", 0x81, 0x80 | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-async def echo_client(port, deadline, lat):
-    r, w = await asyncio.open_connection("127.0.0.1", port)
+async def read_message(r):
+    """One unmasked server message (fragments joined); returns its length."""
+    total = 0
+    while True:
+        hdr = await r.readexactly(2)
+        n = hdr[1] & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", await r.readexactly(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", await r.readexactly(8))[0]
+        await r.readexactly(n)
+        total += n
+        if hdr[0] & 0x80:
+            return total
+
+
+async def echo_client(port, deadline, lat, size):
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
     w.write(upgrade_request())
     await r.readuntil(b"\r\n\r\n")
-    frame = text_frame(b"x" * 32)
+    frame = text_frame(b"x" * size)
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         w.write(frame)
-        hdr = await r.readexactly(2)
-        await r.readexactly(hdr[1] & 0x7F)
+        got = await read_message(r)
+        assert got == size, (got, size)
         lat.append(time.perf_counter() - t0)
     w.close()
 
 
-async def echo_bench(port, conns, seconds):
+async def echo_bench(port, conns, seconds, size=32):
     lat = []
     deadline = time.perf_counter() + seconds
-    await asyncio.gather(*(echo_client(port, deadline, lat) for _ in range(conns)))
+    await asyncio.gather(*(echo_client(port, deadline, lat, size) for _ in range(conns)))
     lat.sort()
     return {"round_trips_per_s": round(len(lat) / seconds),
             "p50_us": round(lat[len(lat) // 2] * 1e6),
@@ -114,6 +136,7 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--size", type=int, default=32, help="echo message size in bytes")
     ap.add_argument("--options", default="{}", help="extra transport options (JSON)")
     ap.add_argument("--echo-with-idle", action="store_true",
                     help="open the N idle connections first and run the echo test while they "
@@ -136,12 +159,12 @@ def main():
         if a.echo_with_idle and a.idle:
             socks, idle = idle_bench(pid, port, a.idle, keep=True)
             res = {"idle": idle,
-                   "echo_with_idle": asyncio.run(echo_bench(port, a.conns, a.seconds))}
+                   "echo_with_idle": asyncio.run(echo_bench(port, a.conns, a.seconds, a.size))}
             for s in socks:
                 s.close()
             print(json.dumps(res, indent=2))
             return
-        res = {"echo": asyncio.run(echo_bench(port, a.conns, a.seconds))}
+        res = {"echo": asyncio.run(echo_bench(port, a.conns, a.seconds, a.size))}
         if a.idle:
             res["idle"] = idle_bench(pid, port, a.idle)
         print(json.dumps(res, indent=2))

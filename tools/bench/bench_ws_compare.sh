@@ -3,19 +3,20 @@
 # against a Node `ws` echo server (tools/bench/node), same client
 # (bench_ws.py), same message size and connection count, same run.
 #
-#   tools/bench/bench_ws_compare.sh BUILD_DIR [--seconds S] [--conns C] [--idle N] [--options JSON]
+#   tools/bench/bench_ws_compare.sh BUILD_DIR [--seconds S] [--conns C] [--size BYTES] [--idle N] [--options JSON]
 #
 # --idle N also measures RSS per idle connection for both (default 0: echo only;
 # raise `ulimit -n` first for N >= ~1000). --options is passed to our server only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-build=${1:?usage: $0 BUILD_DIR [--seconds S] [--conns C] [--idle N] [--options JSON]}
+build=${1:?usage: $0 BUILD_DIR [--seconds S] [--conns C] [--size BYTES] [--idle N] [--options JSON]}
 shift
-seconds=5 conns=4 idle=0 options='{}'
+seconds=5 conns=4 size=32 idle=0 options='{}'
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
         --conns) conns=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
         --idle) idle=$2; shift 2 ;;
         --options) options=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
@@ -45,7 +46,7 @@ free_port() {
 }
 
 # Ours: bench_ws.py starts and stops the server itself (on a free port).
-python3 "$here/bench_ws.py" "$server_bin" --seconds "$seconds" --conns "$conns" \
+python3 "$here/bench_ws.py" "$server_bin" --seconds "$seconds" --conns "$conns" --size "$size" \
     --idle "$idle" --options "$options" >"$tmp/ours.json"
 
 # Node ws.
@@ -58,13 +59,13 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 grep -q READY "$tmp/node.out" || { echo "node server did not start" >&2; exit 1; }
-python3 "$here/bench_ws.py" "node:$port:$node_pid" --seconds "$seconds" --conns "$conns" \
+python3 "$here/bench_ws.py" "node:$port:$node_pid" --seconds "$seconds" --conns "$conns" --size "$size" \
     --idle "$idle" >"$tmp/node.json"
 
-python3 - "$tmp/ours.json" "$tmp/node.json" "$seconds" "$conns" <<'PY'
+python3 - "$tmp/ours.json" "$tmp/node.json" "$seconds" "$conns" "$size" <<'PY'
 import json, sys
 ours, node = (json.load(open(p)) for p in sys.argv[1:3])
-print(f"echo: {sys.argv[4]} connections, 32-byte text, {sys.argv[3]} s, one message in flight each")
+print(f"echo: {sys.argv[4]} connections, {sys.argv[5]}-byte text, {sys.argv[3]} s, one message in flight each")
 print("| server | round trips/s | p50 µs | p99 µs | idle B/conn |")
 print("| --- | --- | --- | --- | --- |")
 for name, r in (("ours (transport_ws)", ours), ("Node ws", node)):
