@@ -61,6 +61,7 @@ typedef struct ws_opts_s {
     int64_t idle_timeout;
     int64_t handshake_timeout;
     int64_t connect_timeout;
+    int64_t max_connections;
     int64_t send_queue_max_frames;
     int64_t send_queue_max_bytes;
     int64_t rx_buffer_size;
@@ -111,6 +112,11 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_RANGE("connect_timeout", KSOCK_OPT_DURATION, 0, "10s", ws_opts_t, connect_timeout,
                        1000, 3600000,
                        "Client side: time to connect and complete the upgrade (whole seconds)."),
+    KSOCK_OPTION_RANGE("max_connections", KSOCK_OPT_INT, 0, "0", ws_opts_t, max_connections, 0,
+                       1 << 24,
+                       "Server connections open at once across all listeners; one more is "
+                       "answered HTTP 503 before the upgrade. 0: only the process's file "
+                       "descriptor limit."),
     KSOCK_OPTION_RANGE("send_queue_max_frames", KSOCK_OPT_INT, 0, "1024", ws_opts_t,
                        send_queue_max_frames, 1, 1 << 24,
                        "Frames queued per connection before send() answers KSOCK_E_QUEUE_FULL."),
@@ -249,6 +255,7 @@ struct ws_inst_s {
     pthread_cond_t cond;
     ws_conn_t **table;
     size_t tcap, tcount;
+    size_t nserver; /* server connections in the table */
     ws_conn_t *pending;
     _Atomic uint64_t next_id;
     bool closing_all;
@@ -307,6 +314,7 @@ static void table_insert(ws_inst_t *inst, ws_conn_t *c)
     c->hnext = inst->table[s];
     inst->table[s] = c;
     inst->tcount++;
+    if (!c->client) inst->nserver++;
 }
 
 static ws_conn_t *table_find(ws_inst_t *inst, ksock_conn_id_t id)
@@ -326,6 +334,7 @@ static void table_remove(ws_inst_t *inst, ws_conn_t *c)
     if (*pp) {
         *pp = c->hnext;
         inst->tcount--;
+        if (!c->client) inst->nserver--;
     }
 }
 
@@ -871,6 +880,15 @@ static int server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     if (inst->closing_all) {
         rc = refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
         goto out;
+    }
+    if (inst->o->max_connections > 0) {
+        pthread_mutex_lock(&inst->lock);
+        bool full = inst->nserver >= (size_t)inst->o->max_connections;
+        pthread_mutex_unlock(&inst->lock);
+        if (full) {
+            rc = refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
+            goto out;
+        }
     }
     if (uri == NULL || (l && l->path && strcmp(l->path, uri) != 0)) {
         rc = refuse(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint at this path");

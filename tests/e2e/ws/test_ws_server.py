@@ -216,6 +216,36 @@ def refusals_are_http_statuses():
 
 
 @t.test
+def max_connections_answers_503():
+    need_ws()
+    port = wsutil.free_port()
+    with wsutil.start_server(SERVER, port, max_connections=3):
+        async def go():
+            held = [await websockets.connect(url(port), subprotocols=SUB) for _ in range(3)]
+            try:
+                await websockets.connect(url(port), subprotocols=SUB)
+                raise AssertionError("a fourth connection was let in")
+            except InvalidStatusCode as e:
+                assert e.status_code == 503, e
+            # The three still work; once one goes, there is room again.
+            for i, ws in enumerate(held):
+                await ws.send(f"still {i}")
+                assert await ws.recv() == f"still {i}"
+            await held.pop().close()
+            for _ in range(50):  # the server's close event crosses a thread first
+                try:
+                    held.append(await websockets.connect(url(port), subprotocols=SUB))
+                    break
+                except InvalidStatusCode as e:
+                    assert e.status_code == 503, e
+                    await asyncio.sleep(0.05)
+            assert len(held) == 3, "no room after a connection closed"
+            for ws in held:
+                await ws.close()
+        run(go())
+
+
+@t.test
 def fragmented_messages_are_joined():
     need_ws()
     port = wsutil.free_port()
