@@ -147,6 +147,28 @@ def echo_text_and_binary():
 
 
 @t.test
+def several_listeners_each_with_its_path():
+    need_ws()
+    p1, p2 = wsutil.free_port(), wsutil.free_port()
+    listeners = [{"address": "127.0.0.1", "port": p1, "path": "/ws"},
+                 {"address": "127.0.0.1", "port": p2, "path": "/feed"}]
+    with wsutil.start_server(SERVER, p1, listeners=listeners):
+        async def go():
+            for port, path in ((p1, "/ws"), (p2, "/feed")):
+                async with websockets.connect(url(port, path=path), subprotocols=SUB) as ws:
+                    await ws.send(f"on {path}")
+                    assert await ws.recv() == f"on {path}"
+            # Each listener serves its own path only.
+            for port, path in ((p1, "/feed"), (p2, "/ws")):
+                try:
+                    async with websockets.connect(url(port, path=path), subprotocols=SUB):
+                        raise AssertionError(f"{path} served on port {port}")
+                except InvalidStatusCode as e:
+                    assert e.status_code == 404, e
+        run(go())
+
+
+@t.test
 def subprotocol_negotiation():
     need_ws()
     port = wsutil.free_port()
