@@ -43,6 +43,14 @@ KSOCK_EXTERN const char *ksock_version(void);
 typedef struct ksock_runtime_s ksock_runtime_t;
 
 /*
+ * True when a caller's struct that starts with `size_t size` is big enough
+ * to hold `field`: structs that cross the boundary grow only at the end,
+ * and fields added later are read only when the caller's struct has them.
+ */
+#define KSOCK_HAS_FIELD(s, type, field)                                                            \
+    ((s)->size >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+/*
  * A growable byte buffer. The owner of the struct owns `data` and frees it
  * with ksock_buf_free(). Functions that fill a caller's buffer append to it.
  */

@@ -79,14 +79,10 @@ typedef struct ksock_connect_opts_s {
     bool insecure;               /* skip certificate verification (tests only) */
     uint64_t connect_timeout_ms; /* 0: transport default */
     uint64_t max_message_size;   /* 0: transport default */
-    /* Since ABI 1.0 too, but read only when `size` covers them: */
+    /* Appended later: a transport reads them only when `size` covers them (KSOCK_HAS_FIELD). */
     const char *cert_file; /* PEM client certificate for wss:// (with key_file), NULL: none */
     const char *key_file;  /* PEM private key (unencrypted) for cert_file */
 } ksock_connect_opts_t;
-
-/* True when a caller's struct of `size` bytes has `field` (structs grow only at the end). */
-#define KSOCK_HAS_FIELD(s, type, field)                                                            \
-    ((s)->size >= offsetof(type, field) + sizeof(((type *)0)->field))
 
 typedef struct ksock_transport_vtable_s {
     KSOCK_VTABLE_HEAD;
