@@ -18,7 +18,7 @@ tap=${2:-}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${KSOCK_FUZZ_BUILD:-$root/build-fuzz}
 jobs=${KSOCK_FUZZ_JOBS:-1}
-targets="json-value json-envelope msgpack-value msgpack-envelope protobuf-value protobuf-envelope config"
+targets=${KSOCK_FUZZ_TARGETS:-"json-value json-envelope msgpack-value msgpack-envelope protobuf-value protobuf-envelope config jwt-token jwt-claims"}
 ntargets=$(echo $targets | wc -w)
 
 bail() { # reason
@@ -61,7 +61,7 @@ for t in $targets; do
   seed "$t" "$seeds"
   log="$dir/fuzz-artifacts/$t.log"
   extra=()
-  case $t in json-*) extra+=(-dict="$root/tests/fuzz/json.dict") ;; esac
+  case $t in json-* | jwt-claims) extra+=(-dict="$root/tests/fuzz/json.dict") ;; esac
   # Parallel workers write fuzz-N.log into the current directory: keep those with the artifacts.
   [ "$jobs" -gt 1 ] && extra+=(-jobs="$jobs" -workers="$jobs")
   if (cd "$dir/fuzz-artifacts" && "$dir/tests/fuzz/fuzz-$t" -max_total_time="$secs" -timeout=10 \
