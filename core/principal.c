@@ -38,7 +38,9 @@ int ksock_principal_allow(ksock_principal_t *p, const char *pattern, unsigned ri
     ksock_topic_perm_t *v = realloc(p->perms, (p->nperms + 1) * sizeof(*v));
     if (v == NULL) return KSOCK_E_NOMEM;
     p->perms = v;
-    v[p->nperms].pattern = ksock__strdup(pattern);
+    char *pat = ksock__strdup(pattern ? pattern : "");
+    if (pat == NULL) return KSOCK_E_NOMEM;
+    v[p->nperms].pattern = pat;
     v[p->nperms].rights = rights;
     p->nperms++;
     return 0;

@@ -114,7 +114,8 @@ static void print_default(const ksock_option_t *o, char *out, size_t n)
         snprintf(out, n, "-");
 }
 
-static void print_type(const ksock_option_t *o, char *out, size_t n)
+/* `sep` between enum values: "|", or "\\|" inside a markdown table. */
+static void print_type(const ksock_option_t *o, const char *sep, char *out, size_t n)
 {
     if (o->type != KSOCK_OPT_ENUM) {
         snprintf(out, n, "%s", ksock_opt_type_name(o->type));
@@ -122,7 +123,7 @@ static void print_type(const ksock_option_t *o, char *out, size_t n)
     }
     size_t len = (size_t)snprintf(out, n, "enum:");
     for (int i = 0; o->enum_values[i] && len < n; i++)
-        len += (size_t)snprintf(out + len, n - len, "%s%s", i ? "|" : "", o->enum_values[i]);
+        len += (size_t)snprintf(out + len, n - len, "%s%s", i ? sep : "", o->enum_values[i]);
 }
 
 /* Walk a table with the entry size it was built with. */
@@ -143,7 +144,7 @@ static void print_options_text(const ksock_option_t *t, size_t stride)
     printf("  %-18s %-28s %-12s %s\n", "NAME", "TYPE", "DEFAULT", "DESCRIPTION");
     for (size_t i = 0; (o = opt_at(t, stride, i)) != NULL; i++) {
         print_default(o, def, sizeof(def));
-        print_type(o, type, sizeof(type));
+        print_type(o, "|", type, sizeof(type));
         printf("  %-18s %-28s %-12s %s\n", o->name, type, def,
                o->description ? o->description : "");
     }
@@ -160,7 +161,7 @@ static void print_options_md(const ksock_option_t *t, size_t stride)
     printf("| key | type | default | description |\n| --- | --- | --- | --- |\n");
     for (size_t i = 0; (o = opt_at(t, stride, i)) != NULL; i++) {
         print_default(o, def, sizeof(def));
-        print_type(o, type, sizeof(type));
+        print_type(o, "\\|", type, sizeof(type));
         printf("| `%s` | %s | %s%s%s | %s |\n", o->name, type,
                def[0] == '(' || def[0] == '-' ? "" : "`", def,
                def[0] == '(' || def[0] == '-' ? "" : "`", o->description ? o->description : "");

@@ -36,7 +36,7 @@ typedef struct ksock_handshake_s {
     size_t client_cert_len;
 } ksock_handshake_t;
 
-/* Look up a header (case-insensitive) or query parameter; NULL if absent. */
+/* Look up a request header by name (case-insensitive); NULL if absent. The query is hs->query. */
 KSOCK_EXTERN const char *ksock_handshake_header(const ksock_handshake_t *hs, const char *name);
 
 #define KSOCK_PERM_SUBSCRIBE 0x1u
