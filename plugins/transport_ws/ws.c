@@ -71,6 +71,7 @@ typedef struct ws_opts_s {
     char *tls_ca;
     int tls_client_cert; /* 0 none, 1 optional, 2 required */
     int event_lib;       /* 0 poll, 1 libev (the default) */
+    bool permessage_deflate;
 } ws_opts_t;
 
 static const char *const client_cert_modes[] = {"none", "optional", "required", NULL};
@@ -143,11 +144,27 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_ENUM("tls_client_cert", 0, "none", ws_opts_t, tls_client_cert, client_cert_modes,
                       "Ask clients for a certificate: none, optional (verified if sent) or "
                       "required. Needs tls_ca."),
+    KSOCK_OPTION("permessage_deflate", KSOCK_OPT_BOOL, 0, "false", ws_opts_t, permessage_deflate,
+                 "Offer (client) and accept (server) RFC 7692 compression. Costs CPU and zlib "
+                 "state on every connection that uses it; max_message_size applies to the "
+                 "inflated size."),
     KSOCK_OPTION_ENUM("event_lib", 0, "libev", ws_opts_t, event_lib, event_libs,
                       "libwebsockets event loop: libev (Debian's libwebsockets-evlib_ev "
                       "plugin; keeps its pace with many connections open) or poll (built "
                       "in). See docs/websocket.md, Benchmark."),
     KSOCK_OPTION_END,
+};
+
+/*
+ * permessage-deflate (RFC 7692), when enabled. The client offers not to
+ * keep its compression context between messages (less memory on the
+ * server, which then inflates each message on its own) and lets the
+ * server pick the window.
+ */
+static const struct lws_extension ws_extensions[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate,
+     "permessage-deflate; client_no_context_takeover; client_max_window_bits"},
+    {NULL, NULL, NULL},
 };
 
 /* ---- State ------------------------------------------------------------- */
@@ -1014,6 +1031,7 @@ static struct lws_vhost *client_vhost(ws_inst_t *inst, const char *ca_file, cons
     info.timeout_secs = info.connect_timeout_secs;
     info.ssl_client_options_set =
         SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+    if (inst->o->permessage_deflate) info.extensions = ws_extensions;
     info.user = inst;
     struct lws_vhost *vh = lws_create_vhost(inst->ctx, &info);
     if (vh == NULL) {
@@ -1398,6 +1416,7 @@ static int create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr
     info.timeout_secs_ah_idle = info.timeout_secs;
     info.keepalive_timeout = (int)info.timeout_secs;
     info.retry_and_idle_policy = &inst->retry;
+    if (o->permessage_deflate) info.extensions = ws_extensions;
     if (o->tls_cert) {
         info.ssl_cert_filepath = o->tls_cert;
         info.ssl_private_key_filepath = o->tls_key;

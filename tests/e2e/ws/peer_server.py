@@ -4,7 +4,8 @@
   peer_server.py PORT MODE [--tls CERT KEY]
 
 Prints READY, then one JSON line per event on stdout:
-{"ev": "connect", "t": ..., "subprotocol": ..., "path": ..., "headers": {...}}
+{"ev": "connect", "t": ..., "subprotocol": ..., "path": ..., "headers": {...},
+"extensions": [negotiated, e.g. "permessage-deflate"]}
 {"ev": "recv", "data": ...}. Modes:
   echo        echo every message (subprotocol ksock.v1.json)
   close4401   close every connection with 4401 "token expired"
@@ -39,7 +40,8 @@ async def process_request(path, headers):
 
 async def handler(ws, path=None):
     out(ev="connect", subprotocol=ws.subprotocol, path=ws.path,
-        headers={k.lower(): v for k, v in ws.request_headers.raw_items()})
+        headers={k.lower(): v for k, v in ws.request_headers.raw_items()},
+        extensions=[e.name for e in ws.extensions])
     if MODE == "close4401":
         await ws.close(4401, "token expired")
         return

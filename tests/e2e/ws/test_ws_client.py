@@ -126,6 +126,31 @@ def echo_values_through_the_serializer():
 
 
 @t.test
+def permessage_deflate_when_enabled():
+    need_ws()
+    port = wsutil.free_port()
+    text = json.dumps({"rows": [{"topic": "orders", "n": i} for i in range(3000)]})
+    with peer(port) as pp:
+        srv = Peer(pp)
+        with Client(f"ws://127.0.0.1:{port}/", "--raw",
+                    "--transport", '{"permessage_deflate": true}') as c:
+            c.wait("open")
+            c.send("/raw " + text)
+            assert json.loads(c.wait_messages(1)[0]) == json.loads(text)
+            assert c.finish() == 0
+        conn = srv.of("connect")[0]
+        assert "permessage-deflate" in conn["headers"].get("sec-websocket-extensions", ""), conn
+        assert conn["extensions"] == ["permessage-deflate"], conn
+        # Off by default: nothing offered.
+        with Client(f"ws://127.0.0.1:{port}/", "--raw") as c:
+            c.wait("open")
+            assert c.finish() == 0
+        wsutil.wait_for(lambda: len(srv.of("connect")) == 2, 5, "a second connection")
+        conn = srv.of("connect")[1]
+        assert "sec-websocket-extensions" not in conn["headers"] and conn["extensions"] == [], conn
+
+
+@t.test
 def fragmented_ping_and_close_from_server():
     need_ws()
     port = wsutil.free_port()

@@ -268,6 +268,41 @@ def max_connections_answers_503():
 
 
 @t.test
+def permessage_deflate_when_enabled():
+    need_ws()
+    port = wsutil.free_port()
+    text = json.dumps([{"topic": "orders", "n": i} for i in range(3000)])
+    with wsutil.start_server(SERVER, port, permessage_deflate=True, max_message_size="1MiB"):
+        async def go():
+            async with websockets.connect(url(port), subprotocols=SUB, compression="deflate",
+                                          max_size=None) as ws:
+                assert [e.name for e in ws.extensions] == ["permessage-deflate"], ws.extensions
+                await ws.send(text)
+                assert await ws.recv() == text
+                for i in range(50):
+                    await ws.send(f"small {i}")
+                    assert await ws.recv() == f"small {i}"
+            # 8 MiB that deflates to a few KiB: the limit holds for the inflated size.
+            async with websockets.connect(url(port), subprotocols=SUB, compression="deflate",
+                                          max_size=None) as ws:
+                try:
+                    await ws.send("0" * (8 << 20))
+                    await ws.recv()
+                    raise AssertionError("an 8 MiB message got through a 1 MiB limit")
+                except ConnectionClosed as e:
+                    assert close_code(e) in (1009, None), e
+        run(go())
+        big = [c for c in server_closes(port) if c["code"] == 1009]
+        assert len(big) == 1 and big[0]["reason"] == "message too large", big
+    with wsutil.start_server(SERVER, port):  # off by default
+        async def off():
+            async with websockets.connect(url(port), subprotocols=SUB,
+                                          compression="deflate") as ws:
+                assert ws.extensions == [], ws.extensions
+        run(off())
+
+
+@t.test
 def fragmented_messages_are_joined():
     need_ws()
     port = wsutil.free_port()
