@@ -2,6 +2,7 @@
  * ksock: the KafkaSocks command-line client, on the client API (ws.h).
  *
  *   ksock connect URL [options]
+ *   ksock token generate|validate|authenticate ...   (tools/ksock_token.c)
  *
  * Each line read from stdin is sent as one message: a line that parses as
  * JSON is sent as that value, any other line as a string (both through the
@@ -16,6 +17,8 @@
  * Exit status: 0 after a 1000 close, 1 after any other end, 2 on a usage
  * or connection-setup error.
  */
+#include "ksock_cli.h"
+
 #include <ksock/ksock.h>
 
 #include <event2/event.h>
@@ -47,6 +50,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ksock connect URL [options]\n"
+            "       ksock token generate|validate|authenticate ... (ksock token for help)\n"
             "  --subprotocol NAME   offer NAME (default ksock.v1.<serializer>; \"\" for none)\n"
             "  --serializer NAME    serializer plugin for messages (default json)\n"
             "  --header 'K: V'      extra request header (repeatable)\n"
@@ -252,6 +256,7 @@ static void on_signal(ksock_signal_t *s, int signum, void *data)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "token") == 0) return ksock_token_main(argc - 1, argv + 1);
     if (argc < 3 || strcmp(argv[1], "connect") != 0) {
         usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) ? stdout
                                                                                           : stderr);

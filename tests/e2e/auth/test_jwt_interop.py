@@ -7,8 +7,8 @@ PyJWT (with `cryptography` for RS/ES keys), from $KSOCK_TEST_VENV.
   (b) tokens our plugin makes verify in PyJWT with the right key, with the
       claims we asked for, and fail with the wrong key.
 
-Keys are made by `cryptography` at test time. Our side is jwt_tool (the
-plugin through the real loader). Usage: test_jwt_interop.py JWT_TOOL [TEST...]
+Keys are made by `cryptography` at test time. Our side is `ksock token` (the
+plugin through the real loader). Usage: test_jwt_interop.py KSOCK [TEST...]
 """
 import base64
 import hashlib
@@ -99,9 +99,9 @@ def options(alg, private=True, **extra):
 
 
 def tool(*args):
-    p = subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=30)
+    p = subprocess.run([TOOL, "token", *args], capture_output=True, text=True, timeout=30)
     if p.returncode == 2:
-        raise AssertionError(f"jwt_tool could not start: {p.stderr}")
+        raise AssertionError(f"ksock token could not start: {p.stderr}")
     return p.returncode, p.stdout.strip()
 
 
@@ -304,6 +304,24 @@ def ours_ttl_in_pyjwt():
     tok = generate(options("HS256"), {"sub": "bob", "ttl": 5})
     got = jwt.decode(tok, SECRETS["HS256"], algorithms=["HS256"])
     assert got["exp"] - got["iat"] == 5 and got["sub"] == "bob", got
+
+
+@t.test
+def ksock_token_takes_an_options_file_and_refuses_bad_options():
+    need_pyjwt()
+    path = os.path.join(KEYDIR, "auth.json")
+    with open(path, "w") as f:
+        f.write(options("HS512", issuer="ops"))
+    tok = generate(path, {"userId": "carol", "subscribe": ["orders.*"]})
+    got = jwt.decode(tok, SECRETS["HS512"], algorithms=["HS512"], issuer="ops")
+    assert got["sub"] == "carol" and got["ksock"] == {"subscribe": ["orders.*"]}, got
+    # Options the plugin refuses: exit 2, the reason on stderr, no token.
+    for bad, why in ((json.dumps({"algorithm": "HS256", "secret": "short"}), "secret"),
+                     (json.dumps({"algorithm": "HS256", "secrett": "x" * 32}), "secrett"),
+                     (os.path.join(KEYDIR, "missing.json"), "missing.json")):
+        p = subprocess.run([TOOL, "token", "generate", bad, '{"sub": "x"}'],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and why in p.stderr and p.stdout == "", (bad, p)
 
 
 try:

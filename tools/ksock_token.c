@@ -1,20 +1,25 @@
 /*
- * A test helper for the JWT interoperability test: the "jwt" authenticator
- * loaded through the real plugin loader ($KSOCK_PLUGIN_PATH), driven from
- * the command line. JSON goes in and out through the real "json" serializer.
+ * `ksock token`: spec V generateWebSocketToken / validateWebSocketToken from
+ * the command line (Centrifugo's `gentoken` / `checktoken`), with the "jwt"
+ * authenticator loaded through the real plugin loader. JSON goes in and
+ * out through the "json" serializer.
  *
- *   jwt_tool validate OPTIONS_JSON TOKEN
- *       prints the claims as JSON and exits 0, or the error on stdout and
- *       exits 1
- *   jwt_tool generate OPTIONS_JSON USER_JSON
+ *   ksock token generate OPTIONS USER_JSON
  *       prints the token and exits 0, or the error and exits 1
- *   jwt_tool authenticate OPTIONS_JSON HEADER_NAME HEADER_VALUE QUERY
- *       authenticate() on a handshake with that header ("" for none) and
- *       raw query ("" for none); prints {"subject", "subscribe", "publish",
- *       "expires_at_ms"} or the error and exits 1
+ *   ksock token validate OPTIONS TOKEN
+ *       prints the claims as JSON and exits 0, or the error and exits 1
+ *   ksock token authenticate OPTIONS HEADER_NAME HEADER_VALUE QUERY
+ *       what ksockd's handshake would decide: authenticate() with that
+ *       header ("" for none) and raw query ("" for none); prints
+ *       {"subject", "subscribe", "publish", "expires_at_ms"} or the error
+ *       and exits 1
  *
- * Exits 2 when the instance cannot be made (the error on stderr).
+ * OPTIONS are the authenticator's options: a JSON object, or the path of a
+ * file holding one. Errors go to stdout (the answer); exit 2 when the
+ * instance cannot be made (bad options: the error on stderr).
  */
+#include "ksock_cli.h"
+
 #include <ksock/ksock.h>
 
 #include <stdio.h>
@@ -28,15 +33,19 @@ typedef struct tool_s {
     const ksock_auth_vtable_t *vt;
 } tool_t;
 
-static int tool_open(tool_t *t, const char *options_json, char *err, size_t err_size)
+static int tool_open(tool_t *t, const char *options, char *err, size_t err_size)
 {
     ksock_plugin_t *plugin;
+    const char *p = options;
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+        p++;
     int rc = ksock_runtime_new(&t->rt, err, err_size);
     if (rc == 0) rc = ksock_serde_set_default_by_name(t->rt, "json", err, err_size);
     if (rc == 0) rc = ksock_plugin_find(t->rt, KSOCK_PLUGIN_AUTH, "jwt", &plugin, err, err_size);
-    if (rc == 0)
-        rc = ksock_config_load_string("options", options_json, strlen(options_json), &t->doc, err,
-                                      err_size);
+    if (rc == 0 && *p == '{')
+        rc = ksock_config_load_string("options", options, strlen(options), &t->doc, err, err_size);
+    else if (rc == 0)
+        rc = ksock_config_load_file(options, &t->doc, err, err_size);
     if (rc == 0)
         rc = ksock_plugin_instance_new(t->rt, plugin, "tool", t->doc, ksock_config_root(t->doc),
                                        NULL, &t->pi, err, err_size);
@@ -120,17 +129,21 @@ static int do_authenticate(tool_t *t, const char *name, const char *value, const
     return rc;
 }
 
-int main(int argc, char **argv)
+int ksock_token_main(int argc, char **argv)
 {
+    /* argv[0] is "token". */
     if (argc < 4 || (strcmp(argv[1], "authenticate") == 0 && argc < 6)) {
-        fprintf(stderr, "usage: jwt_tool validate|generate OPTIONS_JSON ARG\n"
-                        "       jwt_tool authenticate OPTIONS_JSON HEADER VALUE QUERY\n");
+        fprintf(stderr, "usage: ksock token generate OPTIONS USER_JSON\n"
+                        "       ksock token validate OPTIONS TOKEN\n"
+                        "       ksock token authenticate OPTIONS HEADER VALUE QUERY\n"
+                        "OPTIONS: the jwt authenticator's options, as JSON or a file "
+                        "(docs/auth.md)\n");
         return 2;
     }
     tool_t t = {0};
     char err[1024] = "";
     if (tool_open(&t, argv[2], err, sizeof(err)) != 0) {
-        fprintf(stderr, "jwt_tool: %s\n", err);
+        fprintf(stderr, "ksock token: %s\n", err);
         tool_close(&t);
         return 2;
     }
