@@ -11,26 +11,19 @@ message (zlib state is set up on first use). Needs the test venv's python
 """
 import asyncio
 import json
-import socket
+import os
 import subprocess
 import sys
 import time
 
 import websockets
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_ws import free_port, rss_kib  # noqa: E402
 
 
 async def measure(server, deflate, n, talk):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     opts = {"listeners": [{"address": "127.0.0.1", "port": port, "path": "/ws"}],
             "permessage_deflate": deflate}
     p = subprocess.Popen([server, json.dumps(opts)], stdout=subprocess.PIPE,

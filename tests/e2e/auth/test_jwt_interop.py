@@ -25,25 +25,10 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
+import testvenv  # noqa: E402
 
 
-def ensure_pyjwt():
-    """True when PyJWT and cryptography import, re-executing under the venv if needed."""
-    try:
-        import cryptography  # noqa: F401
-        import jwt  # noqa: F401
-        return True
-    except ImportError:
-        pass
-    venv = os.environ.get("KSOCK_TEST_VENV", os.path.expanduser("~/.cache/ksock/venv"))
-    py = os.path.join(venv, "bin", "python")
-    if os.path.exists(py) and os.environ.get("KSOCK_JWT_REEXEC") != "1":
-        os.environ["KSOCK_JWT_REEXEC"] = "1"
-        os.execv(py, [py] + sys.argv)
-    return False
-
-
-HAVE_PYJWT = ensure_pyjwt()
+HAVE_PYJWT = testvenv.need("jwt", "cryptography")
 TOOL = sys.argv[1]
 t = Tap()
 

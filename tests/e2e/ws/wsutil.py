@@ -12,21 +12,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+import testvenv  # noqa: E402
 
 
 def ensure_websockets():
     """Return True when `websockets` can be imported, re-executing under the venv if needed."""
-    try:
-        import websockets  # noqa: F401
-        return True
-    except ImportError:
-        pass
-    venv = os.environ.get("KSOCK_TEST_VENV", os.path.expanduser("~/.cache/ksock/venv"))
-    py = os.path.join(venv, "bin", "python")
-    if os.path.exists(py) and os.environ.get("KSOCK_WS_REEXEC") != "1":
-        os.environ["KSOCK_WS_REEXEC"] = "1"
-        os.execv(py, [py] + sys.argv)
-    return False
+    return testvenv.need("websockets")
 
 
 def raise_fd_limit(n=8192):
