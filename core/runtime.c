@@ -156,6 +156,8 @@ typedef struct {
     ksock_strlist_t plugin_path;
     const ksock_cfg_t *log;
     const ksock_cfg_t *kafka;
+    const ksock_cfg_t *websocket;
+    const ksock_cfg_t *auth;
 } root_opts_t;
 
 static const ksock_option_t root_schema[] = {
@@ -167,6 +169,14 @@ static const ksock_option_t root_schema[] = {
     KSOCK_OPTION("kafka", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, kafka,
                  "Kafka client properties: any librdkafka property, plus the keys of the kafka "
                  "section; \"bootstrap.servers\": \"embedded\" runs an in-memory cluster"),
+    KSOCK_OPTION("websocket", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, websocket,
+                 "WebSocket server for clients (docs/bridge.md): the options of the ws transport "
+                 "plugin (listeners, subprotocols, TLS...). Needs \"kafka\" and \"auth\"; absent: "
+                 "ksockd serves no clients"),
+    KSOCK_OPTION("auth", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, auth,
+                 "How WebSocket clients authenticate: {\"plugin\": \"jwt\", ...the plugin's "
+                 "options}, or {\"plugin\": \"none\"} for anonymous clients allowed every topic "
+                 "(local use only). Required with \"websocket\""),
     KSOCK_OPTION_END};
 
 const ksock_option_t *ksock_config_schema(const char *section)

@@ -8,7 +8,12 @@
  *   ksockd --config-reference       the configuration reference (Markdown)
  *   ksockd --version
  *
- * Signals: SIGTERM and SIGINT stop cleanly; SIGHUP re-reads the config
+ * With a "websocket" section, ksockd serves WebSocket clients through the
+ * bridge (docs/bridge.md): the `ws` transport with those options, the
+ * authenticator of the "auth" section, and the producer of "kafka".
+ *
+ * Signals: SIGTERM and SIGINT stop cleanly (publishes in flight are
+ * flushed and answered, then connections close with 1001); SIGHUP re-reads the config
  * file and rebuilds the log sinks from it (which also reopens log files,
  * for logrotate); a config that no longer validates is reported and the
  * running sinks are kept.
@@ -28,7 +33,11 @@ typedef struct {
     ksock_runtime_t *rt;
     const char *config_path;
     ksock_signal_t *sigterm, *sigint, *sighup;
-    ksock_kafka_producer_t *producer; /* from the "kafka" section, if any */
+    ksock_kafka_producer_t *producer;   /* from the "kafka" section, if any */
+    ksock_plugin_instance_t *transport; /* from "websocket", if any */
+    ksock_plugin_instance_t *auth;      /* from "auth", NULL for "none" */
+    bool anonymous;                     /* "auth": {"plugin": "none"} */
+    ksock_bridge_t *bridge;
 } daemon_t;
 
 static void usage(FILE *f)
@@ -380,26 +389,168 @@ static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool crea
     return 0;
 }
 
+static int cfg_error(const ksock_config_t *cfg, const ksock_cfg_t *n, const char *fmt,
+                     const char *arg)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), fmt, arg);
+    fprintf(stderr, "ksockd: %s:%d:%d: %s\n", ksock_config_name(cfg), n ? ksock_cfg_line(n) : 0,
+            n ? ksock_cfg_column(n) : 0, msg);
+    return EXIT_CONFIG;
+}
+
+/*
+ * The "websocket" and "auth" sections. The rule (docs/bridge.md): a
+ * "websocket" section needs a "kafka" section and an "auth" section, and
+ * anonymous clients exist only when "auth" says {"plugin": "none"}; no
+ * section means no default, so nobody gets an open server by omission.
+ * With `create` false only the options are checked (no plugin code runs).
+ */
+static int setup_websocket(ksock_runtime_t *rt, const ksock_config_t *cfg, bool create, daemon_t *d)
+{
+    static const char *const auth_ignore[] = {"plugin", NULL};
+    char err[1024];
+    const ksock_cfg_t *root = ksock_config_root(cfg);
+    const ksock_cfg_t *ws = ksock_cfg_get(root, "websocket");
+    const ksock_cfg_t *auth = ksock_cfg_get(root, "auth");
+    if (ws == NULL) {
+        if (auth != NULL)
+            ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
+                      "an \"auth\" section without \"websocket\" has no effect");
+        return 0;
+    }
+    if (ksock_cfg_get(root, "kafka") == NULL)
+        return cfg_error(cfg, ws, "%s", "websocket: needs a \"kafka\" section to publish to");
+    if (auth == NULL)
+        return cfg_error(cfg, ws, "%s",
+                         "websocket: needs an \"auth\" section: {\"plugin\": \"jwt\", ...} or "
+                         "{\"plugin\": \"none\"} for anonymous clients (docs/bridge.md)");
+    const ksock_cfg_t *pn = ksock_cfg_get(auth, "plugin");
+    const char *aname = ksock_cfg_string(pn);
+    if (aname == NULL || aname[0] == '\0')
+        return cfg_error(cfg, pn ? pn : auth, "%s",
+                         "auth: \"plugin\" is required: a string naming an auth plugin, or "
+                         "\"none\"");
+    int rc;
+    if (strcmp(aname, "none") == 0) {
+        if (ksock_cfg_count(auth) != 1)
+            return cfg_error(cfg, auth, "%s", "auth: \"plugin\": \"none\" takes no other keys");
+        d->anonymous = true;
+    } else {
+        ksock_plugin_t *ap;
+        rc = ksock_plugin_find(rt, KSOCK_PLUGIN_AUTH, aname, &ap, err, sizeof(err));
+        if (rc == 0)
+            rc = create ? ksock_plugin_instance_new(rt, ap, "auth", cfg, auth, auth_ignore,
+                                                    &d->auth, err, sizeof(err))
+                        : ksock_plugin_check_options(ap, "auth", cfg, auth, auth_ignore, err,
+                                                     sizeof(err));
+        if (rc != 0) return cfg_error(cfg, auth, "auth: %s", err);
+    }
+    ksock_plugin_t *tp;
+    rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, "ws", &tp, err, sizeof(err));
+    if (rc == 0)
+        rc = create ? ksock_plugin_instance_new(rt, tp, "websocket", cfg, ws, NULL, &d->transport,
+                                                err, sizeof(err))
+                    : ksock_plugin_check_options(tp, "websocket", cfg, ws, NULL, err, sizeof(err));
+    if (rc != 0) return cfg_error(cfg, ws, "websocket: %s", err);
+    return 0;
+}
+
+/* One log record per listener, as configured. */
+static void log_listeners(ksock_runtime_t *rt, const ksock_config_t *cfg, bool anonymous,
+                          const char *auth)
+{
+    const ksock_cfg_t *ls =
+        ksock_cfg_get(ksock_cfg_get(ksock_config_root(cfg), "websocket"), "listeners");
+    for (size_t i = 0; i < ksock_cfg_count(ls); i++) {
+        const ksock_cfg_t *l = ksock_cfg_at(ls, i, NULL);
+        const char *addr = ksock_cfg_string(ksock_cfg_get(l, "address"));
+        const char *path = ksock_cfg_string(ksock_cfg_get(l, "path"));
+        ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
+                  (ksock_kv_t[]){KSOCK_KV_STR("address", addr ? addr : "0.0.0.0"),
+                                 KSOCK_KV_I64("port", ksock_cfg_int(ksock_cfg_get(l, "port"))),
+                                 KSOCK_KV_STR("path", path ? path : "/"),
+                                 KSOCK_KV_STR("auth", auth)},
+                  4, "listening for WebSocket clients");
+    }
+    if (anonymous)
+        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
+                  "auth is \"none\": every client may publish to every topic");
+}
+
+static void teardown(daemon_t *d)
+{
+    /* Order (bridge.h): transport stopped, producer, bridge, then the plugin instances. */
+    ksock_bridge_stop(d->bridge);
+    if (d->producer) ksock_kafka_producer_destroy(d->producer, 5000);
+    d->producer = NULL;
+    ksock_bridge_free(d->bridge);
+    d->bridge = NULL;
+    ksock_plugin_instance_free(d->transport);
+    ksock_plugin_instance_free(d->auth);
+    d->transport = d->auth = NULL;
+}
+
 static int cmd_run(ksock_runtime_t *rt, const char *path)
 {
     const ksock_config_t *cfg;
     int rc = load_config(rt, path, false, &cfg);
     if (rc != 0) return rc;
-    daemon_t d = {rt, path, NULL, NULL, NULL, NULL};
+    daemon_t d = {.rt = rt, .config_path = path};
     if ((rc = setup_kafka(rt, cfg, true, &d.producer)) != 0) return rc;
+    if ((rc = setup_websocket(rt, cfg, true, &d)) != 0) {
+        teardown(&d);
+        return rc;
+    }
     if (ksock_signal_start(rt, &d.sigterm, SIGTERM, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sigint, SIGINT, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sighup, SIGHUP, on_hup, &d) != 0) {
         fprintf(stderr, "ksockd: cannot install signal handlers\n");
-        if (d.producer) ksock_kafka_producer_destroy(d.producer, 0);
+        teardown(&d);
         return 1;
+    }
+    if (d.transport) {
+        char err[1024];
+        ksock_bridge_opts_t bo = {.size = sizeof(bo), .anonymous = d.anonymous};
+        rc =
+            ksock_bridge_new(rt, d.transport, d.auth, d.producer, &bo, &d.bridge, err, sizeof(err));
+        if (rc == 0) rc = ksock_bridge_start(d.bridge, err, sizeof(err));
+        if (rc != 0) {
+            ksock_report_error(rt, rc, "ksockd", "cannot serve WebSocket clients: %s", err);
+            fprintf(stderr, "ksockd: cannot serve WebSocket clients: %s\n", err);
+            teardown(&d);
+            ksock_signal_close(d.sigterm);
+            ksock_signal_close(d.sigint);
+            ksock_signal_close(d.sighup);
+            return EXIT_CONFIG;
+        }
+        log_listeners(rt, cfg, d.anonymous,
+                      d.anonymous ? "none" : ksock_plugin_desc(d.auth->plugin)->name);
     }
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
               (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()), KSOCK_KV_STR("config", path),
                              KSOCK_KV_I64("pid", getpid())},
               3, "ksockd started");
     rc = ksock_runtime_run(rt);
-    if (d.producer) ksock_kafka_producer_destroy(d.producer, 5000);
+    /*
+     * Answer the publishes in flight while their connections are still
+     * open (the loop is not serving new messages meanwhile), then close.
+     */
+    if (d.producer && d.bridge && ksock_kafka_producer_flush_sync(d.producer, 5000) != 0)
+        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
+                  "Kafka flush timed out; unanswered publishes are dropped");
+    if (d.bridge) {
+        ksock_bridge_stats_t st;
+        ksock_bridge_stats(d.bridge, &st);
+        ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
+                  (ksock_kv_t[]){KSOCK_KV_I64("connections", st.connections),
+                                 KSOCK_KV_I64("published", st.published),
+                                 KSOCK_KV_I64("publish_errors", st.publish_errors),
+                                 KSOCK_KV_I64("dropped", st.dropped),
+                                 KSOCK_KV_I64("send_full", st.send_full)},
+                  5, "bridge stopping");
+    }
+    teardown(&d);
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "ksockd stopped");
     ksock_signal_close(d.sigterm);
     ksock_signal_close(d.sigint);
@@ -475,6 +626,10 @@ int main(int argc, char **argv)
         const ksock_config_t *cfg;
         rc = load_config(rt, check, true, &cfg);
         if (rc == 0) rc = setup_kafka(rt, cfg, false, &none);
+        if (rc == 0) {
+            daemon_t d = {.rt = rt, .config_path = check};
+            rc = setup_websocket(rt, cfg, false, &d);
+        }
         if (rc == 0) printf("%s: configuration is valid\n", check);
     } else if (list || describe || reference) {
         rc = load_plugin_path(rt, config) != 0 ? EXIT_CONFIG

@@ -19,5 +19,6 @@
 #include <ksock/logsink.h>
 #include <ksock/ws.h>
 #include <ksock/kafka.h>
+#include <ksock/bridge.h>
 
 #endif

@@ -1127,8 +1127,9 @@ TEST(config_not_an_object)
 
 TEST(config_unknown_top_level_key)
 {
-    check_bad_config("{\n  \"lgo\": {}\n}\n", "{}",
-                     "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka)");
+    check_bad_config(
+        "{\n  \"lgo\": {}\n}\n", "{}",
+        "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka, websocket, auth)");
 }
 
 TEST(config_unknown_plugin_key)

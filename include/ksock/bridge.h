@@ -1,0 +1,93 @@
+/*
+ * The bridge: WebSocket clients on a transport, Kafka behind a producer
+ * (docs/bridge.md). First slice: `publish` and `ping`; `subscribe` and
+ * `unsubscribe` are answered with an error (KSOCK_E_UNSUPPORTED).
+ *
+ * The bridge owns none of the objects it is given: the caller creates the
+ * transport instance, the authenticator instance (optional) and the
+ * producer, and destroys them in this order after ksock_bridge_stop():
+ * producer (its last delivery callbacks still reach the bridge), then the
+ * bridge, then the transport and authenticator instances.
+ *
+ * Threads: every function here runs on the loop thread. The transport's
+ * on_handshake, which runs on its I/O thread, only calls the
+ * authenticator (thread-safe by contract) and allocates.
+ */
+#ifndef KSOCK_BRIDGE_H
+#define KSOCK_BRIDGE_H
+
+#include <ksock/auth.h>
+#include <ksock/kafka.h>
+#include <ksock/plugin.h>
+#include <ksock/transport.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ksock_bridge_s ksock_bridge_t;
+
+#define KSOCK_BRIDGE_DEFAULT_MAX_INFLIGHT 1000
+
+/* Options. Zero-initialise, set `size`; zero fields take the defaults. */
+typedef struct ksock_bridge_opts_s {
+    size_t size; /* sizeof(ksock_bridge_opts_t) */
+    /*
+     * Publishes per connection sent to Kafka and not yet acknowledged; one
+     * more is answered KSOCK_E_QUEUE_FULL. Default
+     * KSOCK_BRIDGE_DEFAULT_MAX_INFLIGHT.
+     */
+    uint32_t max_inflight;
+    /*
+     * No authenticator: accept every connection as the principal
+     * "anonymous" allowed to publish and subscribe on every topic
+     * (ksockd's "auth": {"plugin": "none"}). When false and `auth` is
+     * NULL, ksock_bridge_new() refuses (KSOCK_E_INVAL).
+     */
+    bool anonymous;
+} ksock_bridge_opts_t;
+
+/*
+ * Make a bridge. `transport` must be a transport plugin instance, `auth` an
+ * authenticator instance or NULL (then opts->anonymous must be true),
+ * `producer` a producer on `rt`; all borrowed until ksock_bridge_free().
+ * `opts` is copied and may be NULL only together with a non-NULL `auth`.
+ * *out is owned by the caller. Errors: KSOCK_E_INVAL, KSOCK_E_NOMEM.
+ */
+KSOCK_EXTERN int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
+                                  ksock_plugin_instance_t *auth, ksock_kafka_producer_t *producer,
+                                  const ksock_bridge_opts_t *opts, ksock_bridge_t **out,
+                                  char *errstr, size_t errstr_size);
+
+/* Start the transport's listeners with the bridge's events. 0 or the transport's error. */
+KSOCK_EXTERN int ksock_bridge_start(ksock_bridge_t *b, char *errstr, size_t errstr_size);
+
+/*
+ * Stop the transport (every connection is closed with 1001 and its close
+ * event delivered before this returns). Deliveries that arrive later are
+ * dropped. Idempotent.
+ */
+KSOCK_EXTERN void ksock_bridge_stop(ksock_bridge_t *b);
+
+/* Counters, for logs and tests. */
+typedef struct ksock_bridge_stats_s {
+    uint64_t connections;    /* opened since start */
+    uint64_t refused;        /* handshakes refused */
+    uint64_t published;      /* records acknowledged by Kafka */
+    uint64_t publish_errors; /* publishes answered with an error */
+    uint64_t dropped;        /* deliveries for connections already closed */
+    uint64_t send_full;      /* replies refused by a full send queue (connection closed 1013) */
+} ksock_bridge_stats_t;
+
+KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
+
+/*
+ * Free the bridge (stops it first). Destroy the producer before this: a
+ * delivery callback fired later would use freed memory. NULL is a no-op.
+ */
+KSOCK_EXTERN void ksock_bridge_free(ksock_bridge_t *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

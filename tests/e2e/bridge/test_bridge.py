@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""ksockd serving WebSocket clients for publish (docs/bridge.md), against the
+run's real Kafka broker (KSOCK_KAFKA_BOOTSTRAP; the broker cases skip without
+it). Clients are Python `websockets`, tokens are signed with PyJWT, records are
+read back with kcat.
+
+    test_bridge.py KSOCKD [TEST_NAME...]
+"""
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap import Tap  # noqa: E402
+import testvenv  # noqa: E402
+
+KSOCKD = sys.argv[1]
+HAVE = testvenv.need("websockets", "jwt")
+if HAVE:
+    import jwt  # noqa: E402
+    import websockets  # noqa: E402
+BOOTSTRAP = os.environ.get("KSOCK_KAFKA_BOOTSTRAP")
+SECRET = "bridge-test-secret-of-at-least-32-bytes!"
+t = Tap()
+
+
+def need_broker():
+    if not HAVE:
+        t.skip("python websockets/PyJWT not available (tools/setup --test)")
+    if not BOOTSTRAP:
+        t.skip("no broker (KSOCK_KAFKA_BOOTSTRAP unset)")
+    if shutil.which("kcat") is None:
+        t.skip("kcat not installed")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token(sub="alice", publish=None, subscribe=None, ttl=600):
+    now = int(time.time())
+    claims = {"sub": sub, "iat": now, "exp": now + ttl}
+    perms = {}
+    if publish is not None:
+        perms["publish"] = publish
+    if subscribe is not None:
+        perms["subscribe"] = subscribe
+    if perms:
+        claims["ksock"] = perms
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+class Ksockd:
+    """ksockd on a free loopback port with a temporary config; always stopped."""
+
+    def __init__(self, auth=None, extra=None):
+        self.dir = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        cfg = {
+            "kafka": {"bootstrap.servers": BOOTSTRAP or "embedded"},
+            "websocket": {"listeners": [{"address": "127.0.0.1", "port": self.port}]},
+            "auth": auth if auth is not None else {"plugin": "jwt", "secret": SECRET},
+            "log": {"level": "debug", "sinks": [{"type": "console", "level": "debug"}]},
+        }
+        cfg.update(extra or {})
+        self.config = os.path.join(self.dir.name, "ksockd.json")
+        with open(self.config, "w") as f:
+            json.dump(cfg, f)
+        self.errpath = os.path.join(self.dir.name, "stderr")
+        self.err = open(self.errpath, "w")
+        self.p = subprocess.Popen([KSOCKD, "--config", self.config], stdout=subprocess.DEVNULL,
+                                  stderr=self.err)
+        self.url = f"ws://127.0.0.1:{self.port}/"
+
+    def log(self):
+        with open(self.errpath) as f:
+            return f.read()
+
+    def __enter__(self):
+        end = time.monotonic() + 30
+        while "listening for WebSocket clients" not in self.log():
+            if self.p.poll() is not None:
+                raise AssertionError(f"ksockd exited {self.p.returncode}:\n{self.log()}")
+            if time.monotonic() > end:
+                raise AssertionError("ksockd did not start listening:\n" + self.log())
+            time.sleep(0.05)
+        return self
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise AssertionError("ksockd did not stop on SIGTERM:\n" + self.log())
+        return rc
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            rc = self.stop()
+            if exc_type is None:
+                assert rc == 0, f"ksockd exited {rc} after SIGTERM:\n{self.log()}"
+                assert "ksockd stopped" in self.log()
+        finally:
+            self.err.close()
+            self.dir.cleanup()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def connect(url, tok=None, subprotocol="ksock.v1.json"):
+    """`async with connect(...) as ws`; the token as a bearer header."""
+    headers = {"Authorization": f"Bearer {tok}"} if tok else None
+    new_api = int(websockets.__version__.split(".")[0]) >= 14  # renamed extra_headers
+    key = "additional_headers" if new_api else "extra_headers"
+    return websockets.connect(url, subprotocols=[subprotocol], **{key: headers})
+
+
+async def call(ws, env):
+    await ws.send(json.dumps(env) if isinstance(env, dict) else env)
+    return json.loads(await ws.recv())
+
+
+def kcat_read(topic, partition, offset):
+    out = subprocess.run(["kcat", "-b", BOOTSTRAP, "-C", "-t", topic, "-p", str(partition), "-o",
+                          str(offset), "-c", "1", "-e", "-f", "%k %s|%h\n"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def kafka_topics():
+    out = subprocess.run(["kcat", "-b", BOOTSTRAP, "-L", "-J"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    return {tp["topic"] for tp in json.loads(out.stdout)["topics"]}
+
+
+def http_status(exc):
+    resp = getattr(exc, "response", None)
+    if resp is not None:
+        return resp.status_code
+    return getattr(exc, "status_code", None)
+
+
+@t.test
+def publish_with_token_is_acked_and_in_kafka():
+    need_broker()
+    topic = f"br.ok.{uuid.uuid4().hex[:8]}"
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["br.ok.*"])) as ws:
+                assert ws.subprotocol == "ksock.v1.json"
+                acks = []
+                for i in range(3):
+                    a = await call(ws, {"op": "publish", "id": f"p{i}", "topic": topic,
+                                        "key": f"k{i}", "value": f"hello {i}",
+                                        "headers": [{"key": "trace", "value": "t1"}]})
+                    acks.append(a)
+                return acks
+        acks = run(go())
+    for i, a in enumerate(acks):
+        assert a["op"] == "ack" and a["id"] == f"p{i}" and a["topic"] == topic, a
+        assert a["partition"] >= 0 and a["offset"] >= 0, a
+    assert acks[2]["offset"] > acks[0]["offset"] or acks[2]["partition"] != acks[0]["partition"]
+    for i, a in enumerate(acks):
+        line = kcat_read(topic, a["partition"], a["offset"])
+        assert line.strip() == f"k{i} hello {i}|trace=t1", line
+
+
+@t.test
+def publish_to_explicit_partition_and_null_key():
+    need_broker()
+    topic = f"br.ok.{uuid.uuid4().hex[:8]}"
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=[topic])) as ws:
+                return await call(ws, {"op": "publish", "id": "", "topic": topic, "partition": 0,
+                                       "value": "no key"})
+        a = run(go())
+    assert a == {"op": "ack", "id": "", "topic": topic, "partition": 0, "offset": a["offset"]}, a
+    line = kcat_read(topic, 0, a["offset"]).rstrip("\n")
+    assert line == " no key|", repr(line)  # kcat prints a null key as nothing
+
+
+@t.test
+def msgpack_subprotocol():
+    need_broker()
+    try:
+        import msgpack  # noqa: F401
+    except ImportError:
+        t.skip("msgpack (PyPI) not in the test venv: only JSON is covered")
+
+
+@t.test
+def no_token_is_http_401():
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            try:
+                async with connect(k.url, None):
+                    pass
+            except websockets.exceptions.InvalidHandshake as e:
+                return http_status(e)
+            return None
+        assert run(go()) == 401
+        assert "refused" in k.log()
+
+
+@t.test
+def bad_token_is_http_401():
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            bad = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "another-secret-" * 3,
+                             algorithm="HS256")
+            try:
+                async with connect(k.url, bad):
+                    pass
+            except websockets.exceptions.InvalidHandshake as e:
+                return http_status(e)
+            return None
+        assert run(go()) == 401
+
+
+@t.test
+def publish_without_right_is_forbidden_and_not_produced():
+    need_broker()
+    u = uuid.uuid4().hex[:8]
+    allowed, denied = f"br.ok.{u}", f"br.no.{u}"
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=[allowed], subscribe=[denied])) as ws:
+                e = await call(ws, {"op": "publish", "id": "p8", "topic": denied, "value": "v"})
+                # the connection still works after a refusal
+                a = await call(ws, {"op": "publish", "id": "p9", "topic": allowed, "value": "v"})
+                return e, a
+        e, a = run(go())
+    assert e["op"] == "error" and e["error_code"] == -16 and e["id"] == "p8", e
+    assert e["topic"] == denied, e
+    assert a["op"] == "ack" and a["id"] == "p9", a
+    assert denied not in kafka_topics(), "a refused publish must not reach Kafka"
+
+
+@t.test
+def malformed_frame_is_decode_error_and_connection_stays():
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["br.ok.*"])) as ws:
+                e1 = await call(ws, '{"op": "publish", "topic": ')
+                e2 = await call(ws, '{"op": "publish", "topic": "x", "bogus": 1}')
+                e3 = await call(ws, {"op": "record", "topic": "x", "partition": 0, "offset": 1})
+                p = await call(ws, {"op": "ping", "id": "after"})
+                return e1, e2, e3, p
+        e1, e2, e3, p = run(go())
+    assert e1["op"] == "error" and e1["error_code"] == -19, e1
+    assert e1["error_message"].startswith("json: offset"), e1
+    assert e2["op"] == "error" and e2["error_code"] == -19, e2  # unknown member: strict decoder
+    assert e3["op"] == "error" and e3["error_code"] == -17, e3  # a server-only op
+    assert p == {"op": "pong", "id": "after"}, p
+
+
+@t.test
+def ping_pong():
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token()) as ws:
+                return (await call(ws, {"op": "ping", "id": "x"}),
+                        await call(ws, {"op": "ping"}))
+        assert run(go()) == ({"op": "pong", "id": "x"}, {"op": "pong"})
+
+
+@t.test
+def subscribe_is_not_supported_yet():
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(subscribe=["*"])) as ws:
+                return (await call(ws, {"op": "subscribe", "id": "s1", "topic": "orders"}),
+                        await call(ws, {"op": "unsubscribe", "id": "u1", "topic": "orders"}))
+        s, u = run(go())
+    for e, i in ((s, "s1"), (u, "u1")):
+        assert e["op"] == "error" and e["error_code"] == -21 and e["id"] == i, e
+        assert "not supported yet" in e["error_message"], e
+
+
+@t.test
+def no_subprotocol_is_refused():
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            try:
+                async with websockets.connect(k.url):
+                    pass
+            except websockets.exceptions.InvalidHandshake as e:
+                return http_status(e)
+            return None
+        assert run(go()) == 400
+
+
+@t.test
+def websocket_without_auth_section_is_refused():
+    # No broker needed: the config is refused before anything connects.
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "c.json")
+        with open(path, "w") as f:
+            json.dump({"kafka": {"bootstrap.servers": "embedded"},
+                       "websocket": {"listeners": [{"address": "127.0.0.1", "port": 1}]}}, f)
+        for args in (["--check-config", path], ["--config", path]):
+            r = subprocess.run([KSOCKD] + args, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (args, r.returncode, r.stderr)
+            assert "needs an \"auth\" section" in r.stderr, r.stderr
+
+
+@t.test
+def delivery_after_close_is_dropped_safely():
+    need_broker()
+    topic = f"br.ok.{uuid.uuid4().hex[:8]}"
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["br.ok.*"])) as ws:
+                for i in range(50):  # no waiting for acks: close with all of them in flight
+                    await ws.send(json.dumps({"op": "publish", "id": str(i), "topic": topic,
+                                              "value": "v"}))
+            async with connect(k.url, token(publish=["br.ok.*"])) as ws:
+                return await call(ws, {"op": "publish", "id": "after", "topic": topic,
+                                       "value": "v"})
+        a = run(go())
+        assert a["op"] == "ack" and a["id"] == "after", a
+    # the exit status (checked on leaving `with`) covers the sanitizer builds
+
+
+@t.test
+def many_publishes_in_flight_are_each_answered_once():
+    need_broker()
+    topic = f"br.ok.{uuid.uuid4().hex[:8]}"
+    n = 1500  # over the per-connection bound of 1000
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["br.ok.*"])) as ws:
+                for i in range(n):
+                    await ws.send(json.dumps({"op": "publish", "id": str(i), "topic": topic,
+                                              "value": "v"}))
+                return [json.loads(await ws.recv()) for _ in range(n)]
+        replies = run(go())
+    ids = sorted(int(r["id"]) for r in replies)
+    assert ids == list(range(n)), "each publish answered exactly once"
+    for r in replies:
+        assert r["op"] == "ack" or (r["op"] == "error" and r["error_code"] == -23), r
+    t_full = sum(1 for r in replies if r["op"] == "error")
+    print(f"# {t_full} of {n} publishes refused with KSOCK_E_QUEUE_FULL")
+
+
+@t.test
+def anonymous_auth_none_publishes():
+    need_broker()
+    topic = f"br.anon.{uuid.uuid4().hex[:8]}"
+    with Ksockd(auth={"plugin": "none"}) as k:
+        async def go():
+            async with connect(k.url, None) as ws:
+                return await call(ws, {"op": "publish", "id": "a", "topic": topic, "value": "x"})
+        a = run(go())
+        assert "every client may publish to every topic" in k.log()
+    assert a["op"] == "ack" and a["id"] == "a", a
+
+
+t.run()
