@@ -13,6 +13,8 @@
 #include "../internal.h"
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -102,6 +104,25 @@ static size_t utf8_seq_len(const unsigned char *s, size_t avail)
     for (size_t i = 2; i < n; i++)
         if ((s[i] & 0xC0) != 0x80) return 0;
     return n;
+}
+
+int ksock_decode_fail(ksock_decode_err_t *e, int rc, size_t at, const char *fmt, ...)
+{
+    if (e->rc != 0) return e->rc;
+    e->rc = rc;
+    e->at = at;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int ksock_decode_report(const ksock_decode_err_t *e, const char *format, char *errstr,
+                        size_t errstr_size)
+{
+    ksock_errstr_set(errstr, errstr_size, "%s: offset %zu: %s", format, e->at, e->msg);
+    return e->rc;
 }
 
 bool ksock_utf8_check(const void *p, size_t len, size_t *bad_at)

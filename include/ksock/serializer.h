@@ -127,6 +127,25 @@ KSOCK_EXTERN void ksock_envelope_clear(ksock_envelope_t *env);
 /* Storage for decoders: memory freed by ksock_envelope_clear(). NULL on ENOMEM. */
 KSOCK_EXTERN void *ksock_envelope_alloc(ksock_envelope_t *env, size_t n);
 
+/*
+ * A decoder's error: the first failure wins and keeps the byte offset it
+ * was found at, so a nested reader can fail deep inside and the caller
+ * reports once, "FORMAT: offset N: message" (docs/protocol.md, Errors).
+ * Zero-initialise.
+ */
+typedef struct ksock_decode_err_s {
+    int rc; /* first error, 0 while none */
+    size_t at;
+    char msg[200];
+} ksock_decode_err_t;
+
+/* Record an error unless one is recorded already; returns the first error's code. */
+KSOCK_EXTERN int ksock_decode_fail(ksock_decode_err_t *e, int rc, size_t at, const char *fmt, ...)
+    KSOCK_PRINTF(4, 5);
+/* "FORMAT: offset N: message" into errstr; returns e->rc. */
+KSOCK_EXTERN int ksock_decode_report(const ksock_decode_err_t *e, const char *format, char *errstr,
+                                     size_t errstr_size);
+
 typedef struct ksock_serializer_vtable_s {
     KSOCK_VTABLE_HEAD;
     /* Text or binary WebSocket frames (a constant per instance). */

@@ -62,7 +62,7 @@ static int want(mp_reader_t *r, const mp_item_t *it, mp_kind_t kind, const char 
 static int read_text(mp_reader_t *r, const mp_item_t *it, const char *name, const char **s,
                      size_t *len)
 {
-    if (want(r, it, MP_STR, "a string", name) != 0 || mp_check_str(r, it) != 0) return r->rc;
+    if (want(r, it, MP_STR, "a string", name) != 0 || mp_check_str(r, it) != 0) return r->err.rc;
     *s = it->s;
     *len = it->n;
     return 0;
@@ -71,7 +71,7 @@ static int read_text(mp_reader_t *r, const mp_item_t *it, const char *name, cons
 /* key, value, header value: bin, or str (what JavaScript encoders write for strings). */
 static int read_bytes(mp_reader_t *r, const mp_item_t *it, const char *name, ksock_bytes_t *b)
 {
-    if (it->kind == MP_STR && mp_check_str(r, it) != 0) return r->rc;
+    if (it->kind == MP_STR && mp_check_str(r, it) != 0) return r->err.rc;
     if (it->kind != MP_BIN && it->kind != MP_STR)
         return mp_fail(r, KSOCK_E_DECODE, it->at, "%s must be bin", name);
     *b = (ksock_bytes_t){it->s, it->n, true};
@@ -82,7 +82,7 @@ static int read_bytes(mp_reader_t *r, const mp_item_t *it, const char *name, kso
 static int read_count(mp_reader_t *r, const mp_item_t *it, const char *name, int64_t max,
                       int64_t *v)
 {
-    if (want(r, it, MP_INT, "an integer", name) != 0) return r->rc;
+    if (want(r, it, MP_INT, "an integer", name) != 0) return r->err.rc;
     if (it->i < 0 || it->i > max)
         return mp_fail(r, KSOCK_E_DECODE, it->at, "%s out of range", name);
     *v = it->i;
@@ -93,11 +93,11 @@ static int read_header(mp_reader_t *r, ksock_header_t *h)
 {
     mp_item_t m, k, v;
     unsigned seen = 0;
-    if (mp_next(r, &m) != 0 || want(r, &m, MP_MAP, "a map", "header") != 0) return r->rc;
+    if (mp_next(r, &m) != 0 || want(r, &m, MP_MAP, "a map", "header") != 0) return r->err.rc;
     for (size_t i = 0; i < m.n; i++) {
         if (mp_next(r, &k) != 0 || want(r, &k, MP_STR, "a string", "header member name") != 0 ||
             mp_next(r, &v) != 0)
-            return r->rc;
+            return r->err.rc;
         unsigned f = k.n == 3 && memcmp(k.s, "key", 3) == 0     ? 1
                      : k.n == 5 && memcmp(k.s, "value", 5) == 0 ? 2
                                                                 : 0;
@@ -105,9 +105,9 @@ static int read_header(mp_reader_t *r, ksock_header_t *h)
             return mp_fail(r, KSOCK_E_DECODE, k.at, "%s header member \"%.*s\"",
                            f ? "duplicate" : "unknown", (int)(k.n > 32 ? 32 : k.n), k.s);
         seen |= f;
-        if (f == 1 && read_text(r, &v, "header key", &h->key, &h->key_len) != 0) return r->rc;
+        if (f == 1 && read_text(r, &v, "header key", &h->key, &h->key_len) != 0) return r->err.rc;
         if (f == 2 && v.kind != MP_NIL && read_bytes(r, &v, "header value", &h->value) != 0)
-            return r->rc;
+            return r->err.rc;
     }
     if (!(seen & 1)) return mp_fail(r, KSOCK_E_DECODE, m.at, "header without a key");
     return 0;
@@ -118,11 +118,11 @@ static int read_offset(mp_reader_t *r, ksock_partition_offset_t *o)
     mp_item_t m, k, v;
     unsigned seen = 0;
     int64_t x;
-    if (mp_next(r, &m) != 0 || want(r, &m, MP_MAP, "a map", "offsets entry") != 0) return r->rc;
+    if (mp_next(r, &m) != 0 || want(r, &m, MP_MAP, "a map", "offsets entry") != 0) return r->err.rc;
     for (size_t i = 0; i < m.n; i++) {
         if (mp_next(r, &k) != 0 || want(r, &k, MP_STR, "a string", "offsets member name") != 0 ||
             mp_next(r, &v) != 0)
-            return r->rc;
+            return r->err.rc;
         unsigned f = k.n == 9 && memcmp(k.s, "partition", 9) == 0 ? 1
                      : k.n == 6 && memcmp(k.s, "offset", 6) == 0  ? 2
                                                                   : 0;
@@ -131,7 +131,7 @@ static int read_offset(mp_reader_t *r, ksock_partition_offset_t *o)
                            f ? "duplicate" : "unknown", (int)(k.n > 32 ? 32 : k.n), k.s);
         seen |= f;
         if (read_count(r, &v, f == 1 ? "partition" : "offset", f == 1 ? INT32_MAX : INT64_MAX, &x))
-            return r->rc;
+            return r->err.rc;
         if (f == 1)
             o->partition = (int32_t)x;
         else
@@ -144,13 +144,13 @@ static int read_offset(mp_reader_t *r, ksock_partition_offset_t *o)
 
 static int read_headers(mp_reader_t *r, const mp_item_t *it, ksock_envelope_t *e)
 {
-    if (want(r, it, MP_ARRAY, "an array", "headers") != 0) return r->rc;
+    if (want(r, it, MP_ARRAY, "an array", "headers") != 0) return r->err.rc;
     if (it->n == 0) return 0;
     ksock_header_t *h = ksock_envelope_alloc(e, it->n * sizeof(*h));
     if (h == NULL) return mp_fail(r, KSOCK_E_NOMEM, it->at, "out of memory");
     memset(h, 0, it->n * sizeof(*h));
     for (size_t i = 0; i < it->n; i++)
-        if (read_header(r, &h[i]) != 0) return r->rc;
+        if (read_header(r, &h[i]) != 0) return r->err.rc;
     e->headers = h;
     e->nheaders = it->n;
     return 0;
@@ -158,12 +158,12 @@ static int read_headers(mp_reader_t *r, const mp_item_t *it, ksock_envelope_t *e
 
 static int read_offsets(mp_reader_t *r, const mp_item_t *it, ksock_envelope_t *e)
 {
-    if (want(r, it, MP_ARRAY, "an array", "offsets") != 0) return r->rc;
+    if (want(r, it, MP_ARRAY, "an array", "offsets") != 0) return r->err.rc;
     if (it->n == 0) return 0;
     ksock_partition_offset_t *o = ksock_envelope_alloc(e, it->n * sizeof(*o));
     if (o == NULL) return mp_fail(r, KSOCK_E_NOMEM, it->at, "out of memory");
     for (size_t i = 0; i < it->n; i++)
-        if (read_offset(r, &o[i]) != 0) return r->rc;
+        if (read_offset(r, &o[i]) != 0) return r->err.rc;
     e->offsets = o;
     e->noffsets = it->n;
     return 0;
@@ -173,7 +173,7 @@ static int read_name(mp_reader_t *r, const mp_item_t *it, int f, ksock_envelope_
 {
     const char *s;
     size_t n;
-    if (read_text(r, it, fields[f].name, &s, &n) != 0) return r->rc;
+    if (read_text(r, it, fields[f].name, &s, &n) != 0) return r->err.rc;
     int bad = f == F_OP ? ksock_op_parse(s, n, &e->op) : ksock_start_parse(s, n, &e->start);
     if (bad)
         return mp_fail(r, KSOCK_E_DECODE, it->at, "unknown %s \"%.*s\"", fields[f].name,
@@ -205,13 +205,13 @@ static int read_member(mp_reader_t *r, int f, const mp_item_t *v, ksock_envelope
     case F_OFFSETS:
         return read_offsets(r, v, e);
     case F_ERROR_CODE:
-        if (want(r, v, MP_INT, "an integer", name) != 0) return r->rc;
+        if (want(r, v, MP_INT, "an integer", name) != 0) return r->err.rc;
         if (v->i >= 0 || v->i < INT32_MIN)
             return mp_fail(r, KSOCK_E_DECODE, v->at, "error_code must be a negative int32");
         e->error_code = (int32_t)v->i;
         return 0;
     }
-    if (read_count(r, v, name, f == F_PARTITION ? INT32_MAX : INT64_MAX, &x) != 0) return r->rc;
+    if (read_count(r, v, name, f == F_PARTITION ? INT32_MAX : INT64_MAX, &x) != 0) return r->err.rc;
     if (f == F_PARTITION) e->partition = (int32_t)x;
     if (f == F_OFFSET) e->offset = x;
     if (f == F_TIMESTAMP) e->timestamp = x;
@@ -223,10 +223,10 @@ static int read_envelope(mp_reader_t *r, ksock_envelope_t *e)
 {
     mp_item_t m, k, v;
     uint32_t seen = 0;
-    if (mp_next(r, &m) != 0) return r->rc;
+    if (mp_next(r, &m) != 0) return r->err.rc;
     if (m.kind != MP_MAP) return mp_fail(r, KSOCK_E_DECODE, m.at, "an envelope is a map");
     for (size_t i = 0; i < m.n; i++) {
-        if (mp_next(r, &k) != 0) return r->rc;
+        if (mp_next(r, &k) != 0) return r->err.rc;
         if (k.kind != MP_STR)
             return mp_fail(r, KSOCK_E_DECODE, k.at, "member name is not a string");
         int f = field_of(&k);
@@ -236,8 +236,8 @@ static int read_envelope(mp_reader_t *r, ksock_envelope_t *e)
         if (seen & (1u << f))
             return mp_fail(r, KSOCK_E_DECODE, k.at, "duplicate member \"%s\"", fields[f].name);
         seen |= 1u << f;
-        if (mp_next(r, &v) != 0) return r->rc;
-        if (v.kind != MP_NIL && read_member(r, f, &v, e) != 0) return r->rc;
+        if (mp_next(r, &v) != 0) return r->err.rc;
+        if (v.kind != MP_NIL && read_member(r, f, &v, e) != 0) return r->err.rc;
     }
     if (r->p != r->end)
         return mp_fail(r, KSOCK_E_DECODE, (size_t)(r->p - r->base), "trailing garbage");
@@ -252,8 +252,8 @@ int mp_decode_envelope(const void *data, size_t len, const ksock_value_limits_t 
     if (len > lim->max_total)
         mp_fail(&r, KSOCK_E_LIMIT, 0, "input of %zu bytes over the %llu limit", len,
                 (unsigned long long)lim->max_total);
-    if (r.rc == 0) read_envelope(&r, env);
-    if (r.rc != 0) return mp_report(&r, errstr, errstr_size);
+    if (r.err.rc == 0) read_envelope(&r, env);
+    if (r.err.rc != 0) return mp_report(&r, errstr, errstr_size);
     int rc = ksock_envelope_check(env, errstr, errstr_size);
     if (rc != 0 && errstr && errstr_size) {
         char reason[200];

@@ -31,20 +31,19 @@ typedef struct mp_reader_s {
     const unsigned char *base, *p, *end;
     const ksock_value_limits_t *lim;
     uint32_t max_depth;
-    int rc; /* first error */
-    size_t at;
-    char msg[200];
+    ksock_decode_err_t err; /* the first error */
 } mp_reader_t;
 
 void mp_reader_init(mp_reader_t *r, const void *data, size_t len, const ksock_value_limits_t *lim);
-/* Record the first error (at offset `at`); returns rc. */
-int mp_fail(mp_reader_t *r, int rc, size_t at, const char *fmt, ...) KSOCK_PRINTF(4, 5);
+/* Record the first error (at offset `at`); returns the first error's code. */
+#define mp_fail(r, ...) ksock_decode_fail(&(r)->err, __VA_ARGS__)
 /* Read the next item header; str/bin payloads are skipped over and checked. */
 int mp_next(mp_reader_t *r, mp_item_t *it);
 /* A str item that is valid UTF-8, or an error. */
 int mp_check_str(mp_reader_t *r, const mp_item_t *it);
-/* Error text "msgpack: offset N: ..." into errstr; returns r->rc. */
-int mp_report(const mp_reader_t *r, char *errstr, size_t errstr_size);
+/* Error text "msgpack: offset N: ..." into errstr; returns r->err.rc. */
+#define mp_report(r, errstr, errstr_size)                                                          \
+    ksock_decode_report(&(r)->err, "msgpack", errstr, errstr_size)
 
 int mp_decode_value(const void *data, size_t len, const ksock_value_limits_t *lim,
                     ksock_value_t **out, char *errstr, size_t errstr_size);

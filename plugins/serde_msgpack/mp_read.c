@@ -10,7 +10,6 @@
  */
 #include "mp_internal.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,24 +21,6 @@ void mp_reader_init(mp_reader_t *r, const void *data, size_t len, const ksock_va
     r->end = r->base + len;
     r->lim = lim;
     r->max_depth = lim->max_depth < KSOCK_VALUE_MAX_DEPTH ? lim->max_depth : KSOCK_VALUE_MAX_DEPTH;
-}
-
-int mp_fail(mp_reader_t *r, int rc, size_t at, const char *fmt, ...)
-{
-    if (r->rc != 0) return r->rc;
-    r->rc = rc;
-    r->at = at;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
-int mp_report(const mp_reader_t *r, char *errstr, size_t errstr_size)
-{
-    ksock_errstr_set(errstr, errstr_size, "msgpack: offset %zu: %s", r->at, r->msg);
-    return r->rc;
 }
 
 static size_t remaining(const mp_reader_t *r)
@@ -98,7 +79,7 @@ static int container(mp_reader_t *r, mp_item_t *it, mp_kind_t kind, uint64_t n)
 static int integer(mp_reader_t *r, mp_item_t *it, int n, bool is_signed)
 {
     uint64_t v;
-    if (take(r, it->at, n, &v) != 0) return r->rc;
+    if (take(r, it->at, n, &v) != 0) return r->err.rc;
     it->kind = MP_INT;
     if (!is_signed) {
         if (v > (uint64_t)INT64_MAX)
@@ -114,7 +95,7 @@ static int integer(mp_reader_t *r, mp_item_t *it, int n, bool is_signed)
 static int floating(mp_reader_t *r, mp_item_t *it, int n)
 {
     uint64_t v;
-    if (take(r, it->at, n, &v) != 0) return r->rc;
+    if (take(r, it->at, n, &v) != 0) return r->err.rc;
     it->kind = MP_FLOAT;
     if (n == 4) {
         uint32_t u = (uint32_t)v;
@@ -142,7 +123,7 @@ static int sized(mp_reader_t *r, mp_item_t *it, unsigned t)
     for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
         if (tab[i].type != t) continue;
         uint64_t n;
-        if (take(r, it->at, tab[i].width, &n) != 0) return r->rc;
+        if (take(r, it->at, tab[i].width, &n) != 0) return r->err.rc;
         if (tab[i].kind == MP_ARRAY || tab[i].kind == MP_MAP)
             return container(r, it, tab[i].kind, n);
         return payload(r, it, tab[i].kind, n);
@@ -224,7 +205,7 @@ static int read_array(mp_reader_t *r, const mp_item_t *it, uint32_t depth, ksock
 {
     for (size_t i = 0; i < it->n; i++) {
         ksock_value_t *v;
-        if (read_value(r, depth, &v) != 0) return r->rc;
+        if (read_value(r, depth, &v) != 0) return r->err.rc;
         int rc = ksock_value_array_push(arr, v);
         if (rc != 0) return mp_fail(r, rc, it->at, "%s", ksock_strerror(rc));
     }
@@ -236,9 +217,9 @@ static int read_map(mp_reader_t *r, const mp_item_t *it, uint32_t depth, ksock_v
     for (size_t i = 0; i < it->n; i++) {
         mp_item_t k;
         ksock_value_t *v;
-        if (mp_next(r, &k) != 0) return r->rc;
+        if (mp_next(r, &k) != 0) return r->err.rc;
         if (k.kind != MP_STR) return mp_fail(r, KSOCK_E_DECODE, k.at, "map key is not a string");
-        if (mp_check_str(r, &k) != 0 || read_value(r, depth, &v) != 0) return r->rc;
+        if (mp_check_str(r, &k) != 0 || read_value(r, depth, &v) != 0) return r->err.rc;
         int rc = ksock_value_map_set(map, k.s, k.n, v);
         if (rc == KSOCK_E_EXIST)
             return mp_fail(r, KSOCK_E_DECODE, k.at, "duplicate key \"%.*s\"",
@@ -266,7 +247,7 @@ static int read_container(mp_reader_t *r, const mp_item_t *it, uint32_t depth, k
 static int read_value(mp_reader_t *r, uint32_t depth, ksock_value_t **out)
 {
     mp_item_t it;
-    if (mp_next(r, &it) != 0) return r->rc;
+    if (mp_next(r, &it) != 0) return r->err.rc;
     ksock_value_t *v = NULL;
     switch (it.kind) {
     case MP_NIL:
@@ -282,7 +263,7 @@ static int read_value(mp_reader_t *r, uint32_t depth, ksock_value_t **out)
         v = ksock_value_double(it.d);
         break;
     case MP_STR:
-        if (mp_check_str(r, &it) != 0) return r->rc;
+        if (mp_check_str(r, &it) != 0) return r->err.rc;
         v = ksock_value_string(it.s, it.n);
         break;
     case MP_BIN:
@@ -306,9 +287,9 @@ int mp_decode_value(const void *data, size_t len, const ksock_value_limits_t *li
         mp_fail(&r, KSOCK_E_LIMIT, 0, "input of %zu bytes over the %llu limit", len,
                 (unsigned long long)lim->max_total);
     ksock_value_t *v = NULL;
-    if (r.rc == 0 && read_value(&r, 0, &v) == 0 && r.p != r.end)
+    if (r.err.rc == 0 && read_value(&r, 0, &v) == 0 && r.p != r.end)
         mp_fail(&r, KSOCK_E_DECODE, (size_t)(r.p - r.base), "trailing garbage");
-    if (r.rc != 0) {
+    if (r.err.rc != 0) {
         ksock_value_unref(v);
         return mp_report(&r, errstr, errstr_size);
     }

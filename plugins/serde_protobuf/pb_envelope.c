@@ -48,11 +48,12 @@ static int header_field(pb_reader_t *r, void *ctx, const pb_field_t *f)
 
 static int read_header(pb_reader_t *r, env_ctx_t *c, const pb_field_t *f)
 {
-    if (grow(r, (void **)&c->hdrs, &c->caphdrs, c->nhdrs, sizeof(*c->hdrs), f->at)) return r->rc;
+    if (grow(r, (void **)&c->hdrs, &c->caphdrs, c->nhdrs, sizeof(*c->hdrs), f->at))
+        return r->err.rc;
     memset(&c->hdrs[c->nhdrs], 0, sizeof(*c->hdrs));
     c->sub_seen = 0;
     if (pb_walk(r, &ksock__v1__header__descriptor, f->p, f->p + f->len, header_field, c) != 0)
-        return r->rc;
+        return r->err.rc;
     if (!(c->sub_seen & (1u << 1)))
         return pb_fail(r, KSOCK_E_DECODE, f->at, "header without a key");
     c->nhdrs++;
@@ -72,12 +73,13 @@ static int offset_field(pb_reader_t *r, void *ctx, const pb_field_t *f)
 
 static int read_offset(pb_reader_t *r, env_ctx_t *c, const pb_field_t *f)
 {
-    if (grow(r, (void **)&c->offs, &c->capoffs, c->noffs, sizeof(*c->offs), f->at)) return r->rc;
+    if (grow(r, (void **)&c->offs, &c->capoffs, c->noffs, sizeof(*c->offs), f->at))
+        return r->err.rc;
     c->offs[c->noffs] = (ksock_partition_offset_t){0, 0};
     c->sub_seen = 0;
     if (pb_walk(r, &ksock__v1__partition_offset__descriptor, f->p, f->p + f->len, offset_field,
                 c) != 0)
-        return r->rc;
+        return r->err.rc;
     if (c->sub_seen != ((1u << 1) | (1u << 2)))
         return pb_fail(r, KSOCK_E_DECODE, f->at, "offsets entry needs partition and offset");
     c->noffs++;
@@ -90,7 +92,7 @@ static int read_number(pb_reader_t *r, const pb_field_t *f, ksock_envelope_t *e)
     int64_t v;
     if (f->fd->id == 4) {
         int32_t p;
-        if (pb_get_int32(r, f, &p) != 0) return r->rc;
+        if (pb_get_int32(r, f, &p) != 0) return r->err.rc;
         v = p;
     } else {
         pb_get_int64(r, f, &v);
@@ -116,7 +118,7 @@ static int read_number(pb_reader_t *r, const pb_field_t *f, ksock_envelope_t *e)
 static int read_enum(pb_reader_t *r, const pb_field_t *f, int *out)
 {
     int32_t v;
-    if (pb_get_int32(r, f, &v) != 0) return r->rc;
+    if (pb_get_int32(r, f, &v) != 0) return r->err.rc;
     *out = v; /* unknown numbers fail ksock_envelope_check with a clear message */
     return 0;
 }
@@ -128,7 +130,7 @@ static int envelope_field(pb_reader_t *r, void *ctx, const pb_field_t *f)
     int v = 0;
     switch (f->fd->id) {
     case 1:
-        if (read_enum(r, f, &v) != 0) return r->rc;
+        if (read_enum(r, f, &v) != 0) return r->err.rc;
         e->op = (ksock_op_t)v;
         return 0;
     case 2:
@@ -148,13 +150,13 @@ static int envelope_field(pb_reader_t *r, void *ctx, const pb_field_t *f)
     case 9:
         return read_header(r, c, f);
     case 10:
-        if (read_enum(r, f, &v) != 0) return r->rc;
+        if (read_enum(r, f, &v) != 0) return r->err.rc;
         e->start = (ksock_start_t)v;
         return 0;
     case 11:
         return read_offset(r, c, f);
     case 13:
-        if (pb_get_int32(r, f, &e->error_code) != 0) return r->rc;
+        if (pb_get_int32(r, f, &e->error_code) != 0) return r->err.rc;
         if (e->error_code >= 0)
             return pb_fail(r, KSOCK_E_DECODE, f->at, "error_code must be negative");
         return 0;
@@ -197,8 +199,9 @@ int pb_decode_envelope(const void *data, size_t len, const ksock_value_limits_t 
         pb_fail(&r, KSOCK_E_LIMIT, 0, "input of %zu bytes over the %llu limit", len,
                 (unsigned long long)lim->max_total);
     const unsigned char *p = data ? data : (const unsigned char *)"";
-    if (r.rc == 0) pb_walk(&r, &ksock__v1__envelope__descriptor, p, p + len, envelope_field, &c);
-    int rc = r.rc ? pb_report(&r, errstr, errstr_size) : publish_lists(&c);
+    if (r.err.rc == 0)
+        pb_walk(&r, &ksock__v1__envelope__descriptor, p, p + len, envelope_field, &c);
+    int rc = r.err.rc ? pb_report(&r, errstr, errstr_size) : publish_lists(&c);
     free(c.hdrs);
     free(c.offs);
     if (rc != 0) return rc;

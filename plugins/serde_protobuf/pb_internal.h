@@ -38,9 +38,7 @@ typedef struct pb_reader_s {
     const ksock_value_limits_t *lim;
     uint32_t max_depth;
     bool ignore_unknown;
-    int rc; /* first error */
-    size_t at;
-    char msg[200];
+    ksock_decode_err_t err; /* the first error */
 } pb_reader_t;
 
 /* One field as read from the wire, already checked against its descriptor. */
@@ -56,8 +54,11 @@ typedef int (*pb_field_cb)(pb_reader_t *r, void *ctx, const pb_field_t *f);
 
 void pb_reader_init(pb_reader_t *r, const void *data, const ksock_value_limits_t *lim,
                     bool ignore_unknown);
-int pb_fail(pb_reader_t *r, int rc, size_t at, const char *fmt, ...) KSOCK_PRINTF(4, 5);
-int pb_report(const pb_reader_t *r, char *errstr, size_t errstr_size);
+/* Record the first error (at offset `at`); returns the first error's code. */
+#define pb_fail(r, ...) ksock_decode_fail(&(r)->err, __VA_ARGS__)
+/* Error text "protobuf: offset N: ..." into errstr; returns r->err.rc. */
+#define pb_report(r, errstr, errstr_size)                                                          \
+    ksock_decode_report(&(r)->err, "protobuf", errstr, errstr_size)
 
 /*
  * Walk the message `desc` in [p, end): every field's wire type must match

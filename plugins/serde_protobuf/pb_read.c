@@ -13,7 +13,6 @@
  */
 #include "pb_internal.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,24 +25,6 @@ void pb_reader_init(pb_reader_t *r, const void *data, const ksock_value_limits_t
     r->lim = lim;
     r->max_depth = lim->max_depth < KSOCK_VALUE_MAX_DEPTH ? lim->max_depth : KSOCK_VALUE_MAX_DEPTH;
     r->ignore_unknown = ignore_unknown;
-}
-
-int pb_fail(pb_reader_t *r, int rc, size_t at, const char *fmt, ...)
-{
-    if (r->rc != 0) return r->rc;
-    r->rc = rc;
-    r->at = at;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
-int pb_report(const pb_reader_t *r, char *errstr, size_t errstr_size)
-{
-    ksock_errstr_set(errstr, errstr_size, "protobuf: offset %zu: %s", r->at, r->msg);
-    return r->rc;
 }
 
 /* ---- The wire format ------------------------------------------------------------- */
@@ -117,7 +98,7 @@ static int read_payload(pb_reader_t *r, unsigned wt, const unsigned char **pp,
         *pp += n;
         return 0;
     case WT_LEN:
-        if (read_varint(r, pp, end, &f->u) != 0) return r->rc;
+        if (read_varint(r, pp, end, &f->u) != 0) return r->err.rc;
         if (f->u > (uint64_t)(end - *pp))
             return pb_fail(r, KSOCK_E_DECODE, f->at, "truncated field (length %llu)",
                            (unsigned long long)f->u);
@@ -193,7 +174,7 @@ int pb_walk(pb_reader_t *r, const ProtobufCMessageDescriptor *desc, const unsign
     while (p < end) {
         pb_field_t f = {.at = off(r, p)};
         uint64_t tag;
-        if (read_varint(r, &p, end, &tag) != 0) return r->rc;
+        if (read_varint(r, &p, end, &tag) != 0) return r->err.rc;
         unsigned wt = tag & 7;
         uint64_t id = tag >> 3;
         if (id == 0 || id > 536870911u)
@@ -201,7 +182,7 @@ int pb_walk(pb_reader_t *r, const ProtobufCMessageDescriptor *desc, const unsign
                            (unsigned long long)id);
         f.fd = protobuf_c_message_descriptor_get_field(desc, (unsigned)id);
         if (f.fd == NULL) {
-            if (unknown_field(r, desc, (uint32_t)id, wt, &p, end, f.at) != 0) return r->rc;
+            if (unknown_field(r, desc, (uint32_t)id, wt, &p, end, f.at) != 0) return r->err.rc;
             continue;
         }
         if (wt != wire_of(f.fd->type))
@@ -211,7 +192,7 @@ int pb_walk(pb_reader_t *r, const ProtobufCMessageDescriptor *desc, const unsign
                            wire_name(wire_of(f.fd->type)));
         if (read_payload(r, wt, &p, end, &f) != 0 || check_once(r, desc, &st, &f) != 0 ||
             check_blob(r, &f) != 0 || cb(r, ctx, &f) != 0)
-            return r->rc;
+            return r->err.rc;
     }
     return 0;
 }
@@ -265,7 +246,7 @@ static int array_item(pb_reader_t *r, void *ctx, const pb_field_t *f)
 {
     value_ctx_t *c = ctx;
     ksock_value_t *item;
-    if (decode_value_msg(r, f->p, f->len, f->at, c->depth, &item) != 0) return r->rc;
+    if (decode_value_msg(r, f->p, f->len, f->at, c->depth, &item) != 0) return r->err.rc;
     int rc = ksock_value_array_push(c->v, item);
     return rc ? pb_fail(r, rc, f->at, "%s", ksock_strerror(rc)) : 0;
 }
@@ -357,7 +338,7 @@ static int decode_value_msg(pb_reader_t *r, const unsigned char *p, size_t len, 
     value_ctx_t c = {.depth = depth, .at = at};
     if (pb_walk(r, &ksock__v1__value__descriptor, p, p + len, value_kind, &c) != 0) {
         ksock_value_unref(c.v);
-        return r->rc;
+        return r->err.rc;
     }
     if (c.v == NULL) return pb_fail(r, KSOCK_E_DECODE, at, "Value without a kind");
     *out = c.v;
@@ -373,8 +354,8 @@ int pb_decode_value(const void *data, size_t len, const ksock_value_limits_t *li
         pb_fail(&r, KSOCK_E_LIMIT, 0, "input of %zu bytes over the %llu limit", len,
                 (unsigned long long)lim->max_total);
     ksock_value_t *v = NULL;
-    if (r.rc == 0) decode_value_msg(&r, data, len, 0, 0, &v);
-    if (r.rc != 0) return pb_report(&r, errstr, errstr_size);
+    if (r.err.rc == 0) decode_value_msg(&r, data, len, 0, 0, &v);
+    if (r.err.rc != 0) return pb_report(&r, errstr, errstr_size);
     *out = v;
     return 0;
 }
