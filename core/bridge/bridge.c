@@ -328,49 +328,40 @@ static void do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env
         reply_error(b, c, env->id, env->id_len, NULL, 0, KSOCK_E_NOMEM, "out of memory");
         return;
     }
+    /* From here every refusal names the topic and frees what was made so far. */
+    ksock_kafka_header_t *hdrs = NULL;
+    char *names = NULL;
+    pending_t *p = NULL;
+    int code;
+    const char *why;
     if (!ksock_principal_can(c->principal, topic, KSOCK_PERM_PUBLISH)) {
-        snprintf(msg, sizeof(msg), "not allowed to publish to this topic");
-        reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_FORBIDDEN, msg);
+        code = KSOCK_E_FORBIDDEN;
+        why = "not allowed to publish to this topic";
         b->stats.publish_errors++;
-        free(topic);
-        return;
+        goto refuse;
     }
     if (c->inflight >= b->opts.max_inflight) {
         snprintf(msg, sizeof(msg), "%u publishes in flight on this connection: wait for acks",
                  (unsigned)c->inflight);
-        reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_QUEUE_FULL,
-                    msg);
+        code = KSOCK_E_QUEUE_FULL;
+        why = msg;
         b->stats.publish_errors++;
-        free(topic);
-        return;
+        goto refuse;
     }
     /* Header names must be NUL-terminated too; copy them into one block. */
-    ksock_kafka_header_t *hdrs = NULL;
-    char *names = NULL;
-    int rc = 0;
     if (env->nheaders > 0) {
         size_t total = 0;
         for (size_t i = 0; i < env->nheaders; i++) {
-            if (memchr(env->headers[i].key, '\0', env->headers[i].key_len) != NULL)
-                rc = KSOCK_E_PROTO;
+            if (memchr(env->headers[i].key, '\0', env->headers[i].key_len) != NULL) {
+                code = KSOCK_E_PROTO;
+                why = "header name contains NUL";
+                goto refuse;
+            }
             total += env->headers[i].key_len + 1;
-        }
-        if (rc != 0) {
-            reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_PROTO,
-                        "header name contains NUL");
-            free(topic);
-            return;
         }
         hdrs = calloc(env->nheaders, sizeof(*hdrs));
         names = malloc(total);
-        if (hdrs == NULL || names == NULL) {
-            free(hdrs);
-            free(names);
-            free(topic);
-            reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_NOMEM,
-                        "out of memory");
-            return;
-        }
+        if (hdrs == NULL || names == NULL) goto nomem;
         char *w = names;
         for (size_t i = 0; i < env->nheaders; i++) {
             const ksock_header_t *h = &env->headers[i];
@@ -382,16 +373,8 @@ static void do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env
             hdrs[i].value_len = h->value.present ? h->value.len : 0;
         }
     }
-    pending_t *p = calloc(1, sizeof(*p));
-    if (p == NULL || (env->id && (p->id = memdup_z(env->id, env->id_len)) == NULL)) {
-        free(p);
-        free(hdrs);
-        free(names);
-        free(topic);
-        reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_NOMEM,
-                    "out of memory");
-        return;
-    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL || (env->id && (p->id = memdup_z(env->id, env->id_len)) == NULL)) goto nomem;
     p->bridge = b;
     p->conn = c->id;
     p->id_len = env->id_len;
@@ -409,20 +392,34 @@ static void do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env
         .flags = env->partition >= 0 ? KSOCK_KAFKA_RECORD_F_PARTITION : 0,
         .data = p,
     };
-    rc = ksock_kafka_send(b->producer, &rec, on_delivery);
+    int rc = ksock_kafka_send(b->producer, &rec, on_delivery);
     free(hdrs);
     free(names);
     if (rc != 0) {
         b->stats.publish_errors++;
         reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, kafka_code(rc),
                     ksock_strerror(rc));
-        pending_free(p);
+        pending_free(p); /* frees topic too */
         return;
     }
     p->next = b->pending;
     if (b->pending) b->pending->prev = p;
     b->pending = p;
     c->inflight++;
+    return;
+
+nomem:
+    code = KSOCK_E_NOMEM;
+    why = "out of memory";
+refuse:
+    reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, code, why);
+    if (p) {
+        free(p->id);
+        free(p);
+    }
+    free(hdrs);
+    free(names);
+    free(topic);
 }
 
 /* ---- Transport events ------------------------------------------------------- */
