@@ -125,6 +125,28 @@ static const char *missing_function(uint32_t kind, const void *vt)
     return NULL;
 }
 
+/*
+ * dlopen() refuses a plugin that imports libksock symbols of a newer ABI
+ * minor before its descriptor can be read: the symbol versions in
+ * core/libksock.map make the dynamic loader say "version `KSOCK_1.N' not
+ * found". Turn that into the same refusal the descriptor check gives.
+ */
+static int refuse_dlopen(const char *file, const char *e, char *errstr, size_t errstr_size)
+{
+    const char *v = strstr(e, "version `KSOCK_");
+    unsigned major, minor;
+    if (v && sscanf(v, "version `KSOCK_%u.%u'", &major, &minor) == 2) {
+        ksock_errstr_set(errstr, errstr_size,
+                         "plugin %s refused: built for plugin ABI %u.%u, newer than this host's "
+                         "%d.%d (upgrade ksock): it needs libksock symbol version KSOCK_%u.%u",
+                         file, major, minor, KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR, major,
+                         minor);
+        return KSOCK_E_ABI;
+    }
+    ksock_errstr_set(errstr, errstr_size, "plugin %s refused: cannot load it: %s", file, e);
+    return KSOCK_E_PLUGIN;
+}
+
 int ksock_plugin_desc_check(const ksock_plugin_desc_t *d, const char *file, char *errstr,
                             size_t errstr_size)
 {
@@ -253,9 +275,7 @@ int ksock_plugin_load_file(ksock_runtime_t *rt, const char *path, ksock_plugin_t
     void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
         const char *e = dlerror();
-        ksock_errstr_set(errstr, errstr_size, "plugin %s refused: cannot load it: %s", real,
-                         e ? e : "unknown dlopen error");
-        return KSOCK_E_PLUGIN;
+        return refuse_dlopen(real, e ? e : "unknown dlopen error", errstr, errstr_size);
     }
     dlerror();
     void *sym = dlsym(h, KSOCK_PLUGIN_ENTRY_SYMBOL);

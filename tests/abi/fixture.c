@@ -95,12 +95,20 @@ static void copy_str(char *dst, size_t n, const char *src)
 KSOCK_VISIBLE int ksock_fixture_symbol_nobody_defines(void);
 #endif
 
+#ifdef FIXTURE_NEWER_SYMBOLS
+/* From future_stub.c, symbol version KSOCK_1.99: no real libksock has it. */
+int ksock_fixture_future_fn(void);
+#endif
+
 static int fixture_create(const ksock_plugin_ctx_t *ctx, const void *options, void **inst,
                           char *errstr, size_t errstr_size)
 {
     const fixture_opts_t *o = options;
 #ifdef FIXTURE_UNRESOLVED
     if (ksock_fixture_symbol_nobody_defines() != 0) return KSOCK_E_INTERNAL;
+#endif
+#ifdef FIXTURE_NEWER_SYMBOLS
+    if (ksock_fixture_future_fn() != 0) return KSOCK_E_INTERNAL;
 #endif
     if (o->fail_create) {
         ksock_errstr_set(errstr, errstr_size, "fixture refused to create: fail_create is set");

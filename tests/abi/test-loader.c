@@ -327,6 +327,7 @@ static const refusal_t refusals[] = {
     {"short_option", KSOCK_E_ABI, " refused: ", NULL, NULL},
     {"unresolved", KSOCK_E_PLUGIN,
      " refused: ", "cannot load it: ", "undefined symbol: ksock_fixture_symbol_nobody_defines"},
+    {"newer_symbols", KSOCK_E_ABI, " refused: ", NULL, NULL},
     {"missing_fn", KSOCK_E_PLUGIN,
      " refused: ", "logsink \"missing_fn\" lacks the required function write", NULL},
     {"bad_kind", KSOCK_E_PLUGIN, " refused: ", "unknown plugin kind 99", NULL},
@@ -368,6 +369,12 @@ static void expected_reason(const refusal_t *r, char *out, size_t n)
         fmt(out, n, "built for plugin ABI %d.%d, newer than this host's %d.%d (upgrade ksock)",
             KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR + 1, KSOCK_PLUGIN_ABI_MAJOR,
             KSOCK_PLUGIN_ABI_MINOR);
+    } else if (strcmp(r->name, "newer_symbols") == 0) {
+        fmt(out, n,
+            "built for plugin ABI %d.99, newer than this host's %d.%d (upgrade ksock): it needs "
+            "libksock symbol version KSOCK_%d.99",
+            KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR,
+            KSOCK_PLUGIN_ABI_MAJOR);
     } else if (strcmp(r->name, "short_desc") == 0) {
         fmt(out, n, "descriptor is %zu bytes, shorter than the %zu bytes of ABI %d.0",
             offsetof(ksock_plugin_desc_t, options), (size_t)DESC_SIZE_1_0, KSOCK_PLUGIN_ABI_MAJOR);
@@ -447,6 +454,7 @@ REFUSAL_TEST(short_desc)
 REFUSAL_TEST(short_vtable)
 REFUSAL_TEST(short_option)
 REFUSAL_TEST(unresolved)
+REFUSAL_TEST(newer_symbols)
 REFUSAL_TEST(missing_fn)
 REFUSAL_TEST(bad_kind)
 REFUSAL_TEST(bad_name)
@@ -906,6 +914,7 @@ KSOCKD_REFUSAL_TEST(short_desc)
 KSOCKD_REFUSAL_TEST(short_vtable)
 KSOCKD_REFUSAL_TEST(short_option)
 KSOCKD_REFUSAL_TEST(unresolved)
+KSOCKD_REFUSAL_TEST(newer_symbols)
 KSOCKD_REFUSAL_TEST(missing_fn)
 KSOCKD_REFUSAL_TEST(bad_kind)
 KSOCKD_REFUSAL_TEST(bad_name)
@@ -1263,6 +1272,7 @@ static const test_entry_t tests[] = {
     TEST_ENTRY(refuse_short_vtable),
     TEST_ENTRY(refuse_short_option),
     TEST_ENTRY(refuse_unresolved),
+    TEST_ENTRY(refuse_newer_symbols),
     TEST_ENTRY(refuse_missing_fn),
     TEST_ENTRY(refuse_bad_kind),
     TEST_ENTRY(refuse_bad_name),
@@ -1296,6 +1306,7 @@ static const test_entry_t tests[] = {
     TEST_ENTRY(ksockd_refuses_short_vtable),
     TEST_ENTRY(ksockd_refuses_short_option),
     TEST_ENTRY(ksockd_refuses_unresolved),
+    TEST_ENTRY(ksockd_refuses_newer_symbols),
     TEST_ENTRY(ksockd_refuses_missing_fn),
     TEST_ENTRY(ksockd_refuses_bad_kind),
     TEST_ENTRY(ksockd_refuses_bad_name),
