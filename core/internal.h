@@ -87,4 +87,29 @@ void ksock__runtime_set_kafka_state(ksock_runtime_t *rt, void *state, void (*fre
 /* Duplicate a string or die trying: NULL in, NULL out. */
 char *ksock__strdup(const char *s);
 
+/*
+ * The built-in reconnect policy "backoff" (core/ws/backoff.c), registered
+ * in every runtime. Its options struct, which core/ws/ws.c fills from
+ * ksock_reconnect_opts_t; durations in milliseconds.
+ */
+typedef struct ksock__backoff_opts_s {
+    int64_t max_retries;
+    int64_t retry_delay;
+    bool exponential_backoff;
+    int64_t max_delay;
+    bool jitter;
+    int64_t stable_after;
+} ksock__backoff_opts_t;
+const ksock_plugin_desc_t *ksock__backoff_entry(void);
+
+/*
+ * ksock_plugin_instance_new() with an options struct the caller filled in
+ * (copied; `size` must be the plugin's options_struct_size and the struct
+ * must own no memory) instead of options parsed from a config. For the
+ * core's own built-ins only.
+ */
+int ksock__plugin_instance_new_typed(ksock_runtime_t *rt, ksock_plugin_t *p, const void *options,
+                                     size_t size, ksock_plugin_instance_t **out, char *errstr,
+                                     size_t errstr_size);
+
 #endif

@@ -424,39 +424,50 @@ int ksock__plugins_configure(ksock_runtime_t *rt, const ksock_config_t *doc,
 
 /* ---- Instances ------------------------------------------------------------- */
 
-int ksock_plugin_instance_new(ksock_runtime_t *rt, ksock_plugin_t *p, const char *instance_name,
-                              const ksock_config_t *doc, const ksock_cfg_t *opts_obj,
-                              const char *const *ignore, ksock_plugin_instance_t **out,
-                              char *errstr, size_t errstr_size)
+/* An instance with its names and a zeroed options struct; NULL on ENOMEM. */
+static ksock_plugin_instance_t *instance_alloc(ksock_plugin_t *p, const char *iname)
 {
     const ksock_plugin_desc_t *d = &p->desc;
-    const char *kind = ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind);
-    const char *iname = instance_name ? instance_name : d->name;
-    *out = NULL;
     ksock_plugin_instance_t *pi = calloc(1, sizeof(*pi));
-    if (pi == NULL) return KSOCK_E_NOMEM;
+    if (pi == NULL) return NULL;
     pi->size = sizeof(*pi);
     pi->plugin = p;
     pi->vtable = d->vtable;
     pi->name = ksock__strdup(iname);
     pi->options = calloc(1, d->options_struct_size ? d->options_struct_size : 1);
     ksock_buf_t comp = KSOCK_BUF_INIT;
-    ksock_buf_appendf(&comp, "%s:%s", kind, d->name);
+    ksock_buf_appendf(&comp, "%s:%s", ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind),
+                      d->name);
     if (strcmp(iname, d->name) != 0) ksock_buf_appendf(&comp, "/%s", iname);
     pi->component = comp.data;
-    char owner[200];
-    snprintf(owner, sizeof(owner), "%s \"%s\"%s%s%s", kind, d->name,
-             strcmp(iname, d->name) ? " instance \"" : "", strcmp(iname, d->name) ? iname : "",
-             strcmp(iname, d->name) ? "\"" : "");
+    if (pi->name == NULL || pi->options == NULL || pi->component == NULL) {
+        free(pi->options);
+        free(pi->name);
+        free(pi->component);
+        free(pi);
+        return NULL;
+    }
+    return pi;
+}
 
-    int rc = pi->options ? 0 : KSOCK_E_NOMEM;
-    if (rc == 0 && d->options)
-        rc = ksock_options_apply(d->options, d->option_size, doc, opts_obj, owner, ignore,
-                                 pi->options, errstr, errstr_size);
-    else if (rc == 0 && opts_obj && ksock_cfg_count(opts_obj) > 0)
-        /* No schema: any key not handled by the caller is unknown. */
-        rc = ksock_options_apply(NULL, sizeof(ksock_option_t), doc, opts_obj, owner, ignore,
-                                 pi->options, errstr, errstr_size);
+/* "kind \"name\"" or "kind \"name\" instance \"iname\"", for messages. */
+static void instance_owner(const ksock_plugin_desc_t *d, const char *iname, char *out, size_t n)
+{
+    const char *kind = ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind);
+    bool named = strcmp(iname, d->name) != 0;
+    snprintf(out, n, "%s \"%s\"%s%s%s", kind, d->name, named ? " instance \"" : "",
+             named ? iname : "", named ? "\"" : "");
+}
+
+/*
+ * Call the plugin's create() with pi's options; on failure free pi and
+ * everything its options own. `rc` is the options step's result.
+ */
+static int instance_create(ksock_runtime_t *rt, ksock_plugin_instance_t *pi, int rc,
+                           const ksock_config_t *doc, const char *owner,
+                           ksock_plugin_instance_t **out, char *errstr, size_t errstr_size)
+{
+    const ksock_plugin_desc_t *d = &pi->plugin->desc;
     if (rc == 0) {
         pi->ctx =
             (ksock_plugin_ctx_t){sizeof(ksock_plugin_ctx_t), rt, pi->name, pi->component, doc};
@@ -475,9 +486,51 @@ int ksock_plugin_instance_new(ksock_runtime_t *rt, ksock_plugin_t *p, const char
         free(pi);
         return rc;
     }
-    p->instances++;
+    pi->plugin->instances++;
     *out = pi;
     return 0;
+}
+
+int ksock_plugin_instance_new(ksock_runtime_t *rt, ksock_plugin_t *p, const char *instance_name,
+                              const ksock_config_t *doc, const ksock_cfg_t *opts_obj,
+                              const char *const *ignore, ksock_plugin_instance_t **out,
+                              char *errstr, size_t errstr_size)
+{
+    const ksock_plugin_desc_t *d = &p->desc;
+    const char *iname = instance_name ? instance_name : d->name;
+    *out = NULL;
+    ksock_plugin_instance_t *pi = instance_alloc(p, iname);
+    if (pi == NULL) return KSOCK_E_NOMEM;
+    char owner[200];
+    instance_owner(d, iname, owner, sizeof(owner));
+    int rc = 0;
+    if (d->options)
+        rc = ksock_options_apply(d->options, d->option_size, doc, opts_obj, owner, ignore,
+                                 pi->options, errstr, errstr_size);
+    else if (opts_obj && ksock_cfg_count(opts_obj) > 0)
+        /* No schema: any key not handled by the caller is unknown. */
+        rc = ksock_options_apply(NULL, sizeof(ksock_option_t), doc, opts_obj, owner, ignore,
+                                 pi->options, errstr, errstr_size);
+    return instance_create(rt, pi, rc, doc, owner, out, errstr, errstr_size);
+}
+
+int ksock__plugin_instance_new_typed(ksock_runtime_t *rt, ksock_plugin_t *p, const void *options,
+                                     size_t size, ksock_plugin_instance_t **out, char *errstr,
+                                     size_t errstr_size)
+{
+    const ksock_plugin_desc_t *d = &p->desc;
+    *out = NULL;
+    if (size != d->options_struct_size) {
+        ksock_errstr_set(errstr, errstr_size, "%s: options struct is %zu bytes, expected %u",
+                         d->name, size, (unsigned)d->options_struct_size);
+        return KSOCK_E_INVAL;
+    }
+    ksock_plugin_instance_t *pi = instance_alloc(p, d->name);
+    if (pi == NULL) return KSOCK_E_NOMEM;
+    if (size) memcpy(pi->options, options, size);
+    char owner[200];
+    instance_owner(d, d->name, owner, sizeof(owner));
+    return instance_create(rt, pi, 0, NULL, owner, out, errstr, errstr_size);
 }
 
 int ksock_plugin_check_options(ksock_plugin_t *p, const char *instance_name,
@@ -580,6 +633,8 @@ static void scan_dir(const char *dir, void *data)
 
 void ksock_plugin_scan(ksock_runtime_t *rt, ksock_plugin_scan_cb cb, void *data)
 {
+    for (ksock_plugin_t *p = rt->plugins; p; p = p->next)
+        if (p->handle == NULL) cb(p->file, &p->desc, 0, "", data); /* built-ins */
     scan_ctx_t s = {rt, cb, data};
     each_dir(rt, scan_dir, &s);
 }

@@ -134,6 +134,9 @@ int ksock_runtime_new(ksock_runtime_t **rtp, char *errstr, size_t errstr_size)
         ksock_errstr_set(errstr, errstr_size, "cannot initialise logging");
         goto fail;
     }
+    /* The client API's default reconnect policy is part of the library. */
+    if (ksock_plugins_register_builtin(rt, ksock__backoff_entry, errstr, errstr_size) != 0)
+        goto fail;
     *rtp = rt;
     return 0;
 fail:

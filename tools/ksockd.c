@@ -101,7 +101,7 @@ static int cmd_list_plugins(ksock_runtime_t *rt)
     list_ctx_t l = {NULL, 0, 0};
     printf("%-10s %-12s %-8s %-8s %s\n", "KIND", "NAME", "VERSION", "ABI", "FILE");
     printf("%-10s %-12s %-8s ABI %d.%d  %s\n", "logsink", "console", KSOCK_VERSION_STRING,
-           KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR, "(built in)");
+           KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR, "(builtin)");
     ksock_plugin_scan(rt, list_one, &l);
     for (size_t i = 0; i < l.n; i++)
         free(l.seen[i]);

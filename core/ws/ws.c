@@ -134,7 +134,30 @@ static void policy_free(ksock_ws_t *ws)
     ws->pdoc = NULL;
 }
 
-/* Make ws's policy instance from `o` (strings borrowed for the call). */
+/*
+ * The default policy from the typed spec III fields: they are the options
+ * of the built-in "backoff" (core/ws/backoff.c), so no JSON is involved.
+ */
+static int policy_make_backoff(ksock_runtime_t *rt, ksock_plugin_t *p,
+                               const ksock_reconnect_opts_t *o, ksock_plugin_instance_t **out,
+                               char *errstr, size_t errstr_size)
+{
+    ksock__backoff_opts_t bo = {
+        .max_retries = o->max_retries,
+        .retry_delay = (int64_t)o->retry_delay_ms,
+        .exponential_backoff = o->exponential_backoff,
+        .max_delay = (int64_t)o->max_delay_ms,
+        .jitter = o->jitter,
+        .stable_after = (int64_t)o->stable_after_ms,
+    };
+    return ksock__plugin_instance_new_typed(rt, p, &bo, sizeof(bo), out, errstr, errstr_size);
+}
+
+/*
+ * Make ws's policy instance from `o` (strings borrowed for the call). Any
+ * policy but the built-in default gets only policy_options_json: the core
+ * knows no plugin's options.
+ */
 static int policy_make(ksock_ws_t *ws, const ksock_reconnect_opts_t *o, char *errstr,
                        size_t errstr_size)
 {
@@ -143,28 +166,19 @@ static int policy_make(ksock_ws_t *ws, const ksock_reconnect_opts_t *o, char *er
     const char *name = o->policy ? o->policy : "backoff";
     int rc = ksock_plugin_find(rt, KSOCK_PLUGIN_RECONNECT, name, &p, errstr, errstr_size);
     if (rc != 0) return rc;
-    ksock_buf_t json = KSOCK_BUF_INIT;
-    if (o->policy_options_json)
-        ksock_buf_appendf(&json, "%s", o->policy_options_json);
-    else if (strcmp(name, "backoff") == 0)
-        ksock_buf_appendf(&json,
-                          "{\"max_retries\": %lld, \"retry_delay\": %llu, "
-                          "\"exponential_backoff\": %s, \"max_delay\": %llu, \"jitter\": %s, "
-                          "\"stable_after\": %llu}",
-                          (long long)o->max_retries, (unsigned long long)o->retry_delay_ms,
-                          o->exponential_backoff ? "true" : "false",
-                          (unsigned long long)o->max_delay_ms, o->jitter ? "true" : "false",
-                          (unsigned long long)o->stable_after_ms);
-    else
-        ksock_buf_appendf(&json, "{}");
     ksock_config_t *doc = NULL;
-    rc = ksock_config_load_string("reconnection options", json.data, json.len, &doc, errstr,
-                                  errstr_size);
-    ksock_buf_free(&json);
-    if (rc != 0) return rc;
     ksock_plugin_instance_t *pi = NULL;
-    rc = ksock_plugin_instance_new(rt, p, NULL, doc, ksock_config_root(doc), NULL, &pi, errstr,
-                                   errstr_size);
+    if (o->policy_options_json == NULL &&
+        ksock_plugin_desc(p)->vtable == ksock__backoff_entry()->vtable) {
+        rc = policy_make_backoff(rt, p, o, &pi, errstr, errstr_size);
+    } else {
+        const char *json = o->policy_options_json ? o->policy_options_json : "{}";
+        rc = ksock_config_load_string("reconnection options", json, strlen(json), &doc, errstr,
+                                      errstr_size);
+        if (rc == 0)
+            rc = ksock_plugin_instance_new(rt, p, NULL, doc, ksock_config_root(doc), NULL, &pi,
+                                           errstr, errstr_size);
+    }
     if (rc != 0) {
         ksock_config_free(doc);
         return rc;

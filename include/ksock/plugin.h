@@ -209,7 +209,10 @@ KSOCK_EXTERN int ksock_plugin_check_options(ksock_plugin_t *p, const char *insta
                                             const char *const *ignore, char *errstr,
                                             size_t errstr_size);
 
-/* Iterate over every `.so` in the search path (for --list-plugins). */
+/*
+ * Report every built-in plugin (file "(builtin)"), then every `.so` in the
+ * search path (for --list-plugins).
+ */
 typedef void (*ksock_plugin_scan_cb)(const char *file, const ksock_plugin_desc_t *desc, int err,
                                      const char *errstr, void *data);
 KSOCK_EXTERN void ksock_plugin_scan(ksock_runtime_t *rt, ksock_plugin_scan_cb cb, void *data);

@@ -2,6 +2,14 @@
  * reconnect policy "backoff": exponential backoff with full jitter (the
  * default), or a fixed delay when exponential_backoff is false.
  *
+ * Built into libksock, like the console log sink: it is the default policy
+ * of the client API (spec III), whose ksock_reconnect_opts_t fields are this
+ * policy's options. Every runtime registers it as the built-in reconnect
+ * plugin "backoff", so configs, --describe-plugin and the loader see it as
+ * any other plugin; core/ws/ws.c creates it from the typed struct
+ * (ksock__backoff_opts_t) without going through JSON, and knows nothing of
+ * any other policy's options.
+ *
  *   base(n)  = exponential ? min(max_delay, retry_delay * 2^(n-1)) : retry_delay
  *   delay(n) = jitter ? uniform(0, base(n)) : base(n)
  *
@@ -14,20 +22,15 @@
  * The instance holds only its options and an RNG; the connection keeps the
  * attempt counter. Loop thread only.
  */
+#include "../internal.h"
+
 #include <ksock/reconnect.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
 
-typedef struct backoff_opts_s {
-    int64_t max_retries;
-    int64_t retry_delay;
-    bool exponential_backoff;
-    int64_t max_delay;
-    bool jitter;
-    int64_t stable_after;
-} backoff_opts_t;
+typedef ksock__backoff_opts_t backoff_opts_t;
 
 static const ksock_option_t backoff_options[] = {
     KSOCK_OPTION_RANGE(
@@ -140,4 +143,7 @@ static const ksock_plugin_desc_t backoff_desc = {
     .vtable = &backoff_vtable,
 };
 
-KSOCK_PLUGIN_DEFINE(reconnect_backoff, backoff_desc)
+const ksock_plugin_desc_t *ksock__backoff_entry(void)
+{
+    return &backoff_desc;
+}
