@@ -13,6 +13,7 @@
 #include <ksock/value.h>
 #include <ksock/serializer.h>
 #include <ksock/serde.h>
+#include <ksock/codec.h>
 #include <ksock/reconnect.h>
 #include <ksock/auth.h>
 #include <ksock/transport.h>
