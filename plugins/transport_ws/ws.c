@@ -189,8 +189,9 @@ typedef struct ws_inst_s ws_inst_t;
 
 /* One bound socket of a listener: one lws vhost. */
 typedef struct ws_sock_s {
-    ws_addr_t addr;   /* port filled in once bound */
-    char *vhost_name; /* lws keeps the pointer */
+    ws_addr_t addr;               /* port filled in once bound */
+    char *vhost_name;             /* lws keeps the pointer */
+    char iface[INET6_ADDRSTRLEN]; /* the numeric address for lws, which keeps the pointer too */
     struct lws_vhost *vh;
     int fd; /* the listening socket lws made; -1 until found */
 } ws_sock_t;
@@ -911,11 +912,8 @@ static ws_listener_t *listener_of(ws_inst_t *inst, struct lws *wsi, struct socka
         ws_listener_t *l = &inst->listeners[i];
         for (size_t k = 0; k < l->nsocks; k++) {
             const struct sockaddr *ba = (const struct sockaddr *)&l->socks[k].addr.ss;
-            if (l->socks[k].fd >= 0 && ba->sa_family == la->sa_family && l->port != 0 &&
-                ntohs(ba->sa_family == AF_INET
-                          ? ((const struct sockaddr_in *)la)->sin_port
-                          : ((const struct sockaddr_in6 *)la)->sin6_port) == l->port &&
-                (ws__addr_is_any(ba) || ws__addr_eq(ba, la)))
+            if (l->socks[k].fd >= 0 && ba->sa_family == la->sa_family &&
+                ws__addr_port(la) == l->port && (ws__addr_is_any(ba) || ws__addr_eq(ba, la)))
                 return l;
         }
     }
@@ -1582,7 +1580,8 @@ static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, c
                              size_t errstr_size)
 {
     const ws_opts_t *o = inst->o;
-    char lname[320], why[300], ip[INET6_ADDRSTRLEN];
+    char lname[320], why[300];
+    char *ip = sk->iface;
     listener_name(l, lname, sizeof(lname));
     int port = l->port;
     int rc = ws__bind_probe(&sk->addr, l->port, &port, why, sizeof(why));
@@ -1592,7 +1591,7 @@ static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, c
     }
     l->port = port; /* port 0: every address of the listener gets the first one's port */
     struct sockaddr *sa = (struct sockaddr *)&sk->addr.ss;
-    ws__addr_str(sa, false, ip, sizeof(ip));
+    ws__addr_str(sa, false, ip, sizeof(sk->iface));
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     char name[128];
@@ -1601,7 +1600,7 @@ static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, c
     sk->vhost_name = xstrdup(name);
     info.vhost_name = sk->vhost_name;
     info.port = port;
-    info.iface = ip; /* lws copies what it needs while creating the vhost */
+    info.iface = ip;
     info.protocols = inst->server_protocols;
     info.user = l;
     /* UTF-8 is checked by conn_receive. */

@@ -48,6 +48,7 @@ int ws__find_listen_fd(const ws_addr_t *a);
 
 void ws__addr_str(const struct sockaddr *sa, bool with_port, char *out, size_t n);
 bool ws__addr_is_any(const struct sockaddr *sa);
+int ws__addr_port(const struct sockaddr *sa);
 bool ws__addr_eq(const struct sockaddr *a, const struct sockaddr *b); /* address only */
 
 /* What a Host header (or the host of an Origin) may name, for one connection. */

@@ -32,7 +32,7 @@
 
 /* ---- Addresses ---------------------------------------------------------- */
 
-static int addr_port(const struct sockaddr *sa)
+int ws__addr_port(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) return ntohs(((const struct sockaddr_in *)sa)->sin_port);
     return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
@@ -56,9 +56,9 @@ void ws__addr_str(const struct sockaddr *sa, bool with_port, char *out, size_t n
     if (!with_port)
         snprintf(out, n, "%s", ip);
     else if (sa->sa_family == AF_INET6)
-        snprintf(out, n, "[%s]:%d", ip, addr_port(sa));
+        snprintf(out, n, "[%s]:%d", ip, ws__addr_port(sa));
     else
-        snprintf(out, n, "%s:%d", ip, addr_port(sa));
+        snprintf(out, n, "%s:%d", ip, ws__addr_port(sa));
 }
 
 bool ws__addr_is_any(const struct sockaddr *sa)
@@ -157,7 +157,7 @@ int ws__bind_probe(ws_addr_t *a, int port, int *bound_port, char *errstr, size_t
     socklen_t gl = sizeof(got);
     *bound_port = port;
     if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0)
-        *bound_port = addr_port((struct sockaddr *)&got);
+        *bound_port = ws__addr_port((struct sockaddr *)&got);
     close(fd);
     addr_set_port(sa, *bound_port);
     return 0;
@@ -186,7 +186,7 @@ int ws__find_listen_fd(const ws_addr_t *a)
         socklen_t sl = sizeof(ss);
         if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) continue;
         const struct sockaddr *got = (const struct sockaddr *)&ss;
-        if (ws__addr_eq(got, want) && addr_port(got) == addr_port(want)) found = fd;
+        if (ws__addr_eq(got, want) && ws__addr_port(got) == ws__addr_port(want)) found = fd;
     }
     closedir(d);
     return found;
