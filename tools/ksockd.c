@@ -20,7 +20,10 @@
  */
 #include <ksock/ksock.h>
 
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,11 +395,80 @@ static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool crea
 static int cfg_error(const ksock_config_t *cfg, const ksock_cfg_t *n, const char *fmt,
                      const char *arg)
 {
-    char msg[512];
+    char msg[1024];
     snprintf(msg, sizeof(msg), fmt, arg);
     fprintf(stderr, "ksockd: %s:%d:%d: %s\n", ksock_config_name(cfg), n ? ksock_cfg_line(n) : 0,
             n ? ksock_cfg_column(n) : 0, msg);
     return EXIT_CONFIG;
+}
+
+/*
+ * Is this listener address loopback only? A literal in 127.0.0.0/8 or ::1,
+ * or a name all of whose addresses are. *why says what it is otherwise.
+ */
+static bool address_is_loopback(const char *address, char *why, size_t why_size)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(address, NULL, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, why_size, "does not resolve (%s)", gai_strerror(rc));
+        return false;
+    }
+    bool loop = true;
+    for (struct addrinfo *ai = res; ai && loop; ai = ai->ai_next) {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        if (ai->ai_family == AF_INET) {
+            const struct in_addr *a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+            loop = (ntohl(a->s_addr) >> 24) == 127;
+            inet_ntop(AF_INET, a, ip, sizeof(ip));
+        } else if (ai->ai_family == AF_INET6) {
+            const struct in6_addr *a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            loop = IN6_IS_ADDR_LOOPBACK(a);
+            inet_ntop(AF_INET6, a, ip, sizeof(ip));
+        }
+        if (!loop)
+            snprintf(why, why_size, "%s %s", ip,
+                     strcmp(ip, "0.0.0.0") == 0 || strcmp(ip, "::") == 0
+                         ? "is every address of the machine"
+                     : strcmp(ip, address) != 0 ? "is one of its addresses"
+                                                : "is not a loopback address");
+    }
+    freeaddrinfo(res);
+    return loop;
+}
+
+/*
+ * Anonymous clients only on loopback unless the config says otherwise
+ * ("allow_anonymous_on_network": true next to "plugin": "none"). Resolves
+ * names as the transport does at start-up.
+ */
+static int check_anonymous_listeners(const ksock_config_t *cfg, const ksock_cfg_t *ws,
+                                     const ksock_cfg_t *auth)
+{
+    const ksock_cfg_t *allow = ksock_cfg_get(auth, "allow_anonymous_on_network");
+    if (allow && ksock_cfg_type(allow) != KSOCK_CFG_BOOL)
+        return cfg_error(cfg, allow, "%s",
+                         "auth: \"allow_anonymous_on_network\" must be true or false");
+    if (allow && ksock_cfg_bool(allow)) return 0;
+    const ksock_cfg_t *ls = ksock_cfg_get(ws, "listeners");
+    for (size_t i = 0; i < ksock_cfg_count(ls); i++) {
+        const ksock_cfg_t *l = ksock_cfg_at(ls, i, NULL);
+        const char *addr = ksock_cfg_string(ksock_cfg_get(l, "address"));
+        char why[128] = "", msg[768];
+        if (address_is_loopback(addr ? addr : "0.0.0.0", why, sizeof(why))) continue;
+        snprintf(msg, sizeof(msg),
+                 "websocket: listeners[%zu] (\"%s\" port %lld) is not loopback-only (%s), and "
+                 "auth is {\"plugin\": \"none\"}: anyone who can reach it could publish to every "
+                 "topic. Bind it to 127.0.0.1, ::1 or localhost, use an auth plugin, or add "
+                 "\"allow_anonymous_on_network\": true to \"auth\" (docs/bridge.md)",
+                 i, addr ? addr : "0.0.0.0", (long long)ksock_cfg_int(ksock_cfg_get(l, "port")),
+                 why[0] ? why : "all addresses");
+        return cfg_error(cfg, l, "%s", msg);
+    }
+    return 0;
 }
 
 /*
@@ -433,8 +505,16 @@ static int setup_websocket(ksock_runtime_t *rt, const ksock_config_t *cfg, bool 
                          "\"none\"");
     int rc;
     if (strcmp(aname, "none") == 0) {
-        if (ksock_cfg_count(auth) != 1)
-            return cfg_error(cfg, auth, "%s", "auth: \"plugin\": \"none\" takes no other keys");
+        for (size_t i = 0; i < ksock_cfg_count(auth); i++) {
+            const char *key = NULL;
+            const ksock_cfg_t *v = ksock_cfg_at(auth, i, &key);
+            if (strcmp(key, "plugin") != 0 && strcmp(key, "allow_anonymous_on_network") != 0)
+                return cfg_error(cfg, v,
+                                 "auth: \"plugin\": \"none\" takes no key \"%s\" (only "
+                                 "\"allow_anonymous_on_network\")",
+                                 key);
+        }
+        if ((rc = check_anonymous_listeners(cfg, ws, auth)) != 0) return rc;
         d->anonymous = true;
     } else {
         ksock_plugin_t *ap;
@@ -476,6 +556,12 @@ static void log_listeners(ksock_runtime_t *rt, const ksock_config_t *cfg, bool a
     if (anonymous)
         ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
                   "auth is \"none\": every client may publish to every topic");
+    const ksock_cfg_t *allow =
+        ksock_cfg_get(ksock_cfg_get(ksock_config_root(cfg), "auth"), "allow_anonymous_on_network");
+    if (anonymous && allow && ksock_cfg_bool(allow))
+        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
+                  "allow_anonymous_on_network: anonymous clients are accepted on network "
+                  "listeners too");
 }
 
 static void teardown(daemon_t *d)

@@ -47,6 +47,14 @@
 #define WS_CLIENT_PROTOCOL         "ksock-client"
 #define WS_MAX_WRITES_PER_CALLBACK 64
 #define WS_TICK_MS                 250 /* libev wake-up period, see tick_cb */
+/*
+ * Request line and headers lws keeps for one upgrade request (allocated
+ * per handshake in progress, freed after it). Room for a token of the
+ * JWT authenticator's default max_token_size (8 KiB) in the query or a
+ * header besides the usual headers; a larger request is dropped by lws
+ * without an answer.
+ */
+#define WS_MAX_REQUEST_HEADERS 16384
 
 /* ---- Options ----------------------------------------------------------- */
 
@@ -55,6 +63,7 @@ typedef struct ws_opts_s {
     ksock_strlist_t subprotocols;
     bool require_subprotocol;
     ksock_strlist_t origins;
+    ksock_strlist_t hosts;
     ksock_strlist_t handshake_headers;
     int64_t max_message_size;
     int64_t ping_interval;
@@ -79,9 +88,11 @@ static const char *const event_libs[] = {"poll", "libev", NULL};
 
 static const ksock_option_t ws_options[] = {
     KSOCK_OPTION("listeners", KSOCK_OPT_ARRAY, 0, NULL, ws_opts_t, listeners,
-                 "Server sockets: an array of {\"address\": \"0.0.0.0\", \"port\": 8080, "
-                 "\"path\": \"/ws\"}. address defaults to 0.0.0.0 and path to \"/\" (any "
-                 "path); port is required. Empty or absent: client only."),
+                 "Server sockets: an array of {\"address\": \"127.0.0.1\", \"port\": 8080, "
+                 "\"path\": \"/ws\"}. address: an IPv4 or IPv6 literal, bound exactly "
+                 "(0.0.0.0 or :: for all of one family), or a host name, resolved at start with "
+                 "every address bound; default 0.0.0.0. path defaults to \"/\" (any path); "
+                 "port is required (0: any free port). Empty or absent: client only."),
     KSOCK_OPTION("subprotocols", KSOCK_OPT_LIST, 0,
                  "ksock.v1.json,ksock.v1.msgpack,ksock.v1.protobuf", ws_opts_t, subprotocols,
                  "Sec-WebSocket-Protocol names the server accepts, in order of preference "
@@ -90,9 +101,14 @@ static const ksock_option_t ws_options[] = {
                  "Refuse (HTTP 400) an upgrade that offers no subprotocol; when false such a "
                  "connection opens with no subprotocol."),
     KSOCK_OPTION("origins", KSOCK_OPT_LIST, 0, "", ws_opts_t, origins,
-                 "Allowed Origin header values (exact match, or \"*\"). Empty: any. A request "
-                 "with an Origin not listed is refused with HTTP 403; a request without "
-                 "Origin (not a browser) is allowed."),
+                 "Allowed Origin header values (exact match, or \"*\" for any). Empty: only "
+                 "http(s) origins whose host the Host rule allows (localhost, the listener's "
+                 "address, a \"hosts\" entry). Others are refused with HTTP 403; a request "
+                 "without Origin (not a browser) is allowed."),
+    KSOCK_OPTION("hosts", KSOCK_OPT_LIST, 0, "", ws_opts_t, hosts,
+                 "Host header names accepted besides localhost and the listener's own "
+                 "address (any port), e.g. the public name of the server; \"*\": any. Other "
+                 "Host values are refused with HTTP 403 (DNS rebinding)."),
     KSOCK_OPTION("handshake_headers", KSOCK_OPT_LIST, 0, "x-ksock-token", ws_opts_t,
                  handshake_headers,
                  "Non-standard request headers passed to the authenticator in addition to "
@@ -171,13 +187,23 @@ static const struct lws_extension ws_extensions[] = {
 
 typedef struct ws_inst_s ws_inst_t;
 
+/* One bound socket of a listener: one lws vhost. */
+typedef struct ws_sock_s {
+    ws_addr_t addr;               /* port filled in once bound */
+    char *vhost_name;             /* lws keeps the pointer */
+    char iface[INET6_ADDRSTRLEN]; /* the numeric address for lws, which keeps the pointer too */
+    struct lws_vhost *vh;
+    int fd; /* the listening socket lws made; -1 until found */
+} ws_sock_t;
+
 typedef struct ws_listener_s {
     ws_inst_t *inst;
-    char *address;
+    size_t index;  /* in the listeners array, for messages */
+    char *address; /* as configured; NULL: 0.0.0.0 */
     int port;
-    char *path; /* NULL: any */
-    char *vhost_name;
-    struct lws_vhost *vh;
+    char *path;       /* NULL: any */
+    ws_sock_t *socks; /* one per address it resolved to */
+    size_t nsocks;
 } ws_listener_t;
 
 typedef struct ws_client_vhost_s {
@@ -704,6 +730,46 @@ static int conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const vo
     return 0;
 }
 
+/*
+ * The peer's close frame. lws 4.1 has already dealt with a close code that
+ * RFC 6455 7.4 does not allow: it rewrote it to 1002 in this very payload,
+ * which it then echoes. It echoes everything else as it came, so a server
+ * connection refuses here what RFC 6455 5.5.1 forbids: a 1-byte payload
+ * (1002) and a reason that is not UTF-8 (1007). Returning -1 makes lws
+ * send the lws_close_reason() close frame instead of the echo.
+ */
+static int conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, size_t len)
+{
+    const char *why = NULL;
+    int code = 0;
+    if (!c->client && len == 1) {
+        code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+        why = "close frame with a 1-byte payload";
+    } else if (!c->client && len > 2 && !ksock_utf8_check(b + 2, len - 2, NULL)) {
+        code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
+        why = "close reason is not UTF-8";
+    }
+    if (code) {
+        c->local_closed = true;
+        c->close_code = code;
+        snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
+        lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
+        return -1;
+    }
+    c->peer_closed = true;
+    c->peer_code = len >= 2 ? (b[0] << 8 | b[1]) : 1005;
+    free(c->peer_reason);
+    c->peer_reason = NULL;
+    if (len > 2) {
+        c->peer_reason = malloc(len - 1);
+        if (c->peer_reason) {
+            memcpy(c->peer_reason, b + 2, len - 2);
+            c->peer_reason[len - 2] = '\0';
+        }
+    }
+    return 0;
+}
+
 /* ---- lws thread: server handshake -------------------------------------- */
 
 static int hdr_dup(struct lws *wsi, enum lws_token_indexes t, char **out)
@@ -832,14 +898,77 @@ static const char *pick_subprotocol(ws_inst_t *inst, const char *offered)
     return NULL;
 }
 
-static bool origin_allowed(ws_inst_t *inst, const char *origin)
+/*
+ * The listener a connection came in on, from the socket's local address:
+ * not lws_get_vhost(), which lws 4.1 may switch to another vhost on the
+ * same port by the Host header. NULL when no bound socket matches.
+ */
+static ws_listener_t *listener_of(ws_inst_t *inst, struct lws *wsi, struct sockaddr_storage *local)
 {
-    if (inst->o->origins.n == 0 || origin == NULL) return true;
-    for (size_t i = 0; i < inst->o->origins.n; i++) {
-        const char *o = inst->o->origins.v[i];
-        if (strcmp(o, "*") == 0 || strcasecmp(o, origin) == 0) return true;
+    socklen_t sl = sizeof(*local);
+    if (getsockname(lws_get_socket_fd(wsi), (struct sockaddr *)local, &sl) != 0) return NULL;
+    const struct sockaddr *la = (const struct sockaddr *)local;
+    for (size_t i = 0; i < inst->nlisteners; i++) {
+        ws_listener_t *l = &inst->listeners[i];
+        for (size_t k = 0; k < l->nsocks; k++) {
+            const struct sockaddr *ba = (const struct sockaddr *)&l->socks[k].addr.ss;
+            if (l->socks[k].fd >= 0 && ba->sa_family == la->sa_family &&
+                ws__addr_port(la) == l->port && (ws__addr_is_any(ba) || ws__addr_eq(ba, la)))
+                return l;
+        }
     }
-    return false;
+    return NULL;
+}
+
+/*
+ * The Host and Origin rules (docs/websocket.md): NULL when the request
+ * passes, else why not. A page on another site must not reach a local
+ * server through the browser (cross-site WebSocket hijacking), nor a name
+ * that an attacker re-pointed at this address (DNS rebinding).
+ */
+static const char *host_origin_refusal(ws_inst_t *inst, ws_listener_t *l,
+                                       const struct sockaddr_storage *local, const char *host,
+                                       const char *origin)
+{
+    ws_addr_t addrs[8];
+    size_t n = 0;
+    for (size_t k = 0; k < l->nsocks && n < 8; k++)
+        addrs[n++] = l->socks[k].addr;
+    ws_hostset_t set = {l->address, addrs, n, (const struct sockaddr *)local, &inst->o->hosts};
+    if (!ws__host_allowed(&set, host))
+        return host ? "Host not allowed (see the \"hosts\" option)" : "no Host header";
+    if (!ws__origin_allowed(&set, &inst->o->origins, origin))
+        return "Origin not allowed (see the \"origins\" option)";
+    return NULL;
+}
+
+static void log_refusal(ws_inst_t *inst, struct lws *wsi, unsigned code, const char *why,
+                        const char *host, const char *origin)
+{
+    char peer[80], h[120], o[120];
+    peer_address(wsi, peer, sizeof(peer));
+    ws__printable(host, h, sizeof(h));
+    ws__printable(origin, o, sizeof(o));
+    ksock_kv_t kv[] = {KSOCK_KV_STR("peer", peer), KSOCK_KV_I64("status", code),
+                       KSOCK_KV_STR("host", h), KSOCK_KV_STR("origin", o)};
+    ksock_log(inst->rt, KSOCK_LOG_WARN, inst->component, kv, 4, "upgrade refused: %s", why);
+}
+
+/* The query string: lws keeps the arguments as fragments, each of any length. */
+static void collect_query(struct lws *wsi, hs_build_t *b)
+{
+    for (int i = 0;; i++) {
+        int n = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        char *frag = malloc((size_t)(n > 0 ? n : 0) + 1);
+        if (frag == NULL) abort();
+        int m = lws_hdr_copy_fragment(wsi, frag, (n > 0 ? n : 0) + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (m > 0) {
+            if (b->q.len) ksock_buf_append(&b->q, "&", 1);
+            ksock_buf_append(&b->q, frag, (size_t)m);
+        }
+        free(frag);
+        if (m < 0) break; /* no more fragments; an empty one ("a&&b") is skipped */
+    }
 }
 
 static const char *status_text(unsigned code)
@@ -889,13 +1018,16 @@ static int refuse(struct lws *wsi, unsigned code, const char *why)
  */
 static int server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
 {
-    ws_listener_t *l = lws_vhost_user(lws_get_vhost(wsi));
-    char *uri = NULL, *origin = NULL, *offered = NULL;
+    struct sockaddr_storage local;
+    ws_listener_t *l = listener_of(inst, wsi, &local);
+    char *uri = NULL, *origin = NULL, *offered = NULL, *host = NULL;
+    const char *why_not;
     hs_build_t b = {0};
     int rc = 0;
     hdr_dup(wsi, WSI_TOKEN_GET_URI, &uri);
     hdr_dup(wsi, WSI_TOKEN_ORIGIN, &origin);
     hdr_dup(wsi, WSI_TOKEN_PROTOCOL, &offered);
+    hdr_dup(wsi, WSI_TOKEN_HOST, &host);
 
     if (inst->closing_all) {
         rc = refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
@@ -910,12 +1042,17 @@ static int server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
             goto out;
         }
     }
-    if (uri == NULL || (l && l->path && strcmp(l->path, uri) != 0)) {
+    if (l == NULL) { /* a socket lws bound late, after listen() reported it failed */
+        rc = refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "listener not started");
+        goto out;
+    }
+    if (uri == NULL || (l->path && strcmp(l->path, uri) != 0)) {
         rc = refuse(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint at this path");
         goto out;
     }
-    if (!origin_allowed(inst, origin)) {
-        rc = refuse(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
+    if ((why_not = host_origin_refusal(inst, l, &local, host, origin)) != NULL) {
+        log_refusal(inst, wsi, HTTP_STATUS_FORBIDDEN, why_not, host, origin);
+        rc = refuse(wsi, HTTP_STATUS_FORBIDDEN, why_not);
         goto out;
     }
     const char *sub = pick_subprotocol(inst, offered);
@@ -924,14 +1061,7 @@ static int server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
         goto out;
     }
 
-    /* Query string: lws keeps the arguments as fragments. */
-    for (int i = 0;; i++) {
-        char frag[1024];
-        int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag), WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (n <= 0) break;
-        if (b.q.len) ksock_buf_append(&b.q, "&", 1);
-        ksock_buf_append(&b.q, frag, (size_t)n);
-    }
+    collect_query(wsi, &b);
     hs_collect_headers(inst, wsi, &b);
 
     char peer[80];
@@ -997,6 +1127,7 @@ out:
     free(uri);
     free(origin);
     free(offered);
+    free(host);
     return rc;
 }
 
@@ -1259,20 +1390,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         return conn_write(inst, c, wsi);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        if (c && !c->local_closed) {
-            const unsigned char *b = in;
-            c->peer_closed = true;
-            c->peer_code = len >= 2 ? (b[0] << 8 | b[1]) : 1005;
-            free(c->peer_reason);
-            c->peer_reason = NULL;
-            if (len > 2) {
-                c->peer_reason = malloc(len - 1);
-                if (c->peer_reason) {
-                    memcpy(c->peer_reason, b + 2, len - 2);
-                    c->peer_reason[len - 2] = '\0';
-                }
-            }
-        }
+        if (c && !c->local_closed) return conn_peer_close(c, wsi, in, len);
         return 0;
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -1348,6 +1466,46 @@ static int thread_start(ws_inst_t *inst, char *errstr, size_t errstr_size)
 
 /* ---- Listeners ---------------------------------------------------------- */
 
+/*
+ * A listener's address, resolved once, here: a literal is itself, a host
+ * name every address it has. Each gets a socket of its own, so the same
+ * address and port twice (in one listener or two) is refused.
+ */
+static int resolve_listener(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size)
+{
+    ws_addr_t *v = NULL;
+    size_t n = 0;
+    char why[300];
+    int rc = ws__resolve(l->address ? l->address : "0.0.0.0", &v, &n, why, sizeof(why));
+    if (rc != 0) {
+        ksock_errstr_set(errstr, errstr_size, "listeners[%zu]: %s", l->index, why);
+        return KSOCK_E_CONFIG;
+    }
+    l->socks = calloc(n, sizeof(*l->socks));
+    if (l->socks == NULL) abort();
+    for (size_t k = 0; k < n; k++) {
+        l->socks[k].addr = v[k];
+        l->socks[k].fd = -1;
+    }
+    l->nsocks = n;
+    free(v);
+    for (size_t j = 0; l->port != 0 && j < l->index; j++) {
+        const ws_listener_t *o = &inst->listeners[j];
+        for (size_t a = 0; o->port == l->port && a < o->nsocks; a++)
+            for (size_t b = 0; b < l->nsocks; b++)
+                if (ws__addr_eq((struct sockaddr *)&o->socks[a].addr.ss,
+                                (struct sockaddr *)&l->socks[b].addr.ss)) {
+                    char as[INET6_ADDRSTRLEN];
+                    ws__addr_str((struct sockaddr *)&l->socks[b].addr.ss, false, as, sizeof(as));
+                    ksock_errstr_set(errstr, errstr_size,
+                                     "listeners[%zu]: %s port %d is already listeners[%zu]",
+                                     l->index, as, l->port, j);
+                    return KSOCK_E_CONFIG;
+                }
+    }
+    return 0;
+}
+
 static int parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *errstr,
                            size_t errstr_size)
 {
@@ -1360,6 +1518,7 @@ static int parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char 
         const ksock_cfg_t *e = ksock_cfg_at(arr, i, NULL);
         ws_listener_t *l = &inst->listeners[i];
         l->inst = inst;
+        l->index = i;
         if (ksock_cfg_type(e) != KSOCK_CFG_OBJECT) {
             ksock_errstr_set(errstr, errstr_size,
                              "line %d: listeners[%zu]: expected an object {address, port, path}",
@@ -1397,28 +1556,57 @@ static int parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char 
             l->path = NULL;
         }
         inst->nlisteners++;
+        int rc = resolve_listener(inst, l, errstr, errstr_size);
+        if (rc != 0) return rc;
     }
     (void)ctx;
     return 0;
 }
 
-static int create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr,
-                                 size_t errstr_size)
+/* "listeners[0] (\"localhost\" port 8080)": how messages name a listener. */
+static void listener_name(const ws_listener_t *l, char *out, size_t n)
+{
+    snprintf(out, n, "listeners[%zu] (\"%s\" port %d)", l->index,
+             l->address ? l->address : "0.0.0.0", l->port);
+}
+
+/*
+ * One vhost for one address of a listener. The address goes to lws as a
+ * numeric string with its family pinned (see ws_listen.c for why); the
+ * bind is tried first with a socket of our own, so a failure has its
+ * errno, and afterwards the socket lws made is found and kept.
+ */
+static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, char *errstr,
+                             size_t errstr_size)
 {
     const ws_opts_t *o = inst->o;
+    char lname[320], why[300];
+    char *ip = sk->iface;
+    listener_name(l, lname, sizeof(lname));
+    int port = l->port;
+    int rc = ws__bind_probe(&sk->addr, l->port, &port, why, sizeof(why));
+    if (rc != 0) {
+        ksock_errstr_set(errstr, errstr_size, "%s: %s", lname, why);
+        return rc;
+    }
+    l->port = port; /* port 0: every address of the listener gets the first one's port */
+    struct sockaddr *sa = (struct sockaddr *)&sk->addr.ss;
+    ws__addr_str(sa, false, ip, sizeof(sk->iface));
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    /* lws keeps the name pointer (and compares it on every new connection): heap, not stack. */
     char name[128];
-    snprintf(name, sizeof(name), "ksock-%s-%d", l->address ? l->address : "any", l->port);
-    free(l->vhost_name);
-    l->vhost_name = xstrdup(name);
-    info.vhost_name = l->vhost_name;
-    info.port = l->port;
-    info.iface = l->address && strcmp(l->address, "0.0.0.0") != 0 ? l->address : NULL;
+    snprintf(name, sizeof(name), "ksock-%s-%d", ip, port);
+    free(sk->vhost_name);
+    sk->vhost_name = xstrdup(name);
+    info.vhost_name = sk->vhost_name;
+    info.port = port;
+    info.iface = ip;
     info.protocols = inst->server_protocols;
     info.user = l;
-    info.options = 0; /* UTF-8 is checked by conn_receive */
+    /* UTF-8 is checked by conn_receive. */
+    info.options = sa->sa_family == AF_INET
+                       ? LWS_SERVER_OPTION_DISABLE_IPV6
+                       : LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
     if (o->tls_cert) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.timeout_secs = (unsigned)((o->handshake_timeout + 999) / 1000);
     info.timeout_secs_ah_idle = info.timeout_secs;
@@ -1436,14 +1624,37 @@ static int create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr
             info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
         if (o->tls_client_cert == 1) info.options |= LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
     }
-    l->vh = lws_create_vhost(inst->ctx, &info);
-    if (l->vh == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "cannot listen on %s:%d%s",
-                         l->address ? l->address : "0.0.0.0", l->port,
+    sk->vh = lws_create_vhost(inst->ctx, &info);
+    if (sk->vh == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "%s: cannot listen on %s port %d%s", lname, ip, port,
                          o->tls_cert ? " (or the TLS setup failed)" : " (address in use?)");
         return KSOCK_E_IO;
     }
-    if (l->port == 0) l->port = lws_get_vhost_listen_port(l->vh);
+    /*
+     * lws 4.1 returns a vhost even when it bound nothing (it retries every
+     * 30 s): only a socket listening on exactly this address counts.
+     */
+    sk->fd = ws__find_listen_fd(&sk->addr);
+    if (sk->fd < 0) {
+        ksock_errstr_set(errstr, errstr_size,
+                         "%s: libwebsockets did not bind %s port %d (set KSOCK_WS_LWS_LOG=15 "
+                         "to see why)",
+                         lname, ip, port);
+        return KSOCK_E_IO;
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    if (getsockname(sk->fd, (struct sockaddr *)&got, &gl) == 0) memcpy(&sk->addr.ss, &got, gl);
+    return 0;
+}
+
+static int create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr,
+                                 size_t errstr_size)
+{
+    for (size_t k = 0; k < l->nsocks; k++) {
+        int rc = create_sock_vhost(inst, l, &l->socks[k], errstr, errstr_size);
+        if (rc != 0) return rc;
+    }
     return 0;
 }
 
@@ -1517,7 +1728,7 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     info.user = inst;
     info.count_threads = 1;
     /* Room for the upgrade request headers of a token-carrying client. */
-    info.max_http_header_data = 8192;
+    info.max_http_header_data = WS_MAX_REQUEST_HEADERS;
     info.pt_serv_buf_size = 16384;
     info.protocols = inst->client_protocols;
     inst->ctx = lws_create_context(&info);
@@ -1597,15 +1808,21 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
     }
     if (lc.rc != 0) return lc.rc;
     inst->listening = true;
+    /* What the kernel bound (getsockname), not what the config said. */
     for (size_t i = 0; i < inst->nlisteners; i++) {
         ws_listener_t *l = &inst->listeners[i];
-        ksock_kv_t kv[] = {KSOCK_KV_STR("address", l->address ? l->address : "0.0.0.0"),
-                           KSOCK_KV_I64("port", l->port),
-                           KSOCK_KV_STR("path", l->path ? l->path : "/"),
-                           KSOCK_KV_BOOL("tls", inst->o->tls_cert != NULL)};
-        ksock_log(inst->rt, KSOCK_LOG_INFO, inst->component, kv, 4, "listening on %s://%s:%d%s",
-                  inst->o->tls_cert ? "wss" : "ws", l->address ? l->address : "0.0.0.0", l->port,
-                  l->path ? l->path : "/");
+        for (size_t k = 0; k < l->nsocks; k++) {
+            char hp[INET6_ADDRSTRLEN + 10], ip[INET6_ADDRSTRLEN];
+            const struct sockaddr *sa = (const struct sockaddr *)&l->socks[k].addr.ss;
+            ws__addr_str(sa, true, hp, sizeof(hp));
+            ws__addr_str(sa, false, ip, sizeof(ip));
+            ksock_kv_t kv[] = {KSOCK_KV_STR("address", ip), KSOCK_KV_I64("port", l->port),
+                               KSOCK_KV_STR("path", l->path ? l->path : "/"),
+                               KSOCK_KV_BOOL("tls", inst->o->tls_cert != NULL),
+                               KSOCK_KV_STR("configured", l->address ? l->address : "0.0.0.0")};
+            ksock_log(inst->rt, KSOCK_LOG_INFO, inst->component, kv, 5, "listening on %s://%s%s",
+                      inst->o->tls_cert ? "wss" : "ws", hp, l->path ? l->path : "/");
+        }
     }
     return thread_start(inst, errstr, errstr_size);
 }
@@ -1799,9 +2016,12 @@ static void inst_unref(ws_inst_t *inst)
         e = next;
     }
     for (size_t i = 0; i < inst->nlisteners_alloc; i++) {
-        free(inst->listeners[i].address);
-        free(inst->listeners[i].path);
-        free(inst->listeners[i].vhost_name);
+        ws_listener_t *l = &inst->listeners[i];
+        free(l->address);
+        free(l->path);
+        for (size_t k = 0; k < l->nsocks; k++)
+            free(l->socks[k].vhost_name);
+        free(l->socks);
     }
     free(inst->listeners);
     while (inst->client_vhosts) {

@@ -200,7 +200,8 @@ def subprotocol_negotiation():
 def handshake_reaches_the_core():
     need_ws()
     port = wsutil.free_port()
-    with wsutil.start_server(SERVER, port):
+    # A foreign Origin must be listed (by default only the listener's own host passes).
+    with wsutil.start_server(SERVER, port, origins=["https://app.example"]):
         async def go():
             async with websockets.connect(url(port, query="?a=1&b=two"), subprotocols=SUB,
                                           extra_headers={"X-Ksock-Token": "t0k",
