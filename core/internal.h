@@ -101,6 +101,8 @@ typedef struct ksock__backoff_opts_s {
     int64_t stable_after;
 } ksock__backoff_opts_t;
 const ksock_plugin_desc_t *ksock__backoff_entry(void);
+/* True when `p` is the built-in whose entry function is `entry`. */
+bool ksock__plugin_is(const ksock_plugin_t *p, ksock_plugin_entry_fn entry);
 
 /*
  * ksock_plugin_instance_new() with an options struct the caller filled in

@@ -29,7 +29,8 @@ struct ksock_plugin_s {
     struct ksock_plugin_s *next;
     char *file;               /* real path, or "(builtin)" */
     void *handle;             /* dlopen handle; NULL for built-ins */
-    ksock_plugin_desc_t desc; /* host-sized copy */
+    ksock_plugin_desc_t desc; /* host-sized copy; desc.vtable points at `vtable` */
+    void *vtable;             /* host-sized copy of the plugin's vtable, defaults filled in */
     unsigned instances;
 };
 
@@ -93,20 +94,18 @@ static bool valid_name(const char *s)
     return true;
 }
 
-/* The functions every instance of a kind needs; optional ones may be NULL. */
+/*
+ * The functions a plugin of each kind must provide (docs/plugins.md, "What
+ * each kind must provide"). Everything else is optional: the loader's copy
+ * of the vtable gets a default for it (vtable_copy) or leaves it NULL.
+ */
 static const char *missing_function(uint32_t kind, const void *vt)
 {
-    const ksock_vtable_head_t *h = vt;
-    if (h->create == NULL) return "create";
-    if (h->destroy == NULL) return "destroy";
     switch (kind) {
     case KSOCK_PLUGIN_LOGSINK:
         return ((const ksock_logsink_vtable_t *)vt)->write ? NULL : "write";
     case KSOCK_PLUGIN_SERIALIZER: {
         const ksock_serializer_vtable_t *s = vt;
-        if (!s->frame_type) return "frame_type";
-        if (!s->encode_value) return "encode_value";
-        if (!s->decode_value) return "decode_value";
         if (!s->encode_envelope) return "encode_envelope";
         return s->decode_envelope ? NULL : "decode_envelope";
     }
@@ -123,6 +122,110 @@ static const char *missing_function(uint32_t kind, const void *vt)
     }
     }
     return NULL;
+}
+
+/* ---- Defaults for optional functions ---------------------------------------- */
+
+static int default_create(const ksock_plugin_ctx_t *ctx, const void *options, void **inst,
+                          char *errstr, size_t errstr_size)
+{
+    (void)ctx, (void)options, (void)errstr, (void)errstr_size;
+    *inst = NULL; /* a stateless plugin */
+    return 0;
+}
+
+static void default_destroy(void *inst)
+{
+    (void)inst;
+}
+
+static ksock_frame_type_t default_frame_type(void *inst)
+{
+    (void)inst;
+    return KSOCK_FRAME_BINARY;
+}
+
+static int default_encode_value(void *inst, const ksock_value_t *v, ksock_buf_t *out, char *errstr,
+                                size_t errstr_size)
+{
+    (void)inst, (void)v, (void)out;
+    ksock_errstr_set(errstr, errstr_size, "this serializer encodes envelopes only");
+    return KSOCK_E_UNSUPPORTED;
+}
+
+static int default_decode_value(void *inst, const void *data, size_t len,
+                                const ksock_value_limits_t *lim, ksock_value_t **out, char *errstr,
+                                size_t errstr_size)
+{
+    (void)inst, (void)data, (void)len, (void)lim;
+    *out = NULL;
+    ksock_errstr_set(errstr, errstr_size, "this serializer decodes envelopes only");
+    return KSOCK_E_UNSUPPORTED;
+}
+
+static int default_generate_token(void *inst, const ksock_value_t *user, char **token, char *errstr,
+                                  size_t errstr_size)
+{
+    (void)inst, (void)user;
+    *token = NULL;
+    ksock_errstr_set(errstr, errstr_size, "this authenticator does not issue tokens");
+    return KSOCK_E_UNSUPPORTED;
+}
+
+static int default_validate_token(void *inst, const char *token, ksock_value_t **user, char *errstr,
+                                  size_t errstr_size)
+{
+    (void)inst, (void)token;
+    *user = NULL;
+    ksock_errstr_set(errstr, errstr_size, "this authenticator does not validate tokens");
+    return KSOCK_E_UNSUPPORTED;
+}
+
+static size_t vtable_host_size(uint32_t kind)
+{
+    switch (kind) {
+    case KSOCK_PLUGIN_TRANSPORT:
+        return sizeof(ksock_transport_vtable_t);
+    case KSOCK_PLUGIN_SERIALIZER:
+        return sizeof(ksock_serializer_vtable_t);
+    case KSOCK_PLUGIN_RECONNECT:
+        return sizeof(ksock_reconnect_vtable_t);
+    case KSOCK_PLUGIN_AUTH:
+        return sizeof(ksock_auth_vtable_t);
+    case KSOCK_PLUGIN_LOGSINK:
+        return sizeof(ksock_logsink_vtable_t);
+    }
+    return 0;
+}
+
+/*
+ * The host's copy of a checked vtable: this host's size, members the plugin
+ * did not have (an older minor's shorter vtable) NULL, and the optional
+ * functions a plugin left NULL given their defaults, so the core calls
+ * create, destroy, a serializer's four functions and an authenticator's
+ * token functions without checking.
+ * `size` keeps the plugin's own value. NULL on ENOMEM.
+ */
+static void *vtable_copy(uint32_t kind, const void *vt)
+{
+    size_t host = vtable_host_size(kind), vsize = *(const size_t *)vt;
+    void *c = calloc(1, host);
+    if (c == NULL) return NULL;
+    memcpy(c, vt, vsize < host ? vsize : host);
+    ksock_vtable_head_t *h = c;
+    if (h->create == NULL) h->create = default_create;
+    if (h->destroy == NULL) h->destroy = default_destroy;
+    if (kind == KSOCK_PLUGIN_SERIALIZER) {
+        ksock_serializer_vtable_t *s = c;
+        if (s->frame_type == NULL) s->frame_type = default_frame_type;
+        if (s->encode_value == NULL) s->encode_value = default_encode_value;
+        if (s->decode_value == NULL) s->decode_value = default_decode_value;
+    } else if (kind == KSOCK_PLUGIN_AUTH) {
+        ksock_auth_vtable_t *a = c;
+        if (a->generate_token == NULL) a->generate_token = default_generate_token;
+        if (a->validate_token == NULL) a->validate_token = default_validate_token;
+    }
+    return c;
 }
 
 /*
@@ -239,6 +342,12 @@ static int add_plugin(ksock_runtime_t *rt, const ksock_plugin_desc_t *d, const c
     }
     size_t n = d->struct_size < sizeof(p->desc) ? d->struct_size : sizeof(p->desc);
     memcpy(&p->desc, d, n);
+    if ((p->vtable = vtable_copy(d->kind, d->vtable)) == NULL) {
+        free(p);
+        rc = KSOCK_E_NOMEM;
+        goto fail;
+    }
+    p->desc.vtable = p->vtable;
     p->file = ksock__strdup(file);
     p->handle = handle;
     p->next = rt->plugins;
@@ -384,6 +493,12 @@ int ksock_plugin_find(ksock_runtime_t *rt, ksock_plugin_kind_t kind, const char 
     ksock_buf_free(&f.looked);
     if (f.rc == 0) *out = f.found;
     return f.rc;
+}
+
+bool ksock__plugin_is(const ksock_plugin_t *p, ksock_plugin_entry_fn entry)
+{
+    const ksock_plugin_desc_t *d = entry();
+    return p->handle == NULL && p->desc.name == d->name; /* the same descriptor, not a copy */
 }
 
 const ksock_plugin_desc_t *ksock_plugin_desc(const ksock_plugin_t *p)
@@ -582,7 +697,9 @@ void ksock__plugins_destroy(ksock_runtime_t *rt)
             /* Unloading code that live instances still point into would crash later. */
             fprintf(stderr, "ksock: plugin %s still has %u instance(s); not unloading it\n",
                     p->file, p->instances);
+            p->vtable = NULL; /* likewise its vtable: leaked on purpose */
         }
+        free(p->vtable);
         free(p->file);
         free(p);
         p = next;

@@ -168,8 +168,7 @@ static int policy_make(ksock_ws_t *ws, const ksock_reconnect_opts_t *o, char *er
     if (rc != 0) return rc;
     ksock_config_t *doc = NULL;
     ksock_plugin_instance_t *pi = NULL;
-    if (o->policy_options_json == NULL &&
-        ksock_plugin_desc(p)->vtable == ksock__backoff_entry()->vtable) {
+    if (o->policy_options_json == NULL && ksock__plugin_is(p, ksock__backoff_entry)) {
         rc = policy_make_backoff(rt, p, o, &pi, errstr, errstr_size);
     } else {
         const char *json = o->policy_options_json ? o->policy_options_json : "{}";
@@ -354,7 +353,8 @@ static void ws_lost(ksock_ws_t *ws, int code, const char *reason, int err)
         return;
     }
     const ksock_reconnect_vtable_t *pv = ws->policy->vtable;
-    if (up_ms > 0 && up_ms >= pv->stable_after_ms(ws->policy->inst)) ws->attempt = 0;
+    if (up_ms > 0 && pv->stable_after_ms && up_ms >= pv->stable_after_ms(ws->policy->inst))
+        ws->attempt = 0;
     ws->attempt++;
     ksock_disconnect_info_t info = {
         .size = sizeof(info),

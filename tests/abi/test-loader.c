@@ -870,6 +870,103 @@ TEST(builtin_plugin)
     ksock_config_free(cfg);
 }
 
+/*
+ * A serializer with only the two functions docs/plugins.md says it must
+ * have: stateless (no create/destroy), envelopes only, binary by default.
+ */
+static int env_only_encode(void *inst, const ksock_envelope_t *env, ksock_buf_t *out, char *errstr,
+                           size_t errstr_size)
+{
+    (void)inst, (void)env, (void)errstr, (void)errstr_size;
+    return ksock_buf_append(out, "E", 1);
+}
+
+static int env_only_decode(void *inst, const void *data, size_t len,
+                           const ksock_value_limits_t *lim, ksock_envelope_t *env, char *errstr,
+                           size_t errstr_size)
+{
+    (void)inst, (void)data, (void)len, (void)lim, (void)errstr, (void)errstr_size;
+    env->op = KSOCK_OP_PING;
+    return 0;
+}
+
+static const ksock_serializer_vtable_t env_only_vtable = {
+    .size = sizeof(ksock_serializer_vtable_t),
+    .encode_envelope = env_only_encode,
+    .decode_envelope = env_only_decode,
+};
+
+static const ksock_plugin_desc_t env_only_desc = {
+    KSOCK_PLUGIN_HEADER(KSOCK_PLUGIN_SERIALIZER),
+    .name = "envonly",
+    .version = "1.0.0",
+    .vtable = &env_only_vtable,
+};
+
+static const ksock_plugin_desc_t *env_only_entry(void)
+{
+    return &env_only_desc;
+}
+
+TEST(optional_functions_get_defaults)
+{
+    ksock_runtime_t *rt = rt_new();
+    char err[512] = "";
+    ksock_plugin_t *p;
+    ASSERT_OK(ksock_plugins_register_builtin(rt, env_only_entry, err, sizeof(err)));
+    ASSERT_OK(ksock_plugin_find(rt, KSOCK_PLUGIN_SERIALIZER, "envonly", &p, err, sizeof(err)));
+    ksock_plugin_instance_t *pi;
+    ASSERT_OK(ksock_plugin_instance_new(rt, p, NULL, NULL, NULL, NULL, &pi, err, sizeof(err)));
+    ASSERT_NULL(pi->inst); /* the default create: a stateless plugin */
+    const ksock_serializer_vtable_t *sv = pi->vtable;
+    ASSERT_EQ(sv->frame_type(pi->inst), KSOCK_FRAME_BINARY);
+    ksock_buf_t b = KSOCK_BUF_INIT;
+    ksock_value_t *v = ksock_value_int(1);
+    ASSERT_EQ(sv->encode_value(pi->inst, v, &b, err, sizeof(err)), KSOCK_E_UNSUPPORTED);
+    ASSERT_CONTAINS(err, "envelopes only");
+    ksock_value_t *out = v;
+    ASSERT_EQ(sv->decode_value(pi->inst, "1", 1, NULL, &out, err, sizeof(err)),
+              KSOCK_E_UNSUPPORTED);
+    ASSERT_NULL(out);
+    ksock_envelope_t e;
+    ksock_envelope_init(&e);
+    e.op = KSOCK_OP_PING;
+    ASSERT_OK(sv->encode_envelope(pi->inst, &e, &b, err, sizeof(err)));
+    ASSERT_EQ(b.len, 1);
+    ksock_buf_free(&b);
+    ksock_value_unref(v);
+    ksock_plugin_instance_free(pi); /* the default destroy */
+    ksock_runtime_destroy(rt);
+}
+
+/* A serializer still must encode and decode envelopes. */
+static const ksock_serializer_vtable_t no_decode_vtable = {
+    .size = sizeof(ksock_serializer_vtable_t),
+    .encode_envelope = env_only_encode,
+};
+
+static const ksock_plugin_desc_t no_decode_desc = {
+    KSOCK_PLUGIN_HEADER(KSOCK_PLUGIN_SERIALIZER),
+    .name = "nodecode",
+    .version = "1.0.0",
+    .vtable = &no_decode_vtable,
+};
+
+static const ksock_plugin_desc_t *no_decode_entry(void)
+{
+    return &no_decode_desc;
+}
+
+TEST(serializer_without_decode_envelope_is_refused)
+{
+    ksock_runtime_t *rt = rt_new();
+    char err[512] = "";
+    ASSERT_EQ(ksock_plugins_register_builtin(rt, no_decode_entry, err, sizeof(err)),
+              KSOCK_E_PLUGIN);
+    ASSERT_CONTAINS(err, "serializer \"nodecode\" lacks the required function decode_envelope");
+    ksock_runtime_destroy(rt);
+}
+
 /* ---- ksockd refuses every bad fixture ------------------------------------------------ */
 
 static void check_ksockd_refusal(const char *name)
@@ -1296,6 +1393,8 @@ static const test_entry_t tests[] = {
     TEST_ENTRY(sink_may_log_from_its_callbacks),
     TEST_ENTRY(teardown_with_pending_drop_reports),
     TEST_ENTRY(builtin_plugin),
+    TEST_ENTRY(optional_functions_get_defaults),
+    TEST_ENTRY(serializer_without_decode_envelope_is_refused),
     TEST_ENTRY(ksockd_refuses_notelf),
     TEST_ENTRY(ksockd_refuses_no_entry),
     TEST_ENTRY(ksockd_refuses_null_desc),
