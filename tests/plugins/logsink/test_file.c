@@ -309,6 +309,23 @@ TEST(file_unopenable_is_directory)
     ASSERT_CONTAINS(err, "Is a directory");
 }
 
+/* A FIFO nobody reads: refused at once instead of blocking start-up in open(). */
+TEST(file_fifo_without_reader_refused)
+{
+    lt_tmpdir();
+    const char *p = lt_path("fifo");
+    ASSERT_OK(mkfifo(p, 0600));
+    alarm(10); /* the old open() blocked forever: fail the test instead */
+    char err[1024] = "";
+    ksock_runtime_t *rt = NULL;
+    int rc = lt_try_runtime(
+        lt_fmt("{\"log\":{\"sinks\":[%s]}}", file_sink("f", p, "info", "text", NULL)), &rt, err,
+        sizeof(err));
+    alarm(0);
+    ASSERT_EQ(rc, KSOCK_E_IO);
+    ASSERT_CONTAINS(err, lt_fmt("\"%s\": a FIFO with no reader", p));
+}
+
 TEST(file_options_refused)
 {
     lt_tmpdir();
@@ -469,5 +486,6 @@ TEST_LIST(TEST_ENTRY(file_text_and_json_contents), TEST_ENTRY(file_hostile_value
           TEST_ENTRY(file_buffer_full_and_error_level), TEST_ENTRY(file_unbuffered),
           TEST_ENTRY(file_reopen_after_rename), TEST_ENTRY(file_reopen_failure_keeps_writing),
           TEST_ENTRY(file_unopenable_missing_dir), TEST_ENTRY(file_unopenable_is_directory),
-          TEST_ENTRY(file_options_refused), TEST_ENTRY(file_mode), TEST_ENTRY(file_appends),
-          TEST_ENTRY(file_write_errors_counted), TEST_ENTRY(file_threads))
+          TEST_ENTRY(file_fifo_without_reader_refused), TEST_ENTRY(file_options_refused),
+          TEST_ENTRY(file_mode), TEST_ENTRY(file_appends), TEST_ENTRY(file_write_errors_counted),
+          TEST_ENTRY(file_threads))
