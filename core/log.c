@@ -80,39 +80,85 @@ static void format_time(int64_t ns, char out[32])
     snprintf(out, 32, "%.19s.%06uZ", cached, (unsigned)((ns % 1000000000) / 1000) % 1000000u);
 }
 
-/* JSON string body: escapes quotes, backslashes and control characters. */
-static int json_escape(ksock_buf_t *out, const char *s, size_t n)
+/*
+ * The one escaping routine behind every sink (they all format through
+ * ksock_log_record_format): values come from clients (close reasons, topics,
+ * ids), and a hostile one must neither drive the terminal that tails the log
+ * (ESC [2J), nor split a record into two lines, nor make a JSON line stop
+ * being JSON. So C0 controls, DEL, C1 controls and every byte that is not
+ * part of well-formed UTF-8 are escaped:
+ *   json: \" \\ \n \r \t \u00XX; invalid UTF-8 becomes \ufffd
+ *   text: \\ \n \r \t \xNN (and \" inside a quoted value); C1 as \u0080..\u009f
+ * The output is valid UTF-8 without raw control bytes whatever the input.
+ */
+typedef enum { ESC_JSON, ESC_TEXT, ESC_TEXT_QUOTED } esc_mode_t;
+
+/* Length of the well-formed UTF-8 sequence at s[0] (lead byte >= 0x80), or 0. */
+static size_t utf8_len_at(const char *s, size_t avail)
+{
+    unsigned char c = (unsigned char)s[0];
+    size_t want = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    size_t bad = 0;
+    if (avail > want) avail = want;
+    /* The check walks whole sequences: failing past offset 0 means the first one was fine. */
+    if (ksock_utf8_check(s, avail, &bad) || bad > 0) return want;
+    return 0;
+}
+
+static int append_escape(ksock_buf_t *out, unsigned char c, esc_mode_t mode, bool invalid)
 {
     static const char hex[] = "0123456789abcdef";
-    if (ksock_buf_reserve(out, n + 2) != 0) return KSOCK_E_NOMEM;
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        if (i > run && ksock_buf_append(out, s + run, i - run) != 0) return KSOCK_E_NOMEM;
+    bool json = mode == ESC_JSON;
+    if (invalid)
+        return json ? ksock_buf_append(out, "\\ufffd", 6)
+                    : ksock_buf_appendf(out, "\\x%c%c", hex[c >> 4], hex[c & 15]);
+    switch (c) {
+    case '"':
+        return ksock_buf_append(out, "\\\"", 2);
+    case '\\':
+        return ksock_buf_append(out, "\\\\", 2);
+    case '\n':
+        return ksock_buf_append(out, "\\n", 2);
+    case '\t':
+        return ksock_buf_append(out, "\\t", 2);
+    case '\r':
+        return ksock_buf_append(out, "\\r", 2);
+    }
+    if (json || c >= 0x80) {
         char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        int rc;
-        switch (c) {
-        case '"':
-            rc = ksock_buf_append(out, "\\\"", 2);
-            break;
-        case '\\':
-            rc = ksock_buf_append(out, "\\\\", 2);
-            break;
-        case '\n':
-            rc = ksock_buf_append(out, "\\n", 2);
-            break;
-        case '\t':
-            rc = ksock_buf_append(out, "\\t", 2);
-            break;
-        case '\r':
-            rc = ksock_buf_append(out, "\\r", 2);
-            break;
-        default:
-            rc = ksock_buf_append(out, esc, 6);
+        return ksock_buf_append(out, esc, 6);
+    }
+    char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+    return ksock_buf_append(out, esc, 4);
+}
+
+static int log_escape(ksock_buf_t *out, const char *s, size_t n, esc_mode_t mode)
+{
+    if (ksock_buf_reserve(out, n + 2) != 0) return KSOCK_E_NOMEM;
+    size_t run = 0, i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = 1;
+        bool invalid = false;
+        if (c >= 0x80) {
+            len = utf8_len_at(s + i, n - i);
+            invalid = len == 0;
+            /* C1 controls (U+0080..U+009F, 0xC2 0x80..0x9F): 0x9B is a one-byte CSI. */
+            if (len == 2 && c == 0xC2 && (unsigned char)s[i + 1] < 0xA0)
+                c = (unsigned char)s[i + 1];
+            else if (!invalid) {
+                i += len;
+                continue;
+            }
+            if (invalid) len = 1;
+        } else if (c >= 0x20 && c != 0x7f && c != '\\' && (c != '"' || mode == ESC_TEXT)) {
+            i++;
+            continue;
         }
-        if (rc != 0) return rc;
-        run = i + 1;
+        if (i > run && ksock_buf_append(out, s + run, i - run) != 0) return KSOCK_E_NOMEM;
+        if (append_escape(out, c, mode, invalid) != 0) return KSOCK_E_NOMEM;
+        i += len;
+        run = i;
     }
     return n > run ? ksock_buf_append(out, s + run, n - run) : 0;
 }
@@ -121,17 +167,30 @@ static int append_json_string(ksock_buf_t *out, const char *s)
 {
     if (s == NULL) return ksock_buf_append(out, "null", 4);
     int rc = ksock_buf_append(out, "\"", 1);
-    if (rc == 0) rc = json_escape(out, s, strlen(s));
+    if (rc == 0) rc = log_escape(out, s, strlen(s), ESC_JSON);
     if (rc == 0) rc = ksock_buf_append(out, "\"", 1);
     return rc;
 }
 
-/* Text values are quoted only when they contain spaces, quotes or '='. */
+/* Bare unless quoting or escaping is needed to keep "key=value" one token. */
+static bool text_needs_quotes(const char *s)
+{
+    if (*s == '\0') return true;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '=' || *p == '\\' ||
+            (*p == 0xC2 && p[1] >= 0x80 && p[1] < 0xA0))
+            return true;
+    return !ksock_utf8_check(s, strlen(s), NULL);
+}
+
 static int append_text_value(ksock_buf_t *out, const char *s)
 {
     if (s == NULL) return ksock_buf_append(out, "null", 4);
-    if (*s && strpbrk(s, " \"=\t\n") == NULL) return ksock_buf_append(out, s, strlen(s));
-    return append_json_string(out, s);
+    if (!text_needs_quotes(s)) return ksock_buf_append(out, s, strlen(s));
+    int rc = ksock_buf_append(out, "\"", 1);
+    if (rc == 0) rc = log_escape(out, s, strlen(s), ESC_TEXT_QUOTED);
+    if (rc == 0) rc = ksock_buf_append(out, "\"", 1);
+    return rc;
 }
 
 static int append_kv_value(ksock_buf_t *out, const ksock_kv_t *kv, bool json)
@@ -163,7 +222,7 @@ int ksock_log_record_format(const ksock_log_record_t *rec, ksock_log_format_t fm
                                ksock_log_level_name(rec->level));
         if (rc == 0) rc = append_json_string(out, rec->component);
         if (rc == 0) rc = ksock_buf_append(out, ",\"message\":\"", 12);
-        if (rc == 0) rc = json_escape(out, rec->message, rec->message_len);
+        if (rc == 0) rc = log_escape(out, rec->message, rec->message_len, ESC_JSON);
         if (rc == 0) rc = ksock_buf_append(out, "\"", 1);
         if (rc == 0 && rec->ncontext) {
             rc = ksock_buf_append(out, ",\"context\":{", 12);
@@ -179,19 +238,17 @@ int ksock_log_record_format(const ksock_log_record_t *rec, ksock_log_format_t fm
         return rc;
     }
     static const char *upper[] = {"DEBUG", "INFO ", "WARN ", "ERROR", "OFF  "};
-    rc = ksock_buf_appendf(out, "%s %s %s: ", ts,
-                           (unsigned)rec->level <= KSOCK_LOG_OFF ? upper[rec->level] : "?    ",
-                           rec->component);
+    rc = ksock_buf_appendf(out, "%s %s ", ts,
+                           (unsigned)rec->level <= KSOCK_LOG_OFF ? upper[rec->level] : "?    ");
+    if (rc == 0) rc = log_escape(out, rec->component, strlen(rec->component), ESC_TEXT);
+    if (rc == 0) rc = ksock_buf_append(out, ": ", 2);
     /* A message never breaks the one-record-per-line rule. */
-    for (size_t i = 0, run = 0; rc == 0 && i <= rec->message_len; i++) {
-        if (i == rec->message_len || rec->message[i] == '\n') {
-            rc = ksock_buf_append(out, rec->message + run, i - run);
-            if (rc == 0 && i < rec->message_len) rc = ksock_buf_append(out, "\\n", 2);
-            run = i + 1;
-        }
-    }
+    if (rc == 0) rc = log_escape(out, rec->message, rec->message_len, ESC_TEXT);
     for (size_t i = 0; rc == 0 && i < rec->ncontext; i++) {
-        rc = ksock_buf_appendf(out, " %s=", rec->context[i].key);
+        rc = ksock_buf_append(out, " ", 1);
+        if (rc == 0)
+            rc = log_escape(out, rec->context[i].key, strlen(rec->context[i].key), ESC_TEXT);
+        if (rc == 0) rc = ksock_buf_append(out, "=", 1);
         if (rc == 0) rc = append_kv_value(out, &rec->context[i], false);
     }
     if (rc == 0) rc = ksock_buf_append(out, "\n", 1);
@@ -632,7 +689,7 @@ static int configure_one(ksock_runtime_t *rt, const ksock_log_options_t *opts, b
     while (*inner == ' ' || *inner == '\n' || *inner == '\t')
         inner++;
     ksock_buf_append(&b, "{\"type\":\"", 9);
-    json_escape(&b, opts->output, strlen(opts->output));
+    log_escape(&b, opts->output, strlen(opts->output), ESC_JSON);
     ksock_buf_appendf(&b, "\"%s%s", *inner == '}' ? "" : ",", inner);
     ksock__sink_t *s = NULL;
     ksock_config_t *doc;

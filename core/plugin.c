@@ -422,8 +422,33 @@ int ksock_plugin_path_add(ksock_runtime_t *rt, const char *dir)
     return 0;
 }
 
-/* The search path in order: config/API, $KSOCK_PLUGIN_PATH, the installed default. */
+/* The search path in order: config/API, $KSOCK_PLUGIN_PATH, the build tree's plugins when
+ * running uninstalled, the installed default. */
 typedef void (*dir_cb)(const char *dir, void *data);
+
+/*
+ * True when the running program is one of this build's own tools (build/tools/ksockd,
+ * build/tools/ksock), so that a first `build/tools/ksock connect` finds the plugins built
+ * next to it. The test is an exact match of the executable's directory against the build
+ * directory compiled in, never a path relative to the executable: an installed or copied
+ * binary searches nothing new.
+ */
+static bool running_from_build_tree(void)
+{
+#ifdef KSOCK_BUILD_TOOLS_DIR
+    char exe[PATH_MAX], tools[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash == NULL) return false;
+    *slash = '\0';
+    if (realpath(KSOCK_BUILD_TOOLS_DIR, tools) == NULL) return false;
+    return strcmp(exe, tools) == 0;
+#else
+    return false;
+#endif
+}
 
 static void each_dir(ksock_runtime_t *rt, dir_cb cb, void *data)
 {
@@ -436,6 +461,9 @@ static void each_dir(ksock_runtime_t *rt, dir_cb cb, void *data)
             cb(d, data);
         free(copy);
     }
+#ifdef KSOCK_BUILD_PLUGIN_DIR
+    if (running_from_build_tree()) cb(KSOCK_BUILD_PLUGIN_DIR, data);
+#endif
     cb(KSOCK_PLUGIN_DIR, data);
 }
 

@@ -7,7 +7,9 @@
  * Each line read from stdin is sent as one message: a line that parses as
  * JSON is sent as that value, any other line as a string (both through the
  * connection's serializer). "/close [CODE [REASON]]" closes, "/raw TEXT"
- * sends TEXT as a text frame untouched. End of input closes with 1000.
+ * sends TEXT as a text frame untouched. At end of input the connection stays
+ * open for --linger (default 1s; counted from the open if it comes later) so
+ * that replies to the last messages are printed, then closes with 1000.
  * Each message received is printed on stdout as one JSON line (the value
  * deserialized by the connection's serializer, re-encoded as JSON; with
  * --raw, or when it does not deserialize, the frame as a JSON string).
@@ -40,6 +42,10 @@ typedef struct cli_s {
     ksock_buf_t line;
     bool raw;
     bool closing;
+    bool opened;           /* the connection has been open at least once */
+    bool eof;              /* stdin has ended */
+    int64_t linger_ms;     /* how long to stay open after end of input */
+    ksock_timer_t *linger; /* runs from end of input (or the open after it) to the close */
     int exit_code;
     uint64_t t0;
 } cli_t;
@@ -69,6 +75,8 @@ static void usage(FILE *f)
             "  --stable-after MS    up this long resets the attempt count (default 10000)\n"
             "  --queue N            keep up to N messages while disconnected\n"
             "  --raw                print frames as received (as JSON strings)\n"
+            "  --linger DURATION    stay open this long after end of input, so that replies\n"
+            "                       are printed (default 1s; 0 closes at once)\n"
             "  --plugin-dir DIR     add DIR to the plugin search path\n"
             "  --transport JSON     transport_ws options (e.g. '{\"connect_timeout\":\"3s\"}')\n");
 }
@@ -102,6 +110,33 @@ static void event_line(const char *name, const char *extra)
     fflush(stderr);
 }
 
+/* ---- End of input ------------------------------------------------------ */
+
+static void close_now(void)
+{
+    if (cli.ws && !cli.closing && ksock_ws_close(cli.ws, 1000, NULL) == 0) cli.closing = true;
+}
+
+static void on_linger_done(ksock_timer_t *t, void *data)
+{
+    (void)t;
+    (void)data;
+    close_now();
+}
+
+/* After end of input: close once the linger time has passed on an open connection.
+ * Messages sent before the open are queued, so the time counts from the open. */
+static void linger_then_close(void)
+{
+    if (!cli.eof || cli.closing) return;
+    if (cli.linger_ms <= 0 || cli.linger == NULL) {
+        close_now();
+        return;
+    }
+    if (cli.opened && !ksock_timer_is_active(cli.linger))
+        ksock_timer_start(cli.linger, (uint64_t)cli.linger_ms, 0);
+}
+
 /* ---- Connection events -------------------------------------------------- */
 
 static void on_open(ksock_ws_t *ws)
@@ -115,6 +150,8 @@ static void on_open(ksock_ws_t *ws)
         ksock_buf_appendf(&b, "null");
     event_line("open", b.data);
     ksock_buf_free(&b);
+    cli.opened = true;
+    linger_then_close();
 }
 
 static void on_frame(ksock_ws_t *ws, ksock_frame_type_t type, const void *data, size_t len)
@@ -234,11 +271,12 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
         cli.line.len -= start;
         return;
     }
-    /* End of input: close politely and wait for on_close. */
+    /* End of input: let the replies arrive, close politely and wait for on_close. */
     event_del(cli.stdin_ev);
     if (cli.line.len) send_line(cli.line.data, cli.line.len);
     cli.line.len = 0;
-    if (cli.ws && !cli.closing && ksock_ws_close(cli.ws, 1000, NULL) == 0) cli.closing = true;
+    cli.eof = true;
+    linger_then_close();
 }
 
 static void on_signal(ksock_signal_t *s, int signum, void *data)
@@ -283,7 +321,8 @@ int main(int argc, char **argv)
         O_QUEUE,
         O_RAW,
         O_PDIR,
-        O_TRANSPORT
+        O_TRANSPORT,
+        O_LINGER
     };
     static const struct option lopts[] = {
         {"subprotocol", required_argument, NULL, O_SUB},
@@ -306,6 +345,7 @@ int main(int argc, char **argv)
         {"raw", no_argument, NULL, O_RAW},
         {"plugin-dir", required_argument, NULL, O_PDIR},
         {"transport", required_argument, NULL, O_TRANSPORT},
+        {"linger", required_argument, NULL, O_LINGER},
         {NULL, 0, NULL, 0},
     };
     ksock_ws_opts_t o;
@@ -319,6 +359,7 @@ int main(int argc, char **argv)
     const char *serializer = "json", *plugin_dir = NULL, *transport = NULL;
     cli.t0 = ksock_now_ns();
     cli.exit_code = 1;
+    cli.linger_ms = 1000;
     optind = 3;
     int c;
     while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
@@ -397,6 +438,15 @@ int main(int argc, char **argv)
         case O_TRANSPORT:
             transport = optarg;
             break;
+        case O_LINGER:
+            if (ksock_parse_duration_ms(optarg, &cli.linger_ms) != 0 || cli.linger_ms < 0) {
+                fprintf(stderr,
+                        "ksock: --linger: expected a duration such as 1s or 500ms, got "
+                        "\"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            break;
         default:
             usage(stderr);
             return 2;
@@ -433,6 +483,7 @@ int main(int argc, char **argv)
             free(owned[i]);
         return 2;
     }
+    if (cli.linger_ms > 0) ksock_timer_init(cli.rt, &cli.linger, on_linger_done, NULL);
     ksock_ws_on_open(cli.ws, on_open);
     ksock_ws_on_frame(cli.ws, on_frame);
     ksock_ws_on_close(cli.ws, on_close);
@@ -449,6 +500,7 @@ int main(int argc, char **argv)
     ksock_runtime_run(cli.rt);
 
     event_free(cli.stdin_ev);
+    if (cli.linger) ksock_timer_close(cli.linger);
     ksock_signal_close(s1);
     ksock_signal_close(s2);
     ksock_ws_manager_free(cli.mgr);

@@ -400,12 +400,18 @@ int ksock_kafka_conf_set_security(ksock_kafka_conf_t *conf,
 static int read_secret_file(ksock_runtime_t *rt, const char *key, const char *path,
                             ksock_buf_t *out, char *errstr, size_t errstr_size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: open() on a FIFO would wait for a writer forever, and a device never ends. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         ksock_errstr_set(errstr, errstr_size, "kafka: %s: cannot read \"%s\": %s", key, path,
                          strerror(errno));
         if (fd >= 0) close(fd);
+        return KSOCK_E_CONFIG;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        ksock_errstr_set(errstr, errstr_size, "kafka: %s: \"%s\" is not a regular file", key, path);
+        close(fd);
         return KSOCK_E_CONFIG;
     }
     if (st.st_mode & S_IROTH)

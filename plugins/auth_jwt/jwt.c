@@ -176,7 +176,8 @@ static void jwt_destroy(void *inst)
 static int read_file(const char *what, const char *path, unsigned char **out, size_t *out_len,
                      char *errstr, size_t errstr_size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: open() on a FIFO would wait for a writer forever; S_ISREG refuses it below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         ksock_errstr_set(errstr, errstr_size, "%s: cannot read \"%s\": %s", what, path,

@@ -86,8 +86,15 @@ typedef struct file_sink_s {
 static int file_open(const char *path, mode_t mode)
 {
     /* O_APPEND: several writers (or a process before and after a restart)
-     * never overwrite each other, and logrotate's copytruncate works. */
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, mode);
+     * never overwrite each other, and logrotate's copytruncate works.
+     * O_NONBLOCK only for the open: a FIFO with no reader fails with ENXIO
+     * instead of blocking start-up (or the loop, on SIGHUP) forever. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
+    if (fd >= 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    }
+    return fd;
 }
 
 static int parse_mode(const char *s, mode_t *out)
@@ -240,7 +247,8 @@ static int file_create(const ksock_plugin_ctx_t *ctx, const void *options, void 
     fs->fd = file_open(fs->path, mode);
     if (fs->fd < 0) {
         int e = errno;
-        ksock_errstr_set(errstr, errstr_size, "cannot open \"%s\": %s", fs->path, strerror(e));
+        ksock_errstr_set(errstr, errstr_size, "cannot open \"%s\": %s", fs->path,
+                         e == ENXIO ? "a FIFO with no reader" : strerror(e));
         file_destroy(fs);
         return KSOCK_E_IO;
     }

@@ -85,6 +85,68 @@ TEST(record_format_json)
     ksock_buf_free(&b);
 }
 
+/* Values a client controls: ESC, CR, NUL, invalid UTF-8, a lone surrogate (ED A0 80), a C1 CSI. */
+static const char hostile[] = "\x1b[2J\r\n\x00\xff\xed\xa0\x80\xc2\x9b\\\"ok \xc3\xa9";
+
+TEST(record_format_escapes_text)
+{
+    ksock_kv_t ctx[] = {KSOCK_KV_STR("why", "\x1b[31mred\xfe"), KSOCK_KV_STR("k\n", "plain")};
+    ksock_log_record_t r = {sizeof(r),
+                            1764139786123456789LL,
+                            KSOCK_LOG_INFO,
+                            "ws\x1b",
+                            hostile,
+                            sizeof(hostile) - 1,
+                            ctx,
+                            2};
+    ksock_buf_t b = KSOCK_BUF_INIT;
+    ASSERT_OK(ksock_log_record_format(&r, KSOCK_LOG_FORMAT_TEXT, &b));
+    ASSERT_STR_EQ(b.data, "2025-11-26T06:49:46.123456Z INFO  ws\\x1b: "
+                          "\\x1b[2J\\r\\n\\x00\\xff\\xed\\xa0\\x80\\u009b\\\\\"ok \xc3\xa9 "
+                          "why=\"\\x1b[31mred\\xfe\" k\\n=plain\n");
+    ksock_buf_free(&b);
+}
+
+TEST(record_format_escapes_json)
+{
+    ksock_kv_t ctx[] = {KSOCK_KV_STR("why\xff", "\x1b[31mred\xfe\x7f")};
+    ksock_log_record_t r = {
+        sizeof(r), 1764139786123456789LL, KSOCK_LOG_INFO, "ws", hostile, sizeof(hostile) - 1, ctx,
+        1};
+    ksock_buf_t b = KSOCK_BUF_INIT;
+    ASSERT_OK(ksock_log_record_format(&r, KSOCK_LOG_FORMAT_JSON, &b));
+    ASSERT_CONTAINS(b.data, "\"message\":\"\\u001b[2J\\r\\n\\u0000\\ufffd\\ufffd\\ufffd\\ufffd"
+                            "\\u009b\\\\\\\"ok \xc3\xa9\",\"context\":{\"why\\ufffd\":"
+                            "\"\\u001b[31mred\\ufffd\\u007f\"}}\n");
+    ASSERT(ksock_utf8_check(b.data, b.len, NULL));
+    char err[128];
+    yajl_val v = yajl_tree_parse(b.data, err, sizeof(err));
+    ASSERT_NOT_NULL(v);
+    yajl_tree_free(v);
+    ksock_buf_free(&b);
+}
+
+/* The built-in console sink formats through the same routine. */
+TEST(console_sink_escapes)
+{
+    ksock_runtime_t *rt = new_rt();
+    char out[64], err[256];
+    capture(1, out);
+    ksock_log_options_t a = {sizeof(a), KSOCK_LOG_DEBUG, "console", KSOCK_LOG_FORMAT_TEXT,
+                             "{\"stream\": \"stdout\"}"};
+    ASSERT_OK(ksock_log_configure(rt, &a, err, sizeof(err)));
+    ksock_kv_t kv[] = {KSOCK_KV_STR("reason", "\x1b[2J\xff")};
+    ksock_log(rt, KSOCK_LOG_WARN, "ws", kv, 1, "closed: %s%c", "bye\x1b]0;pwned\x07\n", 0);
+    ksock_runtime_destroy(rt);
+    fflush(NULL);
+    char *o = slurp(out);
+    ASSERT_EQ(count_lines(o), 1);
+    ASSERT_CONTAINS(o,
+                    " WARN  ws: closed: bye\\x1b]0;pwned\\x07\\n\\x00 reason=\"\\x1b[2J\\xff\"\n");
+    for (const char *p = o; *p; p++)
+        ASSERT(*p == '\n' || ((unsigned char)*p >= 0x20 && *p != 0x7f));
+}
+
 TEST(levels_filter_per_sink)
 {
     ksock_runtime_t *rt = new_rt();
@@ -223,6 +285,8 @@ TEST(level_names)
 }
 
 TEST_LIST(TEST_ENTRY(record_format_text), TEST_ENTRY(record_format_json),
-          TEST_ENTRY(levels_filter_per_sink), TEST_ENTRY(filtered_call_does_not_evaluate_arguments),
+          TEST_ENTRY(record_format_escapes_text), TEST_ENTRY(record_format_escapes_json),
+          TEST_ENTRY(console_sink_escapes), TEST_ENTRY(levels_filter_per_sink),
+          TEST_ENTRY(filtered_call_does_not_evaluate_arguments),
           TEST_ENTRY(logging_from_threads_keeps_lines_whole), TEST_ENTRY(config_log_section),
           TEST_ENTRY(config_errors), TEST_ENTRY(level_names))

@@ -12,6 +12,7 @@
 #include <ksock/config.h>
 #include <ksock/log.h>
 #include <ksock/runtime.h>
+#include <ksock/value.h>
 
 #include <errno.h>
 #include <ftw.h>
@@ -257,5 +258,54 @@ static inline void lt_on_error(ksock_runtime_t *rt, const ksock_error_t *err, vo
     snprintf(e->messages + used, sizeof(e->messages) - used, "%s: %s\n", err->component,
              err->message);
 }
+
+/* ---- Hostile values ------------------------------------------------------------------------ */
+
+/*
+ * What a client controls (a close reason, a topic, a header), at its worst:
+ * a terminal escape, line breaks, DEL, invalid UTF-8, a lone surrogate as
+ * bytes (ED A0 80), a C1 CSI (C2 9B), quotes and a backslash.
+ */
+#define LT_HOSTILE                                                                                 \
+    "a\x1b[2Jb\nc\rd\te\x7f"                                                                       \
+    "f\xff\xfe"                                                                                    \
+    "g\xed\xa0\x80"                                                                                \
+    "h\xc2\x9b"                                                                                    \
+    "i\"\\j"
+
+/* One record with LT_HOSTILE in the message, the component, a context key and
+ * value, a NUL in the message and, with `big`, a 100 KB hostile value. */
+static inline void lt_log_hostile(ksock_runtime_t *rt, bool big)
+{
+    static char huge[100001];
+    for (size_t i = 0; i + 1 < sizeof(huge); i++)
+        huge[i] = LT_HOSTILE[i % (sizeof(LT_HOSTILE) - 1)];
+    ksock_kv_t kv[] = {KSOCK_KV_STR("reason", LT_HOSTILE), KSOCK_KV_STR("k\x1b[1m\n\xff", "v"),
+                       KSOCK_KV_STR("big", big ? huge : "")};
+    ksock_log(rt, KSOCK_LOG_WARN, "test\x1b\n\xff", kv, 3, "reason=%s nul=%c end", LT_HOSTILE, 0);
+}
+
+/* No raw control byte but the line ends, no C1 control, and valid UTF-8. */
+static inline void lt_assert_clean(const char *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if ((c < 0x20 && c != '\n') || c == 0x7f)
+            TEST_FAIL_("raw control byte 0x%02x at %zu: %.*s", c, i, (int)(len < 300 ? len : 300),
+                       data);
+        if (c == 0xC2 && i + 1 < len && (unsigned char)data[i + 1] < 0xA0)
+            TEST_FAIL_("raw C1 control at %zu", i);
+    }
+    size_t bad = 0;
+    if (!ksock_utf8_check(data, len, &bad)) TEST_FAIL_("invalid UTF-8 at offset %zu", bad);
+}
+
+/* The message of lt_log_hostile's record as a JSON parser returns it (up to the NUL). */
+#define LT_HOSTILE_JSON                                                                            \
+    "a\x1b[2Jb\nc\rd\te\x7f"                                                                       \
+    "f\xef\xbf\xbd\xef\xbf\xbd"                                                                    \
+    "g\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"                                                        \
+    "h\xc2\x9b"                                                                                    \
+    "i\"\\j"
 
 #endif

@@ -78,6 +78,54 @@ TEST(file_text_and_json_contents)
     free(j);
 }
 
+/* Whole file, checking that its length is what strlen sees (no raw NUL). */
+static char *read_exact(const char *path)
+{
+    struct stat st;
+    ASSERT_OK(stat(path, &st));
+    char *d = lt_read_file(path);
+    ASSERT_EQ(strlen(d), (size_t)st.st_size);
+    return d;
+}
+
+/* Client-controlled bytes reach a log file escaped, in both formats (docs/logging.md). */
+TEST(file_hostile_values_escaped)
+{
+    lt_tmpdir();
+    const char *txt = lt_path("h.log"), *js = lt_path("h.json");
+    char cfg[4096];
+    snprintf(cfg, sizeof(cfg), "{\"log\":{\"sinks\":[%s,",
+             file_sink("t", txt, "debug", "text", NULL));
+    snprintf(cfg + strlen(cfg), sizeof(cfg) - strlen(cfg), "%s]}}",
+             file_sink("j", js, "debug", "json", NULL));
+    ksock_runtime_t *rt = lt_runtime(cfg);
+    lt_log_hostile(rt, true);
+    ksock_runtime_destroy(rt);
+
+    char *t = read_exact(txt);
+    lt_assert_clean(t, strlen(t));
+    ASSERT_EQ(lt_count(t, "\n"), 1); /* one record, one line */
+    ASSERT_NOT_NULL(strstr(t, " WARN  test\\x1b\\n\\xff: reason=a\\x1b[2Jb\\nc\\rd\\te\\x7f"
+                              "f\\xff\\xfeg\\xed\\xa0\\x80h\\u009bi\"\\\\j nul=\\x00 end "
+                              "reason=\"a\\x1b[2Jb\\nc\\rd\\te\\x7ff\\xff\\xfeg\\xed\\xa0\\x80"
+                              "h\\u009bi\\\"\\\\j\" k\\x1b[1m\\n\\xff=v big=\"a\\x1b[2J"));
+    free(t);
+
+    char *j = read_exact(js);
+    lt_assert_clean(j, strlen(j));
+    ASSERT_EQ(lt_count(j, "\n"), 1);
+    yajl_val v = lt_json(j);
+    ASSERT_STR_EQ(lt_jstr(v, "component", NULL), "test\x1b\n\xef\xbf\xbd");
+    ASSERT_STR_EQ(lt_jstr(v, "message", NULL), "reason=" LT_HOSTILE_JSON " nul="); /* ends at NUL */
+    ASSERT_STR_EQ(lt_jstr(v, "context", "reason"), LT_HOSTILE_JSON);
+    ASSERT_STR_EQ(lt_jstr(v, "context", "k\x1b[1m\n\xef\xbf\xbd"), "v");
+    const char *big = lt_jstr(v, "context", "big");
+    ASSERT_NOT_NULL(big);
+    ASSERT_EQ(strncmp(big, LT_HOSTILE_JSON, strlen(LT_HOSTILE_JSON)), 0);
+    yajl_tree_free(v);
+    free(j);
+}
+
 TEST(file_level_per_sink)
 {
     lt_tmpdir();
@@ -261,6 +309,23 @@ TEST(file_unopenable_is_directory)
     ASSERT_CONTAINS(err, "Is a directory");
 }
 
+/* A FIFO nobody reads: refused at once instead of blocking start-up in open(). */
+TEST(file_fifo_without_reader_refused)
+{
+    lt_tmpdir();
+    const char *p = lt_path("fifo");
+    ASSERT_OK(mkfifo(p, 0600));
+    alarm(10); /* the old open() blocked forever: fail the test instead */
+    char err[1024] = "";
+    ksock_runtime_t *rt = NULL;
+    int rc = lt_try_runtime(
+        lt_fmt("{\"log\":{\"sinks\":[%s]}}", file_sink("f", p, "info", "text", NULL)), &rt, err,
+        sizeof(err));
+    alarm(0);
+    ASSERT_EQ(rc, KSOCK_E_IO);
+    ASSERT_CONTAINS(err, lt_fmt("\"%s\": a FIFO with no reader", p));
+}
+
 TEST(file_options_refused)
 {
     lt_tmpdir();
@@ -416,10 +481,11 @@ TEST(file_threads)
     free(c);
 }
 
-TEST_LIST(TEST_ENTRY(file_text_and_json_contents), TEST_ENTRY(file_level_per_sink),
-          TEST_ENTRY(file_flush_timer), TEST_ENTRY(file_buffer_full_and_error_level),
-          TEST_ENTRY(file_unbuffered), TEST_ENTRY(file_reopen_after_rename),
-          TEST_ENTRY(file_reopen_failure_keeps_writing), TEST_ENTRY(file_unopenable_missing_dir),
-          TEST_ENTRY(file_unopenable_is_directory), TEST_ENTRY(file_options_refused),
+TEST_LIST(TEST_ENTRY(file_text_and_json_contents), TEST_ENTRY(file_hostile_values_escaped),
+          TEST_ENTRY(file_level_per_sink), TEST_ENTRY(file_flush_timer),
+          TEST_ENTRY(file_buffer_full_and_error_level), TEST_ENTRY(file_unbuffered),
+          TEST_ENTRY(file_reopen_after_rename), TEST_ENTRY(file_reopen_failure_keeps_writing),
+          TEST_ENTRY(file_unopenable_missing_dir), TEST_ENTRY(file_unopenable_is_directory),
+          TEST_ENTRY(file_fifo_without_reader_refused), TEST_ENTRY(file_options_refused),
           TEST_ENTRY(file_mode), TEST_ENTRY(file_appends), TEST_ENTRY(file_write_errors_counted),
           TEST_ENTRY(file_threads))

@@ -318,6 +318,40 @@ TEST(http_delivers_ndjson_batches)
     ksock_runtime_destroy(rt);
 }
 
+static bool have_hostile_line(void *arg)
+{
+    collector_t *c = arg;
+    pthread_mutex_lock(&c->lock);
+    bool found = false;
+    for (size_t i = 0; i < c->nlines && !found; i++)
+        found = strstr(c->lines[i], "nul=") != NULL;
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+/* Client-controlled bytes reach the collector as valid JSON (docs/logging.md). */
+TEST(http_hostile_values_escaped)
+{
+    collector_t c = {0};
+    ksock_runtime_t *rt = rt_with_collector(&c, 0, "\"flush_interval\":\"50ms\"", true);
+    lt_log_hostile(rt, true);
+    ASSERT(lt_run_until(rt, have_hostile_line, &c, 5000));
+    pthread_mutex_lock(&c.lock);
+    const char *body = c.req_body[c.nreq - 1];
+    lt_assert_clean(body, strlen(body));
+    const char *line = NULL;
+    for (size_t i = 0; i < c.nlines; i++)
+        if (strstr(c.lines[i], "nul=")) line = c.lines[i];
+    yajl_val v = lt_json(line);
+    pthread_mutex_unlock(&c.lock);
+    ASSERT_STR_EQ(lt_jstr(v, "context", "reason"), LT_HOSTILE_JSON);
+    ASSERT_STR_EQ(lt_jstr(v, "message", NULL), "reason=" LT_HOSTILE_JSON " nul=");
+    ASSERT_STR_EQ(lt_jstr(v, "component", NULL), "test\x1b\n\xef\xbf\xbd");
+    yajl_tree_free(v);
+    collector_free(&c);
+    ksock_runtime_destroy(rt);
+}
+
 /* A full batch is sent at once (kick), a partial one waits for the flush interval. */
 TEST(http_full_batch_kicks)
 {
@@ -634,9 +668,10 @@ TEST(http_options_refused)
     ASSERT_CONTAINS(err, "url");
 }
 
-TEST_LIST(TEST_ENTRY(http_delivers_ndjson_batches), TEST_ENTRY(http_full_batch_kicks),
-          TEST_ENTRY(http_from_threads), TEST_ENTRY(http_refused_then_up),
-          TEST_ENTRY(http_hung_collector), TEST_ENTRY(http_5xx_retried),
-          TEST_ENTRY(http_4xx_dropped), TEST_ENTRY(http_final_flush_on_destroy),
-          TEST_ENTRY(http_destroy_bounded), TEST_ENTRY(http_hostname),
-          TEST_ENTRY(http_replaced_with_kick_pending), TEST_ENTRY(http_options_refused))
+TEST_LIST(TEST_ENTRY(http_hostile_values_escaped), TEST_ENTRY(http_delivers_ndjson_batches),
+          TEST_ENTRY(http_full_batch_kicks), TEST_ENTRY(http_from_threads),
+          TEST_ENTRY(http_refused_then_up), TEST_ENTRY(http_hung_collector),
+          TEST_ENTRY(http_5xx_retried), TEST_ENTRY(http_4xx_dropped),
+          TEST_ENTRY(http_final_flush_on_destroy), TEST_ENTRY(http_destroy_bounded),
+          TEST_ENTRY(http_hostname), TEST_ENTRY(http_replaced_with_kick_pending),
+          TEST_ENTRY(http_options_refused))

@@ -218,6 +218,52 @@ TEST(syslog_truncation_utf8)
     close(fd);
 }
 
+/* Next datagram holding lt_log_hostile's record; its length must be what strlen sees. */
+static ssize_t recv_hostile(int fd, char *buf, size_t n)
+{
+    ssize_t r;
+    while ((r = recv_one(fd, buf, n)) >= 0)
+        if (strstr(buf, "nul=")) {
+            ASSERT_EQ(strlen(buf), (size_t)r); /* no raw NUL */
+            return r;
+        }
+    return -1;
+}
+
+/* Client-controlled bytes reach syslog escaped, in both formats (docs/logging.md). */
+TEST(syslog_hostile_values_escaped)
+{
+    lt_tmpdir();
+    const char *sp = lt_path("log.sock"), *sj = lt_path("json.sock");
+    int fd = bind_dgram(sp), fj = bind_dgram(sj);
+    ksock_runtime_t *rt =
+        lt_runtime(lt_fmt("{\"log\":{\"sinks\":[%s,%s]}}", syslog_sink("s", sp, NULL),
+                          syslog_sink("j", sj, "\"format\":\"json\"")));
+    lt_log_hostile(rt, false);
+    char buf[8192], want[64];
+    ssize_t n = recv_hostile(fd, buf, sizeof(buf));
+    ASSERT_GT(n, 0);
+    lt_assert_clean(buf, (size_t)n);
+    ASSERT_EQ(lt_count(buf, "\n"), 0);
+    snprintf(want, sizeof(want), "ksockd[%ld]: ", (long)getpid());
+    const char *rest = strstr(check_header(buf, 3 * 8 + 4), want);
+    ASSERT_NOT_NULL(rest);
+    ASSERT_EQ(strncmp(rest + strlen(want), "test\\x1b\\n\\xff: reason=a\\x1b[2Jb\\nc\\rd", 38), 0);
+
+    n = recv_hostile(fj, buf, sizeof(buf));
+    ASSERT_GT(n, 0);
+    lt_assert_clean(buf, (size_t)n);
+    rest = strstr(buf, want);
+    ASSERT_NOT_NULL(rest);
+    yajl_val v = lt_json(rest + strlen(want));
+    ASSERT_STR_EQ(lt_jstr(v, "context", "reason"), LT_HOSTILE_JSON);
+    ASSERT_STR_EQ(lt_jstr(v, "message", NULL), "reason=" LT_HOSTILE_JSON " nul=");
+    yajl_tree_free(v);
+    ksock_runtime_destroy(rt);
+    close(fd);
+    close(fj);
+}
+
 /* No process-global state: two instances, two idents, two facilities. */
 TEST(syslog_two_instances)
 {
@@ -258,7 +304,7 @@ TEST(syslog_options_refused)
     ASSERT_CONTAINS(err, "facility");
 }
 
-TEST_LIST(TEST_ENTRY(syslog_rfc3164_text), TEST_ENTRY(syslog_json_and_default_facility),
-          TEST_ENTRY(syslog_no_socket), TEST_ENTRY(syslog_daemon_restart),
-          TEST_ENTRY(syslog_truncation_utf8), TEST_ENTRY(syslog_two_instances),
-          TEST_ENTRY(syslog_options_refused))
+TEST_LIST(TEST_ENTRY(syslog_hostile_values_escaped), TEST_ENTRY(syslog_rfc3164_text),
+          TEST_ENTRY(syslog_json_and_default_facility), TEST_ENTRY(syslog_no_socket),
+          TEST_ENTRY(syslog_daemon_restart), TEST_ENTRY(syslog_truncation_utf8),
+          TEST_ENTRY(syslog_two_instances), TEST_ENTRY(syslog_options_refused))
