@@ -417,7 +417,8 @@ static int offset_int(env_reader_t *r, int64_t v)
 
 static int offset_close(env_reader_t *r)
 {
-    if (r->sub_seen != (O_PARTITION | O_OFFSET)) proto_rule(r, "offsets entry needs partition and offset");
+    if (r->sub_seen != (O_PARTITION | O_OFFSET))
+        proto_rule(r, "offsets entry needs partition and offset");
     r->noffs++;
     r->state = S_OFFSETS;
     return 1;

@@ -31,8 +31,9 @@ typedef struct mp_reader_s {
     const unsigned char *base, *p, *end;
     const ksock_value_limits_t *lim;
     uint32_t max_depth;
-    ksock_decode_err_t err;   /* the first error */
-    ksock_decode_err_t proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
+    ksock_decode_err_t err; /* the first error */
+    ksock_decode_err_t
+        proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
 } mp_reader_t;
 
 void mp_reader_init(mp_reader_t *r, const void *data, size_t len, const ksock_value_limits_t *lim);

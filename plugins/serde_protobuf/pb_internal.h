@@ -38,8 +38,9 @@ typedef struct pb_reader_s {
     const ksock_value_limits_t *lim;
     uint32_t max_depth;
     bool ignore_unknown;
-    ksock_decode_err_t err;   /* the first error */
-    ksock_decode_err_t proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
+    ksock_decode_err_t err; /* the first error */
+    ksock_decode_err_t
+        proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
 } pb_reader_t;
 
 /* One field as read from the wire, already checked against its descriptor. */
