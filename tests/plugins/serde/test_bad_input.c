@@ -542,6 +542,63 @@ TEST(protobuf_bad_envelopes)
     ST_LEAK_CHECK();
 }
 
+/* True when `m` can go into a reply or a log line as is: valid UTF-8, no C0, DEL or C1 control. */
+static int printable(const char *m)
+{
+    if (!ksock_utf8_check(m, strlen(m), NULL)) return 0;
+    for (const unsigned char *p = (const unsigned char *)m; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)) return 0;
+    return 1;
+}
+
+/*
+ * Values: a duplicate map key made of control characters, a C1 control and a
+ * backslash. The message quotes the key escaped, never as it came.
+ */
+TEST(hostile_keys_are_escaped_in_value_messages)
+{
+    ksock_runtime_t *rt = st_runtime();
+    static const struct {
+        const char *fmt;
+        const char *data;
+        size_t len;
+    } cases[] = {
+        {"json", B("{\"\\u001b[2J\\u0085\\\\\":1,\"\\u001b[2J\\u0085\\\\\":2}")},
+        {"msgpack", B("\x82\xa7\x1b[2J\xc2\x85\\\x01\xa7\x1b[2J\xc2\x85\\\x02")},
+        /* Map{entries: {key, Value{null}} twice}, key "\x1b[2J\xc2\x85\\" */
+        {"protobuf", B("\x42\x1e"
+                       "\x0a\x0d\x0a\x07\x1b[2J\xc2\x85\\\x12\x02\x08\x00"
+                       "\x0a\x0d\x0a\x07\x1b[2J\xc2\x85\\\x12\x02\x08\x00")},
+    };
+    for (size_t i = 0; i < NCASES(cases); i++) {
+        st_ser_t s = st_open(rt, cases[i].fmt);
+        const char *err = st_decode_fails(&s, cases[i].data, cases[i].len, E_DEC);
+        printf("# %s: %s\n", cases[i].fmt, printable(err) ? err : "(not printable)");
+        ASSERT(printable(err));
+        ASSERT_CONTAINS(err, "duplicate key \"\\u001b[2J\\u0085\\\\\"");
+        st_close(&s);
+    }
+    ksock_runtime_destroy(rt);
+    ST_LEAK_CHECK();
+}
+
+/* Envelopes: a member name that is not UTF-8 (msgpack) or a lone surrogate (JSON). */
+TEST(hostile_member_names_give_printable_decode_errors)
+{
+    ksock_runtime_t *rt = st_runtime();
+    st_ser_t mp = st_open(rt, "msgpack"), js = st_open(rt, "json");
+    const char *err = st_envelope_fails(&mp, B("\x82\xa2op\xa4ping\xa2\xff\xfe\x01"), E_DEC);
+    ASSERT(printable(err));
+    ASSERT_CONTAINS(err, "unknown member \"\\xff\\xfe\"");
+    err = st_envelope_fails(&js, B("{\"op\":\"ping\",\"\\udcff\":1}"), E_DEC);
+    ASSERT(printable(err));
+    ASSERT_CONTAINS(err, "unknown member \"\\x");
+    st_close(&mp);
+    st_close(&js);
+    ksock_runtime_destroy(rt);
+    ST_LEAK_CHECK();
+}
+
 /* Every prefix of every vector in every format: an error or a value, never a crash or leak. */
 TEST(every_truncation_of_every_vector)
 {
@@ -591,4 +648,6 @@ TEST_LIST(TEST_ENTRY(json_bad_values), TEST_ENTRY(json_limits), TEST_ENTRY(json_
           TEST_ENTRY(msgpack_bad_values), TEST_ENTRY(msgpack_limits),
           TEST_ENTRY(msgpack_bad_envelopes), TEST_ENTRY(protobuf_bad_values),
           TEST_ENTRY(protobuf_limits), TEST_ENTRY(protobuf_bad_envelopes),
+          TEST_ENTRY(hostile_keys_are_escaped_in_value_messages),
+          TEST_ENTRY(hostile_member_names_give_printable_decode_errors),
           TEST_ENTRY(every_truncation_of_every_vector))
