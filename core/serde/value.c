@@ -118,10 +118,53 @@ int ksock_decode_fail(ksock_decode_err_t *e, int rc, size_t at, const char *fmt,
     return rc;
 }
 
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if the byte there starts none. */
+static size_t utf8_seq(const unsigned char *s, size_t left)
+{
+    size_t n = *s < 0x80 ? 1 : *s >= 0xF0 ? 4 : *s >= 0xE0 ? 3 : *s >= 0xC2 ? 2 : 0;
+    return n && n <= left && ksock_utf8_check(s, n, NULL) ? n : 0;
+}
+
+/*
+ * Append `s` to out[*o..cap) so that the result is valid UTF-8 without
+ * control characters whatever `s` holds (messages quote client bytes, and
+ * replies and log lines must stay valid text): C0, DEL and C1 controls
+ * become \u00XX, bytes that are not UTF-8 \xNN, a backslash \\. Stops
+ * before a piece that does not fit, so nothing is ever cut in half.
+ */
+static void printable_append(char *out, size_t cap, size_t *o, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        char esc[8];
+        size_t n = utf8_seq(p + i, len - i), plen;
+        unsigned cp = n == 2 ? ((p[i] & 0x1fu) << 6 | (p[i + 1] & 0x3fu)) : p[i];
+        if (n == 0) {
+            plen = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", p[i]);
+        } else if ((n == 1 && (cp < 0x20 || cp == 0x7f)) || (n == 2 && cp < 0xa0)) {
+            plen = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", cp);
+        } else if (n == 1 && cp == '\\') {
+            plen = (size_t)snprintf(esc, sizeof(esc), "\\\\");
+        } else {
+            memcpy(esc, p + i, n);
+            plen = n;
+        }
+        if (cap - *o <= plen) return;
+        memcpy(out + *o, esc, plen);
+        *o += plen;
+        i += n ? n : 1;
+    }
+}
+
 int ksock_decode_report(const ksock_decode_err_t *e, const char *format, char *errstr,
                         size_t errstr_size)
 {
-    ksock_errstr_set(errstr, errstr_size, "%s: offset %zu: %s", format, e->at, e->msg);
+    if (errstr == NULL || errstr_size == 0) return e->rc;
+    int n = snprintf(errstr, errstr_size, "%s: offset %zu: ", format, e->at);
+    size_t o = n < 0 ? 0 : (size_t)n;
+    if (o >= errstr_size) return e->rc; /* only the prefix fitted, and it is ours */
+    printable_append(errstr, errstr_size, &o, e->msg, strnlen(e->msg, sizeof(e->msg)));
+    errstr[o] = '\0';
     return e->rc;
 }
 

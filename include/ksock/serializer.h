@@ -142,7 +142,12 @@ typedef struct ksock_decode_err_s {
 /* Record an error unless one is recorded already; returns the first error's code. */
 KSOCK_EXTERN int ksock_decode_fail(ksock_decode_err_t *e, int rc, size_t at, const char *fmt, ...)
     KSOCK_PRINTF(4, 5);
-/* "FORMAT: offset N: message" into errstr; returns e->rc. */
+/*
+ * "FORMAT: offset N: message" into errstr; returns e->rc. The message is
+ * escaped on the way (control characters as \u00XX, bytes that are not
+ * UTF-8 as \xNN, backslash as \\), so quoting client bytes in it is safe:
+ * errstr is always valid UTF-8 without control characters.
+ */
 KSOCK_EXTERN int ksock_decode_report(const ksock_decode_err_t *e, const char *format, char *errstr,
                                      size_t errstr_size);
 
@@ -169,8 +174,16 @@ typedef struct ksock_serializer_vtable_s {
      * Decode an envelope. `env` is initialised by the caller; on success and
      * on failure the caller releases it with ksock_envelope_clear(). Fields
      * may point into `data`, which must outlive `env`. Errors:
-     * KSOCK_E_DECODE/LIMIT with the position in errstr, KSOCK_E_PROTO for a
-     * well-formed envelope that fails ksock_envelope_check().
+     * KSOCK_E_DECODE (not a well-typed envelope) or KSOCK_E_LIMIT with the
+     * position in errstr, KSOCK_E_PROTO for a well-typed envelope that
+     * breaks a rule (docs/protocol.md section 6 says which is which).
+     * errstr is printable UTF-8: client bytes in it are escaped.
+     * On failure every field is reset except id/id_len: they are set when
+     * the frame's top-level id decoded (valid UTF-8 within the limit),
+     * whatever failed before or after it, so that the error reply can
+     * carry it; valid, like a decoded id, until ksock_envelope_clear() and
+     * while `data` lives. NULL when the id is absent, bad, or after a point
+     * where the frame cannot be read further.
      */
     int (*decode_envelope)(void *inst, const void *data, size_t len,
                            const ksock_value_limits_t *lim, ksock_envelope_t *env, char *errstr,

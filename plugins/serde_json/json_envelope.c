@@ -9,6 +9,7 @@
  */
 #include "json_internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -71,6 +72,7 @@ typedef struct env_reader_s {
     const ksock_value_limits_t *lim;
     ksock_envelope_t *env;
     json_err_t err;
+    json_err_t proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
     enum state state;
     int field;     /* top-level member waiting for its value */
     uint32_t seen; /* top-level members seen, by bit */
@@ -89,6 +91,25 @@ typedef struct env_reader_s {
 } env_reader_t;
 
 #define FAIL(r, rc, ...) json_fail(&(r)->err, (r)->h, (rc), __VA_ARGS__)
+/*
+ * A well-typed value that breaks a rule of docs/protocol.md section 2:
+ * noted, and the parse goes on, so that a malformed frame is a decode
+ * error wherever its fault is (protocol.md section 6, which code when).
+ * Returns 1, what a callback returns to go on.
+ */
+static int proto_rule(env_reader_t *r, const char *fmt, ...) KSOCK_PRINTF(2, 3);
+
+static int proto_rule(env_reader_t *r, const char *fmt, ...)
+{
+    if (r->proto.rc != 0) return 1;
+    r->proto.rc = KSOCK_E_PROTO;
+    r->proto.at = yajl_get_bytes_consumed(r->h);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->proto.msg, sizeof(r->proto.msg), fmt, ap);
+    va_end(ap);
+    return 1;
+}
 
 static int nomem(env_reader_t *r)
 {
@@ -168,11 +189,11 @@ static int top_string(env_reader_t *r, const unsigned char *s, size_t len)
     switch (r->field) {
     case F_OP:
         if (ksock_op_parse(t, len, &e->op) != 0)
-            return FAIL(r, KSOCK_E_DECODE, "unknown op \"%.*s\"", (int)(len > 32 ? 32 : len), t);
+            return proto_rule(r, "unknown op \"%.*s\"", (int)(len > 32 ? 32 : len), t);
         return 1;
     case F_START:
         if (ksock_start_parse(t, len, &e->start) != 0)
-            return FAIL(r, KSOCK_E_DECODE, "unknown start \"%.*s\"", (int)(len > 32 ? 32 : len), t);
+            return proto_rule(r, "unknown start \"%.*s\"", (int)(len > 32 ? 32 : len), t);
         return 1;
     case F_ID:
         return set_text(r, &e->id, &e->id_len, s, len);
@@ -195,15 +216,16 @@ static int top_int(env_reader_t *r, int64_t v)
     ksock_envelope_t *e = r->env;
     const char *name = fields[r->field].name;
     if (r->field == F_ERROR_CODE) {
-        if (v >= 0 || v < INT32_MIN)
-            return FAIL(r, KSOCK_E_DECODE, "error_code must be a negative int32");
+        if (v < INT32_MIN) return FAIL(r, KSOCK_E_DECODE, "error_code beyond int32");
+        if (v >= 0) return proto_rule(r, "error_code must be negative");
         e->error_code = (int32_t)v;
         return 1;
     }
-    if (v < 0) return FAIL(r, KSOCK_E_DECODE, "member \"%s\" must be >= 0", name);
+    if (r->field == F_PARTITION && v > INT32_MAX)
+        return FAIL(r, KSOCK_E_DECODE, "partition beyond int32");
+    if (v < 0) return proto_rule(r, "member \"%s\" must be >= 0", name);
     switch (r->field) {
     case F_PARTITION:
-        if (v > INT32_MAX) return FAIL(r, KSOCK_E_DECODE, "partition beyond int32");
         e->partition = (int32_t)v;
         return 1;
     case F_OFFSET:
@@ -341,7 +363,7 @@ static int header_key(env_reader_t *r, const unsigned char *k, size_t len)
 static int header_close(env_reader_t *r)
 {
     if (!(r->sub_seen & H_KEY) || r->hdrs[r->nhdrs].key == NULL)
-        return FAIL(r, KSOCK_E_DECODE, "header without a key");
+        proto_rule(r, "header without a key");
     r->nhdrs++;
     r->state = S_HEADERS;
     return 1;
@@ -359,6 +381,7 @@ static int offset_open(env_reader_t *r)
         r->offs = n;
         r->capoffs = cap;
     }
+    r->offs[r->noffs] = (ksock_partition_offset_t){0, 0};
     r->sub_seen = 0;
     r->state = S_OFFSET;
     return 1;
@@ -382,8 +405,9 @@ static int offset_key(env_reader_t *r, const unsigned char *k, size_t len)
 static int offset_int(env_reader_t *r, int64_t v)
 {
     ksock_partition_offset_t *o = &r->offs[r->noffs];
-    if (v < 0 || (r->sub_field == O_PARTITION && v > INT32_MAX))
-        return FAIL(r, KSOCK_E_DECODE, "offsets entry out of range");
+    if (r->sub_field == O_PARTITION && v > INT32_MAX)
+        return FAIL(r, KSOCK_E_DECODE, "offsets entry: partition beyond int32");
+    if (v < 0) return proto_rule(r, "offsets entry: partition and offset must be >= 0");
     if (r->sub_field == O_PARTITION)
         o->partition = (int32_t)v;
     else
@@ -394,7 +418,7 @@ static int offset_int(env_reader_t *r, int64_t v)
 static int offset_close(env_reader_t *r)
 {
     if (r->sub_seen != (O_PARTITION | O_OFFSET))
-        return FAIL(r, KSOCK_E_DECODE, "offsets entry needs partition and offset");
+        proto_rule(r, "offsets entry needs partition and offset");
     r->noffs++;
     r->state = S_OFFSETS;
     return 1;
@@ -656,6 +680,113 @@ static int publish_lists(env_reader_t *r)
     return 0;
 }
 
+/* ---- The id of a frame that failed ------------------------------------------------------ */
+
+/*
+ * A failed frame's error reply echoes its id when the id itself decoded
+ * (serializer.h, decode_envelope), wherever the fault is: this second,
+ * lenient pass finds the first top-level "id" member and keeps it if it is
+ * a valid string. It stops where yajl stops, so an id after a syntax error
+ * is not found.
+ */
+typedef struct id_scan_s {
+    yajl_handle h;
+    const unsigned char *input;
+    const ksock_value_limits_t *lim;
+    ksock_envelope_t *env;
+    uint32_t depth;
+    bool want, seen;
+} id_scan_t;
+
+static int scan_other(void *ctx)
+{
+    ((id_scan_t *)ctx)->want = false;
+    return 1;
+}
+
+static int scan_bool(void *ctx, int b)
+{
+    (void)b;
+    return scan_other(ctx);
+}
+
+static int scan_number(void *ctx, const char *s, size_t len)
+{
+    (void)s;
+    (void)len;
+    return scan_other(ctx);
+}
+
+static int scan_open(void *ctx)
+{
+    id_scan_t *c = ctx;
+    c->want = false;
+    c->depth++;
+    return 1;
+}
+
+static int scan_close(void *ctx)
+{
+    ((id_scan_t *)ctx)->depth--;
+    return 1;
+}
+
+static int scan_key(void *ctx, const unsigned char *k, size_t len)
+{
+    id_scan_t *c = ctx;
+    if (c->depth != 1 || c->seen) return 1;
+    c->want = c->seen = len == 2 && memcmp(k, "id", 2) == 0;
+    return 1;
+}
+
+static int scan_string(void *ctx, const unsigned char *s, size_t len)
+{
+    id_scan_t *c = ctx;
+    if (!c->want) return 1;
+    c->want = false;
+    if (len > c->lim->max_string ||
+        json_string_problem(c->input, yajl_get_bytes_consumed(c->h), (const char *)s, len))
+        return 0;
+    char *id = ksock_envelope_alloc(c->env, len + 1);
+    if (id == NULL) return 0;
+    memcpy(id, s, len);
+    id[len] = '\0';
+    c->env->id = id;
+    c->env->id_len = len;
+    return 0; /* found: nothing more to read */
+}
+
+static const yajl_callbacks id_scan_callbacks = {
+    .yajl_null = scan_other,
+    .yajl_boolean = scan_bool,
+    .yajl_number = scan_number,
+    .yajl_string = scan_string,
+    .yajl_start_map = scan_open,
+    .yajl_map_key = scan_key,
+    .yajl_end_map = scan_close,
+    .yajl_start_array = scan_open,
+    .yajl_end_array = scan_close,
+};
+
+/* After a failure: reset every field but a valid id (found again if the decode stopped first). */
+static void keep_only_id(const void *data, size_t len, const ksock_value_limits_t *lim,
+                         ksock_envelope_t *env)
+{
+    const char *id = env->id;
+    size_t id_len = env->id_len;
+    void *arena = env->arena_;
+    ksock_envelope_init(env);
+    env->arena_ = arena;
+    env->id = id;
+    env->id_len = id_len;
+    if (id != NULL) return;
+    id_scan_t c = {.input = data, .lim = lim, .env = env};
+    c.h = json_parser(&id_scan_callbacks, &c);
+    if (c.h == NULL) return;
+    yajl_parse(c.h, data, len);
+    yajl_free(c.h);
+}
+
 int json_decode_envelope(const void *data, size_t len, const ksock_value_limits_t *lim,
                          ksock_envelope_t *env, char *errstr, size_t errstr_size)
 {
@@ -675,7 +806,8 @@ int json_decode_envelope(const void *data, size_t len, const ksock_value_limits_
     int rc = KSOCK_E_NOMEM;
     r->h = json_parser(&envelope_callbacks, r);
     if (r->h) rc = json_run(r->h, data, len, &r->err);
-    if (rc != 0 && r->h) json_report(&r->err, errstr, errstr_size);
+    if (rc == 0 && r->proto.rc != 0) rc = r->proto.rc;
+    if (rc != 0 && r->h) json_report(r->err.rc ? &r->err : &r->proto, errstr, errstr_size);
     if (rc == 0) rc = publish_lists(r);
     if (rc == 0 && (rc = ksock_envelope_check(env, errstr, errstr_size)) != 0) {
         char reason[200];
@@ -687,5 +819,6 @@ int json_decode_envelope(const void *data, size_t len, const ksock_value_limits_
     free(r->offs);
     ksock_buf_free(&r->emb);
     free(r);
+    if (rc != 0 && rc != KSOCK_E_NOMEM) keep_only_id(data, len, lim, env);
     return rc;
 }

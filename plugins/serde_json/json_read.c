@@ -61,8 +61,10 @@ int json_run(yajl_handle h, const void *data, size_t len, json_err_t *e)
 
 int json_report(const json_err_t *e, char *errstr, size_t errstr_size)
 {
-    ksock_errstr_set(errstr, errstr_size, "json: offset %zu: %s", e->at, e->msg);
-    return e->rc;
+    /* The shared report escapes the client bytes that messages quote (names, keys). */
+    ksock_decode_err_t d = {.rc = e->rc, .at = e->at};
+    snprintf(d.msg, sizeof(d.msg), "%s", e->msg);
+    return ksock_decode_report(&d, "json", errstr, errstr_size);
 }
 
 static int b64_digit(unsigned char c)

@@ -78,13 +78,13 @@ static int read_bytes(mp_reader_t *r, const mp_item_t *it, const char *name, kso
     return 0;
 }
 
-/* A non-negative integer no larger than `max`. */
+/* An integer no larger than `max` (its type's), which the protocol wants >= 0. */
 static int read_count(mp_reader_t *r, const mp_item_t *it, const char *name, int64_t max,
                       int64_t *v)
 {
     if (want(r, it, MP_INT, "an integer", name) != 0) return r->err.rc;
-    if (it->i < 0 || it->i > max)
-        return mp_fail(r, KSOCK_E_DECODE, it->at, "%s out of range", name);
+    if (it->i > max) return mp_fail(r, KSOCK_E_DECODE, it->at, "%s beyond int32", name);
+    if (it->i < 0) mp_rule(r, it->at, "%s must be >= 0", name);
     *v = it->i;
     return 0;
 }
@@ -109,7 +109,7 @@ static int read_header(mp_reader_t *r, ksock_header_t *h)
         if (f == 2 && v.kind != MP_NIL && read_bytes(r, &v, "header value", &h->value) != 0)
             return r->err.rc;
     }
-    if (!(seen & 1)) return mp_fail(r, KSOCK_E_DECODE, m.at, "header without a key");
+    if (!(seen & 1)) mp_rule(r, m.at, "header without a key");
     return 0;
 }
 
@@ -137,8 +137,7 @@ static int read_offset(mp_reader_t *r, ksock_partition_offset_t *o)
         else
             o->offset = x;
     }
-    if (seen != 3)
-        return mp_fail(r, KSOCK_E_DECODE, m.at, "offsets entry needs partition and offset");
+    if (seen != 3) mp_rule(r, m.at, "offsets entry needs partition and offset");
     return 0;
 }
 
@@ -175,9 +174,7 @@ static int read_name(mp_reader_t *r, const mp_item_t *it, int f, ksock_envelope_
     size_t n;
     if (read_text(r, it, fields[f].name, &s, &n) != 0) return r->err.rc;
     int bad = f == F_OP ? ksock_op_parse(s, n, &e->op) : ksock_start_parse(s, n, &e->start);
-    if (bad)
-        return mp_fail(r, KSOCK_E_DECODE, it->at, "unknown %s \"%.*s\"", fields[f].name,
-                       (int)(n > 32 ? 32 : n), s);
+    if (bad) mp_rule(r, it->at, "unknown %s \"%.*s\"", fields[f].name, (int)(n > 32 ? 32 : n), s);
     return 0;
 }
 
@@ -206,8 +203,9 @@ static int read_member(mp_reader_t *r, int f, const mp_item_t *v, ksock_envelope
         return read_offsets(r, v, e);
     case F_ERROR_CODE:
         if (want(r, v, MP_INT, "an integer", name) != 0) return r->err.rc;
-        if (v->i >= 0 || v->i < INT32_MIN)
-            return mp_fail(r, KSOCK_E_DECODE, v->at, "error_code must be a negative int32");
+        if (v->i < INT32_MIN || v->i > INT32_MAX)
+            return mp_fail(r, KSOCK_E_DECODE, v->at, "error_code beyond int32");
+        if (v->i >= 0) mp_rule(r, v->at, "error_code must be negative");
         e->error_code = (int32_t)v->i;
         return 0;
     }
@@ -244,21 +242,84 @@ static int read_envelope(mp_reader_t *r, ksock_envelope_t *e)
     return 0;
 }
 
+/* ---- The id of a frame that failed ------------------------------------------------------ */
+
+/* Skip the contents of container `it` (its header is read), without recursion. */
+static int skip_contents(mp_reader_t *r, const mp_item_t *it)
+{
+    size_t pending = it->kind == MP_ARRAY ? it->n : it->kind == MP_MAP ? 2 * it->n : 0;
+    mp_item_t x;
+    while (pending) {
+        if (mp_next(r, &x) != 0) return r->err.rc;
+        pending--;
+        /* mp_next checked that the input holds at least one byte per item: no overflow */
+        pending += x.kind == MP_ARRAY ? x.n : x.kind == MP_MAP ? 2 * x.n : 0;
+    }
+    return 0;
+}
+
+/*
+ * A failed frame's error reply echoes its id when the id itself decoded
+ * (serializer.h, decode_envelope): find the first top-level "id" member
+ * again, skipping whatever else the map holds, and keep it if it is a
+ * valid str. Stops at the first item that cannot be read.
+ */
+static void find_id(const void *data, size_t len, const ksock_value_limits_t *lim,
+                    ksock_envelope_t *env)
+{
+    mp_reader_t r;
+    mp_item_t m, k, v;
+    mp_reader_init(&r, data, len, lim);
+    if (mp_next(&r, &m) != 0 || m.kind != MP_MAP) return;
+    for (size_t i = 0; i < m.n; i++) {
+        if (mp_next(&r, &k) != 0) return;
+        bool is_id = k.kind == MP_STR && k.n == 2 && memcmp(k.s, "id", 2) == 0;
+        if ((!is_id && skip_contents(&r, &k) != 0) || mp_next(&r, &v) != 0) return;
+        if (is_id) {
+            if (v.kind == MP_STR && mp_check_str(&r, &v) == 0) {
+                env->id = v.s;
+                env->id_len = v.n;
+            }
+            return;
+        }
+        if (skip_contents(&r, &v) != 0) return;
+    }
+}
+
+/* After a failure: reset every field but a valid id (found again if the decode stopped first). */
+static void keep_only_id(const void *data, size_t len, const ksock_value_limits_t *lim,
+                         ksock_envelope_t *env)
+{
+    const char *id = env->id;
+    size_t id_len = env->id_len;
+    void *arena = env->arena_;
+    ksock_envelope_init(env);
+    env->arena_ = arena;
+    env->id = id;
+    env->id_len = id_len;
+    if (id == NULL) find_id(data, len, lim, env);
+}
+
 int mp_decode_envelope(const void *data, size_t len, const ksock_value_limits_t *lim,
                        ksock_envelope_t *env, char *errstr, size_t errstr_size)
 {
     mp_reader_t r;
     mp_reader_init(&r, data, len, lim);
-    if (len > lim->max_total)
+    if (len > lim->max_total) {
         mp_fail(&r, KSOCK_E_LIMIT, 0, "input of %zu bytes over the %llu limit", len,
                 (unsigned long long)lim->max_total);
-    if (r.err.rc == 0) read_envelope(&r, env);
-    if (r.err.rc != 0) return mp_report(&r, errstr, errstr_size);
-    int rc = ksock_envelope_check(env, errstr, errstr_size);
-    if (rc != 0 && errstr && errstr_size) {
+        return mp_report(&r, errstr, errstr_size);
+    }
+    read_envelope(&r, env);
+    int rc = r.err.rc ? r.err.rc : r.proto.rc;
+    if (rc != 0) {
+        ksock_decode_report(r.err.rc ? &r.err : &r.proto, "msgpack", errstr, errstr_size);
+    } else if ((rc = ksock_envelope_check(env, errstr, errstr_size)) != 0 && errstr &&
+               errstr_size) {
         char reason[200];
         snprintf(reason, sizeof(reason), "%s", errstr);
         ksock_errstr_set(errstr, errstr_size, "msgpack: %s", reason);
     }
+    if (rc != 0 && rc != KSOCK_E_NOMEM) keep_only_id(data, len, lim, env);
     return rc;
 }

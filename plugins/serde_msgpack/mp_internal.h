@@ -32,11 +32,15 @@ typedef struct mp_reader_s {
     const ksock_value_limits_t *lim;
     uint32_t max_depth;
     ksock_decode_err_t err; /* the first error */
+    ksock_decode_err_t
+        proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
 } mp_reader_t;
 
 void mp_reader_init(mp_reader_t *r, const void *data, size_t len, const ksock_value_limits_t *lim);
 /* Record the first error (at offset `at`); returns the first error's code. */
 #define mp_fail(r, ...) ksock_decode_fail(&(r)->err, __VA_ARGS__)
+/* Note a well-typed value that breaks a protocol rule; the caller goes on reading. */
+#define mp_rule(r, at, ...) ((void)ksock_decode_fail(&(r)->proto, KSOCK_E_PROTO, (at), __VA_ARGS__))
 /* Read the next item header; str/bin payloads are skipped over and checked. */
 int mp_next(mp_reader_t *r, mp_item_t *it);
 /* A str item that is valid UTF-8, or an error. */

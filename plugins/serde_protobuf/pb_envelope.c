@@ -54,8 +54,7 @@ static int read_header(pb_reader_t *r, env_ctx_t *c, const pb_field_t *f)
     c->sub_seen = 0;
     if (pb_walk(r, &ksock__v1__header__descriptor, f->p, f->p + f->len, header_field, c) != 0)
         return r->err.rc;
-    if (!(c->sub_seen & (1u << 1)))
-        return pb_fail(r, KSOCK_E_DECODE, f->at, "header without a key");
+    if (!(c->sub_seen & (1u << 1))) pb_rule(r, f->at, "header without a key");
     c->nhdrs++;
     return 0;
 }
@@ -67,7 +66,7 @@ static int offset_field(pb_reader_t *r, void *ctx, const pb_field_t *f)
     c->sub_seen |= 1u << f->fd->id;
     int rc = f->fd->id == 1 ? pb_get_int32(r, f, &o->partition) : pb_get_int64(r, f, &o->offset);
     if (rc == 0 && (o->partition < 0 || o->offset < 0))
-        return pb_fail(r, KSOCK_E_DECODE, f->at, "offsets entry out of range");
+        pb_rule(r, f->at, "offsets entry: partition and offset must be >= 0");
     return rc;
 }
 
@@ -81,7 +80,7 @@ static int read_offset(pb_reader_t *r, env_ctx_t *c, const pb_field_t *f)
                 c) != 0)
         return r->err.rc;
     if (c->sub_seen != ((1u << 1) | (1u << 2)))
-        return pb_fail(r, KSOCK_E_DECODE, f->at, "offsets entry needs partition and offset");
+        pb_rule(r, f->at, "offsets entry needs partition and offset");
     c->noffs++;
     return 0;
 }
@@ -97,7 +96,7 @@ static int read_number(pb_reader_t *r, const pb_field_t *f, ksock_envelope_t *e)
     } else {
         pb_get_int64(r, f, &v);
     }
-    if (v < 0) return pb_fail(r, KSOCK_E_DECODE, f->at, "%s must be >= 0", f->fd->name);
+    if (v < 0) pb_rule(r, f->at, "%s must be >= 0", f->fd->name);
     switch (f->fd->id) {
     case 4:
         e->partition = (int32_t)v;
@@ -157,8 +156,7 @@ static int envelope_field(pb_reader_t *r, void *ctx, const pb_field_t *f)
         return read_offset(r, c, f);
     case 13:
         if (pb_get_int32(r, f, &e->error_code) != 0) return r->err.rc;
-        if (e->error_code >= 0)
-            return pb_fail(r, KSOCK_E_DECODE, f->at, "error_code must be negative");
+        if (e->error_code >= 0) pb_rule(r, f->at, "error_code must be negative");
         return 0;
     case 14:
         e->error_message = (const char *)f->p;
@@ -189,27 +187,46 @@ static int publish_lists(env_ctx_t *c)
     return 0;
 }
 
+/* After a failure: reset every field but a valid id (found again if the decode stopped first). */
+static void keep_only_id(const void *data, size_t len, const ksock_value_limits_t *lim,
+                         ksock_envelope_t *env)
+{
+    const char *id = env->id;
+    size_t id_len = env->id_len;
+    void *arena = env->arena_;
+    ksock_envelope_init(env);
+    env->arena_ = arena;
+    env->id = id;
+    env->id_len = id_len;
+    if (id == NULL) pb_find_id(data, len, lim, &env->id, &env->id_len);
+}
+
 int pb_decode_envelope(const void *data, size_t len, const ksock_value_limits_t *lim,
                        bool ignore_unknown, ksock_envelope_t *env, char *errstr, size_t errstr_size)
 {
     pb_reader_t r;
     env_ctx_t c = {.env = env};
     pb_reader_init(&r, data, lim, ignore_unknown);
-    if (len > lim->max_total)
+    if (len > lim->max_total) {
         pb_fail(&r, KSOCK_E_LIMIT, 0, "input of %zu bytes over the %llu limit", len,
                 (unsigned long long)lim->max_total);
+        return pb_report(&r, errstr, errstr_size);
+    }
     const unsigned char *p = data ? data : (const unsigned char *)"";
-    if (r.err.rc == 0)
-        pb_walk(&r, &ksock__v1__envelope__descriptor, p, p + len, envelope_field, &c);
-    int rc = r.err.rc ? pb_report(&r, errstr, errstr_size) : publish_lists(&c);
+    pb_walk(&r, &ksock__v1__envelope__descriptor, p, p + len, envelope_field, &c);
+    int rc = r.err.rc ? r.err.rc : r.proto.rc;
+    if (rc != 0)
+        ksock_decode_report(r.err.rc ? &r.err : &r.proto, "protobuf", errstr, errstr_size);
+    else
+        rc = publish_lists(&c);
     free(c.hdrs);
     free(c.offs);
-    if (rc != 0) return rc;
-    rc = ksock_envelope_check(env, errstr, errstr_size);
-    if (rc != 0 && errstr && errstr_size) {
+    if (rc == 0 && (rc = ksock_envelope_check(env, errstr, errstr_size)) != 0 && errstr &&
+        errstr_size) {
         char reason[200];
         snprintf(reason, sizeof(reason), "%s", errstr);
         ksock_errstr_set(errstr, errstr_size, "protobuf: %s", reason);
     }
+    if (rc != 0 && rc != KSOCK_E_NOMEM) keep_only_id(data, len, lim, env);
     return rc;
 }

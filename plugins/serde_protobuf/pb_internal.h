@@ -39,6 +39,8 @@ typedef struct pb_reader_s {
     uint32_t max_depth;
     bool ignore_unknown;
     ksock_decode_err_t err; /* the first error */
+    ksock_decode_err_t
+        proto; /* the first rule broken (KSOCK_E_PROTO), reported if err stays clear */
 } pb_reader_t;
 
 /* One field as read from the wire, already checked against its descriptor. */
@@ -56,6 +58,8 @@ void pb_reader_init(pb_reader_t *r, const void *data, const ksock_value_limits_t
                     bool ignore_unknown);
 /* Record the first error (at offset `at`); returns the first error's code. */
 #define pb_fail(r, ...) ksock_decode_fail(&(r)->err, __VA_ARGS__)
+/* Note a well-typed value that breaks a protocol rule; the caller goes on reading. */
+#define pb_rule(r, at, ...) ((void)ksock_decode_fail(&(r)->proto, KSOCK_E_PROTO, (at), __VA_ARGS__))
 /* Error text "protobuf: offset N: ..." into errstr; returns r->err.rc. */
 #define pb_report(r, errstr, errstr_size)                                                          \
     ksock_decode_report(&(r)->err, "protobuf", errstr, errstr_size)
@@ -69,6 +73,14 @@ void pb_reader_init(pb_reader_t *r, const void *data, const ksock_value_limits_t
  */
 int pb_walk(pb_reader_t *r, const ProtobufCMessageDescriptor *desc, const unsigned char *p,
             const unsigned char *end, pb_field_cb cb, void *ctx);
+
+/*
+ * The first top-level field 2 (Envelope.id) of `data` if it is valid UTF-8
+ * within max_string, read leniently (other fields are only skipped), for
+ * the error reply to a frame that failed; *id stays NULL otherwise.
+ */
+void pb_find_id(const void *data, size_t len, const ksock_value_limits_t *lim, const char **id,
+                size_t *id_len);
 
 /* Typed views of a field's payload, with range checks (0 or an error). */
 int pb_get_int32(pb_reader_t *r, const pb_field_t *f, int32_t *out);

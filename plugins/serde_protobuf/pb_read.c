@@ -197,6 +197,26 @@ int pb_walk(pb_reader_t *r, const ProtobufCMessageDescriptor *desc, const unsign
     return 0;
 }
 
+void pb_find_id(const void *data, size_t len, const ksock_value_limits_t *lim, const char **id,
+                size_t *id_len)
+{
+    pb_reader_t r;
+    const unsigned char *p = data ? data : (const unsigned char *)"", *end = p + len;
+    pb_reader_init(&r, p, lim, true);
+    while (p < end) {
+        pb_field_t f = {.at = off(&r, p)};
+        uint64_t tag;
+        if (read_varint(&r, &p, end, &tag) != 0 || read_payload(&r, tag & 7, &p, end, &f) != 0)
+            return; /* groups too: read_payload refuses them */
+        if (tag >> 3 != 2) continue;
+        if ((tag & 7) == WT_LEN && f.len <= lim->max_string && ksock_utf8_check(f.p, f.len, NULL)) {
+            *id = (const char *)f.p;
+            *id_len = f.len;
+        }
+        return;
+    }
+}
+
 /* ---- Typed payloads -------------------------------------------------------------------- */
 
 int pb_get_int32(pb_reader_t *r, const pb_field_t *f, int32_t *out)

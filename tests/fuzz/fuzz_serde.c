@@ -62,6 +62,18 @@ static void fail(const char *what, const char *err)
     abort();
 }
 
+/* A decoder's message goes into replies and log lines as is: printable UTF-8 only. */
+static void check_message(const char *err)
+{
+    size_t n = strlen(err);
+    if (!ksock_utf8_check(err, n, NULL)) fail("error message is not UTF-8", "");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)err[i];
+        if (c < 0x20 || c == 0x7f || (c == 0xc2 && (unsigned char)err[i + 1] <= 0x9f))
+            fail("control character in the error message", "");
+    }
+}
+
 #if !FUZZ_ENVELOPE
 static void value_round_trip(const ksock_value_t *v)
 {
@@ -95,12 +107,21 @@ static void envelope_round_trip(const ksock_envelope_t *env)
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
-    char err[512];
+    char err[512] = "";
 #if FUZZ_ENVELOPE
     ksock_envelope_t env;
     ksock_envelope_init(&env);
-    if (vt->decode_envelope(inst, data, size, &lim, &env, err, sizeof(err)) == 0)
+    if (vt->decode_envelope(inst, data, size, &lim, &env, err, sizeof(err)) == 0) {
         envelope_round_trip(&env);
+    } else {
+        /* serializer.h: a failed decode leaves a valid id at most, nothing else */
+        check_message(err);
+        if (env.id != NULL && !ksock_utf8_check(env.id, env.id_len, NULL))
+            fail("a failed decode left an id that is not UTF-8", err);
+        if (env.op != KSOCK_OP_NONE || env.topic != NULL || env.nheaders || env.noffsets ||
+            env.key.present || env.value.present)
+            fail("a failed decode left fields besides the id", err);
+    }
     ksock_envelope_clear(&env);
 #else
     ksock_value_t *v = NULL;
@@ -109,6 +130,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         ksock_value_unref(v);
     } else if (v != NULL) {
         fail("a failed decode returned a value", err);
+    } else {
+        check_message(err);
     }
 #endif
     return 0;

@@ -462,6 +462,244 @@ ENVELOPES = [
 FORMATS = ("json", "msgpack", "protobuf")
 
 
+# ---- Bad envelopes -------------------------------------------------------------------
+#
+# Frames every decoder must refuse, each with the code docs/protocol.md section 6
+# gives it and the id the error reply echoes (null: none). A frame is written as a
+# list of members (name, node) by the generic writers below, so that one definition
+# is the same fault in every format; `formats` lists where the fault can be
+# written at all (protobuf has no member names, JSON no bin, ...).
+
+DECODE, PROTO = -19, -17
+CODE_NAMES = {DECODE: "KSOCK_E_DECODE", PROTO: "KSOCK_E_PROTO"}
+
+
+class S:
+    """A string; `raw` bytes are written as they are (not UTF-8 on purpose)."""
+
+    def __init__(self, s=None, raw=None):
+        self.raw = raw if raw is not None else s.encode("utf-8")
+
+
+class I:
+    def __init__(self, n):
+        self.n = n
+
+
+class Name:
+    """An op or start: its name in JSON and MessagePack, its number in protobuf."""
+
+    def __init__(self, name, number):
+        self.name, self.number = name, number
+
+
+class M:
+    def __init__(self, *members):
+        self.members = members
+
+
+class L:
+    def __init__(self, *items):
+        self.items = items
+
+
+class JText:
+    """JSON text written verbatim (escapes only JSON has); other formats cannot say it."""
+
+    def __init__(self, text):
+        self.text = text
+
+
+NULL = None
+
+
+def bad_j(node):
+    if node is NULL:
+        return b"null"
+    if isinstance(node, JText):
+        return node.text.encode("utf-8")
+    if isinstance(node, S):
+        if is_utf8(node.raw):
+            return j_string(node.raw.decode("utf-8")).encode("utf-8")
+        return b'"' + node.raw + b'"'
+    if isinstance(node, I):
+        return str(node.n).encode()
+    if isinstance(node, Name):
+        return j_string(node.name).encode("utf-8")
+    if isinstance(node, M):
+        return b"{" + b",".join(bad_j(k if not isinstance(k, str) else S(k)) + b":" + bad_j(v)
+                                for k, v in node.members) + b"}"
+    if isinstance(node, L):
+        return b"[" + b",".join(bad_j(x) for x in node.items) + b"]"
+    raise TypeError(node)
+
+
+def bad_mp(node):
+    if node is NULL:
+        return b"\xc0"
+    if isinstance(node, S):
+        n = len(node.raw)
+        return (bytes([0xA0 | n]) if n < 32 else b"\xd9" + bytes([n])) + node.raw
+    if isinstance(node, I):
+        return mp_int(node.n) if node.n < 1 << 63 else b"\xcf" + struct.pack(">Q", node.n)
+    if isinstance(node, Name):
+        return mp_str(node.name)
+    if isinstance(node, M):
+        return mp_count(len(node.members), 0x80, 0xDE, 0xDF) + b"".join(
+            bad_mp(k if not isinstance(k, str) else S(k)) + bad_mp(v) for k, v in node.members)
+    if isinstance(node, L):
+        return mp_count(len(node.items), 0x90, 0xDC, 0xDD) + b"".join(bad_mp(x) for x in node.items)
+    raise TypeError(node)
+
+
+# ksock.proto: member name -> (field number, type or the nested message's schema).
+PB_HEADER = {"key": (1, "string"), "value": (2, "bytes")}
+PB_OFFSET = {"partition": (1, "int32"), "offset": (2, "int64")}
+PB_ENVELOPE = {"op": (1, "enum"), "id": (2, "string"), "topic": (3, "string"),
+               "partition": (4, "int32"), "offset": (5, "int64"), "timestamp": (6, "int64"),
+               "key": (7, "bytes"), "value": (8, "bytes"), "headers": (9, PB_HEADER),
+               "start": (10, "enum"), "offsets": (11, PB_OFFSET), "start_timestamp": (12, "int64"),
+               "error_code": (13, "sint32"), "error_message": (14, "string")}
+PB_UNKNOWN = 99  # the field number of a member protobuf's schema does not have
+
+
+def bad_pb_field(num, kind, node):
+    if node is NULL:
+        return b""
+    if isinstance(node, I):
+        # sint32: 64-bit zigzag, which equals 32-bit zigzag for every int32 and leaves a
+        # value beyond int32 beyond it on the wire too
+        return pb_int(num, (node.n << 1) ^ (node.n >> 63) if kind == "sint32" else node.n)
+    if isinstance(node, Name):
+        return pb_int(num, node.number)
+    if isinstance(node, S):
+        return pb_len(num, node.raw)
+    if isinstance(node, M):
+        return pb_len(num, bad_pb(node.members, kind if isinstance(kind, dict) else {}))
+    if isinstance(node, L):
+        return b"".join(bad_pb_field(num, kind, x) for x in node.items)  # repeated
+    raise TypeError(node)
+
+
+def bad_pb(members, schema=PB_ENVELOPE):
+    out = b""
+    for name, node in members:
+        num, kind = schema.get(name, (PB_UNKNOWN, None))
+        out += bad_pb_field(num, kind, node)
+    return out
+
+
+ALL = FORMATS
+TEXT_MAPS = ("json", "msgpack")  # formats with member names and typed scalars
+
+# (name, code, id echoed or None, members or a top-level node, formats, note, extra)
+# extra: {"cut": n} drops the last n bytes, {"append": {format: bytes}} adds some.
+BAD = [
+    # -17: a well-typed envelope that breaks a rule of section 2
+    ("publish_without_topic", PROTO, "x", [("op", Name("publish", 3)), ("id", S("x")), ("value", S("v"))],
+     ALL, "the op's required field missing; the id still comes back", {}),
+    ("no_op", PROTO, "x", [("id", S("x")), ("topic", S("t"))], ALL, "", {}),
+    ("unknown_op", PROTO, "x", [("op", Name("fly", 42)), ("id", S("x"))], ALL, "", {}),
+    ("unknown_op_hostile", PROTO, None, [("op", Name("\x1b[2Jfly\u0085\u202e\x00", 4242))], ALL,
+     "control characters in the op: the message escapes them", {}),
+    ("negative_partition", PROTO, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("t")),
+                                        ("partition", I(-1))], ALL, "", {}),
+    ("negative_partition_before_id", PROTO, "late",
+     [("op", Name("publish", 3)), ("partition", I(-2)), ("topic", S("t")), ("id", S("late"))], ALL,
+     "the frame is read to its end, so an id after the fault comes back", {}),
+    ("negative_offset", PROTO, "x", [("op", Name("ack", 4)), ("id", S("x")), ("topic", S("t")),
+                                     ("partition", I(0)), ("offset", I(-5))], ALL, "", {}),
+    ("negative_timestamp", PROTO, None, [("op", Name("record", 5)), ("topic", S("t")), ("partition", I(0)),
+                                         ("offset", I(1)), ("timestamp", I(-1))], ALL, "", {}),
+    ("empty_topic", PROTO, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S(""))], ALL, "", {}),
+    ("positive_error_code", PROTO, None, [("op", Name("error", 6)), ("error_code", I(5))], ALL, "", {}),
+    ("error_without_code", PROTO, "x", [("op", Name("error", 6)), ("id", S("x"))], ALL, "", {}),
+    ("ack_without_offset", PROTO, None, [("op", Name("ack", 4)), ("topic", S("t")), ("partition", I(0))],
+     ALL, "", {}),
+    ("unknown_start", PROTO, "s", [("op", Name("subscribe", 1)), ("id", S("s")), ("topic", S("t")),
+                                   ("start", Name("soon", 7))], ALL, "", {}),
+    ("offsets_without_start_offsets", PROTO, "s",
+     [("op", Name("subscribe", 1)), ("id", S("s")), ("topic", S("t")),
+      ("offsets", L(M(("partition", I(0)), ("offset", I(1)))))], ALL, "", {}),
+    ("start_offsets_without_offsets", PROTO, "s", [("op", Name("subscribe", 1)), ("id", S("s")),
+                                                   ("topic", S("t")), ("start", Name("offsets", 2))], ALL, "", {}),
+    ("offsets_entry_negative", PROTO, "s",
+     [("op", Name("subscribe", 1)), ("id", S("s")), ("topic", S("t")), ("start", Name("offsets", 2)),
+      ("offsets", L(M(("partition", I(-1)), ("offset", I(0)))))], ALL, "", {}),
+    ("offsets_entry_incomplete", PROTO, "s",
+     [("op", Name("subscribe", 1)), ("id", S("s")), ("topic", S("t")), ("start", Name("offsets", 2)),
+      ("offsets", L(M(("partition", I(0)))))], ALL, "", {}),
+    ("start_timestamp_without_start", PROTO, None,
+     [("op", Name("subscribe", 1)), ("topic", S("t")), ("start_timestamp", I(5))], ALL, "", {}),
+    ("header_without_key", PROTO, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("t")),
+                                        ("headers", L(M(("value", S("v")))))], ALL, "", {}),
+    # -19: the frame is not a well-typed envelope of the format
+    ("truncated", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("orders"))], ALL,
+     "the last byte cut", {"cut": 1}),
+    ("trailing_bytes", DECODE, "x", [("op", Name("ping", 9)), ("id", S("x"))], ALL,
+     "protobuf: a field number 0", {"append": {"json": b" x", "msgpack": b"\xc0", "protobuf": b"\x00"}}),
+    ("not_a_map", DECODE, None, L(I(1)), TEXT_MAPS, "", {}),
+    ("empty_frame", DECODE, None, None, TEXT_MAPS,
+     "protobuf: an empty frame is an empty message, so no_op", {"cut": 0}),
+    ("topic_not_a_string", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", I(5))], ALL,
+     "protobuf: the wrong wire type", {}),
+    ("partition_not_an_integer", DECODE, "x",
+     [("op", Name("publish", 3)), ("topic", S("t")), ("partition", S("0")), ("id", S("x"))], ALL,
+     "an id after the fault still comes back", {}),
+    ("value_not_bytes", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("t")),
+                                      ("value", I(1))], ALL, "", {}),
+    ("partition_beyond_int32", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("t")),
+                                             ("partition", I(1 << 31))], ALL, "not an int32: a type fault", {}),
+    ("offset_beyond_int64", DECODE, "x", [("op", Name("ack", 4)), ("id", S("x")), ("topic", S("t")),
+                                          ("partition", I(0)), ("offset", I(1 << 63))], TEXT_MAPS,
+     "protobuf int64 has no such value", {}),
+    ("error_code_beyond_int32", DECODE, None, [("op", Name("error", 6)), ("error_code", I(-(1 << 31) - 1))],
+     ALL, "", {}),
+    ("unknown_member", DECODE, "x", [("op", Name("ping", 9)), ("id", S("x")), ("color", I(1))], ALL,
+     "protobuf: field 99", {}),
+    ("unknown_member_before_id", DECODE, "x", [("op", Name("ping", 9)), ("color", I(1)), ("id", S("x"))], ALL,
+     "", {}),
+    ("duplicate_member", DECODE, "x", [("op", Name("publish", 3)), ("topic", S("a")), ("topic", S("b")),
+                                       ("id", S("x"))], ALL, "", {}),
+    ("duplicate_id", DECODE, "a", [("op", Name("ping", 9)), ("id", S("a")), ("id", S("b"))], ALL,
+     "the first id comes back", {}),
+    ("header_not_a_map", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("t")),
+                                       ("headers", L(I(1)))], ALL, "", {}),
+    ("invalid_utf8_topic", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")),
+                                         ("topic", S(raw=b"\xff\xfe"))], ALL, "", {}),
+    ("invalid_utf8_id", DECODE, None, [("op", Name("ping", 9)), ("id", S(raw=b"\xc3\x28"))], ALL,
+     "an id that does not decode is not echoed", {}),
+    ("member_name_not_utf8", DECODE, "x", [("op", Name("ping", 9)), ("id", S("x")), (S(raw=b"\xff\xfe"), I(1))],
+     TEXT_MAPS, "the message must not copy the bytes", {}),
+    ("member_name_lone_surrogate", DECODE, "x",
+     [("op", Name("ping", 9)), ("id", S("x")), (JText('"\\udcff"'), I(1))], ("json",),
+     "yajl turns it into bytes that are not UTF-8", {}),
+    ("member_name_control_chars", DECODE, "x",
+     [("op", Name("ping", 9)), ("id", S("x")), (S("\x1b[2J\x07"), I(1))], TEXT_MAPS, "", {}),
+    ("bad_base64", DECODE, "x", [("op", Name("publish", 3)), ("id", S("x")), ("topic", S("t")),
+                                 ("value_b64", S("@@@@"))], ("json",), "", {}),
+]
+
+
+def bad_encodings(node, formats, extra):
+    out = {}
+    for f in formats:
+        if node is None:
+            b = b""
+        elif isinstance(node, list):
+            b = {"json": lambda: bad_j(M(*node)), "msgpack": lambda: bad_mp(M(*node)),
+                 "protobuf": lambda: bad_pb(node)}[f]()
+        else:
+            b = bad_j(node) if f == "json" else bad_mp(node)
+        if extra.get("cut"):
+            b = b[:-extra["cut"]]
+        b += extra.get("append", {}).get(f, b"")
+        out[f] = b
+    return out
+
+
+
+
 def encodings_value(v):
     out = {}
     try:
@@ -512,6 +750,13 @@ def build():
         enc = encodings_envelope(e)
         files.update(files_for("envelopes", name, enc))
         manifest["envelopes"].append(manifest_entry(name, enc, note))
+    manifest["bad_envelopes"] = []
+    for name, code, id_, node, formats, note, extra in BAD:
+        enc = bad_encodings(node, formats, extra)
+        files.update(files_for("bad", name, enc))
+        entry = manifest_entry(name, enc, note)
+        entry.update({"code": code, "code_name": CODE_NAMES[code], "id": id_})
+        manifest["bad_envelopes"].append(entry)
     files["manifest.json"] = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
     return files
 

@@ -153,26 +153,26 @@ static const bad_t json_envelopes[] = {
     BAD("two spellings of value",
         "{\"op\":\"publish\",\"topic\":\"t\",\"value\":\"a\",\"value_b64\":\"YQ==\"}", E_DEC,
         "offset", "more than one of value, value_b64, value_json"),
-    BAD("unknown op", "{\"op\":\"fly\"}", E_DEC, "offset 11", "unknown op \"fly\""),
-    BAD("unknown start", "{\"op\":\"subscribe\",\"topic\":\"t\",\"start\":\"soon\"}", E_DEC,
+    BAD("unknown op", "{\"op\":\"fly\"}", E_PRO, "offset 11", "unknown op \"fly\""),
+    BAD("unknown start", "{\"op\":\"subscribe\",\"topic\":\"t\",\"start\":\"soon\"}", E_PRO,
         "offset", "unknown start"),
     BAD("partition as string", "{\"op\":\"ack\",\"partition\":\"0\"}", E_DEC, "offset",
         "member \"partition\" must be an integer"),
     BAD("offset as double", "{\"op\":\"ack\",\"offset\":1.5}", E_DEC, "offset 24",
         "member \"offset\" must be an integer"),
-    BAD("negative offset", "{\"op\":\"ack\",\"offset\":-1}", E_DEC, "offset", "must be >= 0"),
+    BAD("negative offset", "{\"op\":\"ack\",\"offset\":-1}", E_PRO, "offset", "must be >= 0"),
     BAD("partition beyond int32", "{\"op\":\"ack\",\"partition\":2147483648}", E_DEC, "offset",
         "partition beyond int32"),
     BAD("offset beyond int64", "{\"op\":\"ack\",\"offset\":9223372036854775808}", E_DEC, "offset",
         "integer beyond int64"),
-    BAD("positive error_code", "{\"op\":\"error\",\"error_code\":5}", E_DEC, "offset", "negative"),
+    BAD("positive error_code", "{\"op\":\"error\",\"error_code\":5}", E_PRO, "offset", "negative"),
     BAD("invalid UTF-8 topic", "{\"op\":\"ping\",\"topic\":\"\xfe\"}", E_DEC, "offset", "UTF8"),
     BAD("bad base64", "{\"op\":\"ping\",\"key_b64\":\"@@@@\"}", E_DEC, "offset", "invalid base64"),
     BAD("headers not an array", "{\"op\":\"ping\",\"headers\":{}}", E_DEC, "offset",
         "must be an array"),
     BAD("header not an object", "{\"op\":\"ping\",\"headers\":[1]}", E_DEC, "offset",
         "headers entries must be objects"),
-    BAD("header without key", "{\"op\":\"ping\",\"headers\":[{\"value\":\"v\"}]}", E_DEC, "offset",
+    BAD("header without key", "{\"op\":\"ping\",\"headers\":[{\"value\":\"v\"}]}", E_PRO, "offset",
         "header without a key"),
     BAD("header with two values",
         "{\"op\":\"ping\",\"headers\":[{\"key\":\"k\",\"value\":\"v\",\"value_b64\":\"\"}]}", E_DEC,
@@ -180,7 +180,7 @@ static const bad_t json_envelopes[] = {
     BAD("offsets entry incomplete",
         "{\"op\":\"subscribe\",\"topic\":\"t\",\"start\":\"offsets\",\"offsets\":[{\"partition\":0}"
         "]}",
-        E_DEC, "offset", "needs partition and offset"),
+        E_PRO, "offset", "needs partition and offset"),
     BAD("NaN in value_json", "{\"op\":\"ping\",\"value_json\":[NaN]}", E_DEC, "offset",
         "invalid char"),
     BAD("no op", "{\"id\":\"x\"}", E_PRO, NULL, "op missing"),
@@ -320,18 +320,18 @@ static const bad_t mp_envelopes[] = {
     {"unknown op",
      B("\x81\xa2op\xa3"
        "fly"),
-     E_DEC, "offset 4", "unknown op \"fly\""},
-    {"offset negative", B("\x82\xa2op\xa4ping\xa6offset\xff"), E_DEC, "offset 16",
-     "offset out of range"},
+     E_PRO, "offset 4", "unknown op \"fly\""},
+    {"offset negative", B("\x82\xa2op\xa4ping\xa6offset\xff"), E_PRO, "offset 16",
+     "offset must be >= 0"},
     {"partition beyond int32", B("\x82\xa2op\xa4ping\xa9partition\xce\x80\x00\x00\x00"), E_DEC,
-     "offset", "partition out of range"},
+     "offset", "partition beyond int32"},
     {"value as integer", B("\x82\xa2op\xa4ping\xa5value\x01"), E_DEC, "offset 15",
      "value must be bin"},
     {"ext as value", B("\x82\xa2op\xa4ping\xa5value\xd4\x01\x00"), E_DEC, "offset 15",
      "extension type"},
     {"invalid UTF-8 topic", B("\x82\xa2op\xa4ping\xa5topic\xa1\xff"), E_DEC, "offset 16",
      "invalid UTF-8"},
-    {"header without key", B("\x82\xa2op\xa4ping\xa7headers\x91\x80"), E_DEC, "offset 18",
+    {"header without key", B("\x82\xa2op\xa4ping\xa7headers\x91\x80"), E_PRO, "offset 18",
      "header without a key"},
     {"no op", B("\x81\xa2id\xa1x"), E_PRO, NULL, "op missing"},
     {"ack without offset",
@@ -514,17 +514,17 @@ static const bad_t pb_envelopes[] = {
        "ab"),
      E_DEC, "offset 2", "truncated field"},
     {"truncated tag", B("\x08\x09\x80"), E_DEC, "offset 2", "truncated varint"},
-    {"negative partition", B("\x08\x09\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"), E_DEC,
+    {"negative partition", B("\x08\x09\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"), E_PRO,
      "offset 2", "partition must be >= 0"},
     {"partition beyond int32", B("\x08\x09\x20\x80\x80\x80\x80\x10"), E_DEC, "offset 2",
      "out of int32 range"},
     {"invalid UTF-8 id", B("\x08\x09\x12\x02\xc3\x28"), E_DEC, "offset 4",
      "field 2 (id): invalid UTF-8"},
-    {"header without key", B("\x08\x09\x4a\x02\x12\x00"), E_DEC, "offset 2",
+    {"header without key", B("\x08\x09\x4a\x02\x12\x00"), E_PRO, "offset 2",
      "header without a key"},
     {"header unknown field", B("\x08\x09\x4a\x02\x18\x01"), E_DEC, "offset 4",
      "unknown field 3 (wire type varint) in ksock.v1.Header"},
-    {"offsets entry incomplete", B("\x08\x01\x1a\x01t\x50\x02\x5a\x02\x08\x00"), E_DEC, "offset 7",
+    {"offsets entry incomplete", B("\x08\x01\x1a\x01t\x50\x02\x5a\x02\x08\x00"), E_PRO, "offset 7",
      "needs partition and offset"},
     {"unknown op number", B("\x08\x2a"), E_PRO, NULL, "unknown op 42"},
     {"unknown start number", B("\x08\x01\x1a\x01t\x50\x07"), E_PRO, NULL, "unknown start 7"},
@@ -538,6 +538,63 @@ TEST(protobuf_bad_envelopes)
     st_ser_t s = st_open(rt, "protobuf");
     check_envelopes(&s, pb_envelopes, NCASES(pb_envelopes));
     st_close(&s);
+    ksock_runtime_destroy(rt);
+    ST_LEAK_CHECK();
+}
+
+/* True when `m` can go into a reply or a log line as is: valid UTF-8, no C0, DEL or C1 control. */
+static int printable(const char *m)
+{
+    if (!ksock_utf8_check(m, strlen(m), NULL)) return 0;
+    for (const unsigned char *p = (const unsigned char *)m; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)) return 0;
+    return 1;
+}
+
+/*
+ * Values: a duplicate map key made of control characters, a C1 control and a
+ * backslash. The message quotes the key escaped, never as it came.
+ */
+TEST(hostile_keys_are_escaped_in_value_messages)
+{
+    ksock_runtime_t *rt = st_runtime();
+    static const struct {
+        const char *fmt;
+        const char *data;
+        size_t len;
+    } cases[] = {
+        {"json", B("{\"\\u001b[2J\\u0085\\\\\":1,\"\\u001b[2J\\u0085\\\\\":2}")},
+        {"msgpack", B("\x82\xa7\x1b[2J\xc2\x85\\\x01\xa7\x1b[2J\xc2\x85\\\x02")},
+        /* Map{entries: {key, Value{null}} twice}, key "\x1b[2J\xc2\x85\\" */
+        {"protobuf", B("\x42\x1e"
+                       "\x0a\x0d\x0a\x07\x1b[2J\xc2\x85\\\x12\x02\x08\x00"
+                       "\x0a\x0d\x0a\x07\x1b[2J\xc2\x85\\\x12\x02\x08\x00")},
+    };
+    for (size_t i = 0; i < NCASES(cases); i++) {
+        st_ser_t s = st_open(rt, cases[i].fmt);
+        const char *err = st_decode_fails(&s, cases[i].data, cases[i].len, E_DEC);
+        printf("# %s: %s\n", cases[i].fmt, printable(err) ? err : "(not printable)");
+        ASSERT(printable(err));
+        ASSERT_CONTAINS(err, "duplicate key \"\\u001b[2J\\u0085\\\\\"");
+        st_close(&s);
+    }
+    ksock_runtime_destroy(rt);
+    ST_LEAK_CHECK();
+}
+
+/* Envelopes: a member name that is not UTF-8 (msgpack) or a lone surrogate (JSON). */
+TEST(hostile_member_names_give_printable_decode_errors)
+{
+    ksock_runtime_t *rt = st_runtime();
+    st_ser_t mp = st_open(rt, "msgpack"), js = st_open(rt, "json");
+    const char *err = st_envelope_fails(&mp, B("\x82\xa2op\xa4ping\xa2\xff\xfe\x01"), E_DEC);
+    ASSERT(printable(err));
+    ASSERT_CONTAINS(err, "unknown member \"\\xff\\xfe\"");
+    err = st_envelope_fails(&js, B("{\"op\":\"ping\",\"\\udcff\":1}"), E_DEC);
+    ASSERT(printable(err));
+    ASSERT_CONTAINS(err, "unknown member \"\\x");
+    st_close(&mp);
+    st_close(&js);
     ksock_runtime_destroy(rt);
     ST_LEAK_CHECK();
 }
@@ -591,4 +648,6 @@ TEST_LIST(TEST_ENTRY(json_bad_values), TEST_ENTRY(json_limits), TEST_ENTRY(json_
           TEST_ENTRY(msgpack_bad_values), TEST_ENTRY(msgpack_limits),
           TEST_ENTRY(msgpack_bad_envelopes), TEST_ENTRY(protobuf_bad_values),
           TEST_ENTRY(protobuf_limits), TEST_ENTRY(protobuf_bad_envelopes),
+          TEST_ENTRY(hostile_keys_are_escaped_in_value_messages),
+          TEST_ENTRY(hostile_member_names_give_printable_decode_errors),
           TEST_ENTRY(every_truncation_of_every_vector))

@@ -305,6 +305,87 @@ TEST(values_through_the_serde_api)
     ST_LEAK_CHECK();
 }
 
+/* ---- Bad envelopes ------------------------------------------------------------------- */
+
+/* A message a reply or a log line can carry as is: valid UTF-8, no C0, DEL or C1 control. */
+static int printable_text(const char *m)
+{
+    if (!ksock_utf8_check(m, strlen(m), NULL)) return 0;
+    for (const unsigned char *p = (const unsigned char *)m; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)) return 0;
+    return 1;
+}
+
+/* One bad frame in one format: the code, the id left for the reply, nothing else, a clean text. */
+static int check_bad(vectors_t *v, const char *name, const char *fmt, int code, const char *id)
+{
+    size_t len;
+    unsigned char *bytes = st_vector_bytes("bad", name, fmt, &len);
+    if (bytes == NULL) TEST_FAIL_("missing bad/%s in %s", name, fmt);
+    st_ser_t *s = &v->ser[format_index(fmt)];
+    ksock_envelope_t env;
+    char err[512] = "";
+    ksock_envelope_init(&env);
+    int rc = s->vt->decode_envelope(s->inst, bytes, len, &s->lim, &env, err, sizeof(err));
+    int ok = 1;
+    if (rc != code) {
+        fprintf(stderr, "# bad %s in %s: want %s, got %s (%s)\n", name, fmt, ksock_err_name(code),
+                ksock_err_name(rc), err);
+        ok = 0;
+    }
+    if (id ? (env.id == NULL || env.id_len != strlen(id) || memcmp(env.id, id, env.id_len) != 0)
+           : env.id != NULL) {
+        fprintf(stderr, "# bad %s in %s: want id %s, got %s%.*s\n", name, fmt, id ? id : "none",
+                env.id ? "" : "none", env.id ? (int)env.id_len : 0, env.id ? env.id : "");
+        ok = 0;
+    }
+    if (env.op != KSOCK_OP_NONE || env.topic != NULL || env.partition != -1 || env.nheaders) {
+        fprintf(stderr, "# bad %s in %s: fields other than id left set\n", name, fmt);
+        ok = 0;
+    }
+    if (strncmp(err, fmt, strlen(fmt)) != 0 || !printable_text(err)) {
+        fprintf(stderr, "# bad %s in %s: message not \"%s: \" and printable UTF-8\n", name, fmt,
+                fmt);
+        st_dump("message", err, strlen(err));
+        ok = 0;
+    }
+    printf("# %s %s: %s\n", fmt, name, printable_text(err) ? err : "(not printable)");
+    ksock_envelope_clear(&env);
+    free(bytes);
+    return ok;
+}
+
+/*
+ * Every bad envelope of the manifest, in every format it lists: the code of
+ * docs/protocol.md section 6 (the same in every format), the id the error
+ * reply echoes, and a message safe to send and log.
+ */
+TEST(bad_envelopes_fail_alike_in_every_format)
+{
+    vectors_t v = vectors_open();
+    size_t n = entry_count(&v, "bad_envelopes");
+    int bad = 0, tried = 0, proto = 0;
+    ASSERT_GE(n, 30);
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        const ksock_cfg_t *formats = entry(&v, "bad_envelopes", i, &name);
+        const ksock_cfg_t *e =
+            ksock_cfg_at(ksock_cfg_get(ksock_config_root(v.manifest), "bad_envelopes"), i, NULL);
+        int code = (int)ksock_cfg_int(ksock_cfg_get(e, "code"));
+        const char *id = ksock_cfg_string(ksock_cfg_get(e, "id"));
+        ASSERT(code == KSOCK_E_DECODE || code == KSOCK_E_PROTO);
+        ASSERT_STR_EQ(ksock_cfg_string(ksock_cfg_get(e, "code_name")), ksock_err_name(code));
+        proto += code == KSOCK_E_PROTO;
+        for (size_t k = 0; k < ksock_cfg_count(formats); k++, tried++)
+            bad += !check_bad(&v, name, ksock_cfg_string(ksock_cfg_at(formats, k, NULL)), code, id);
+    }
+    printf("# %d bad frames checked, %d of the cases protocol errors\n", tried, proto);
+    ASSERT_EQ(bad, 0);
+    ASSERT_GE(proto, 10);
+    vectors_close(&v);
+    ST_LEAK_CHECK();
+}
+
 /* The generator and the checked-in files agree (no hand-edited or stale vector). */
 TEST(vector_files_are_generated)
 {
@@ -320,4 +401,5 @@ TEST(vector_files_are_generated)
 TEST_LIST(TEST_ENTRY(values_decode_and_encode_exactly), TEST_ENTRY(values_convert_between_formats),
           TEST_ENTRY(envelopes_decode_and_encode_exactly),
           TEST_ENTRY(envelopes_convert_between_formats), TEST_ENTRY(values_through_the_serde_api),
+          TEST_ENTRY(bad_envelopes_fail_alike_in_every_format),
           TEST_ENTRY(vector_files_are_generated))
