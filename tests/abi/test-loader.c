@@ -296,8 +296,9 @@ typedef struct {
  * value below, then update this list.
  */
 #define END_OF(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
-_Static_assert(sizeof(ksock_transport_vtable_t) == END_OF(ksock_transport_vtable_t, stop),
-               "transport vtable grew: freeze its ABI 1.0 size in core/plugin.c");
+/* ABI 1.1 appended pause_read; core/plugin.c keeps the 1.0 size (END_OF stop). */
+_Static_assert(sizeof(ksock_transport_vtable_t) == END_OF(ksock_transport_vtable_t, pause_read),
+               "transport vtable grew: freeze its ABI 1.1 size in core/plugin.c");
 _Static_assert(sizeof(ksock_serializer_vtable_t) ==
                    END_OF(ksock_serializer_vtable_t, decode_envelope),
                "serializer vtable grew: freeze its ABI 1.0 size in core/plugin.c");
