@@ -308,6 +308,42 @@ def malformed_frame_is_decode_error_and_connection_stays():
 
 
 @t.test
+def error_of_a_request_whose_id_decoded_echoes_it():
+    """A pipelining client matches errors by id (docs/protocol.md): a publish without a
+    topic is refused with its id."""
+    need_broker()
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["*"])) as ws:
+                return await call(ws, '{"op": "publish", "id": "x", "value": "v"}')
+        e = run(go())
+    assert e["op"] == "error" and e["error_code"] == -17 and e["id"] == "x", e
+
+
+@t.test
+def invalid_topic_names_are_refused_before_kafka():
+    """Kafka's rule, checked by the bridge: 1-249 of [a-zA-Z0-9._-], not "." or ".."."""
+    need_broker()
+    u = uuid.uuid4().hex[:8]
+    bad = [".", "..", f"br bad {u}", f"br.caf\u00e9.{u}", f"br/{u}", "b" * 250, f"br.nul\u0000{u}"]
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["*"])) as ws:
+                out = [await call(ws, {"op": "publish", "id": str(i), "topic": tp, "value": "v"})
+                       for i, tp in enumerate(bad)]
+                ok = await call(ws, {"op": "publish", "id": "ok", "topic": f"br.ok-_.{u}",
+                                     "value": "v"})
+                return out, ok
+        out, ok = run(go())
+    for i, e in enumerate(out):
+        assert e["op"] == "error" and e["error_code"] == -17 and e["id"] == str(i), (bad[i], e)
+        assert "invalid topic name" in e["error_message"], e
+    assert ok["op"] == "ack", ok
+    topics = kafka_topics()
+    assert not any(u in tp and "ok-_" not in tp for tp in topics), "a refused topic reached Kafka"
+
+
+@t.test
 def ping_pong():
     need_broker()
     with Ksockd() as k:
