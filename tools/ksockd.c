@@ -54,8 +54,9 @@ static const ksock_option_t bridge_options[] = {
     KSOCK_OPTION_RANGE("drain_timeout", KSOCK_OPT_DURATION, 0, "5s", daemon_t, drain_timeout, 0,
                        600000,
                        "On SIGTERM/SIGINT, how long to wait for Kafka to acknowledge the "
-                       "publishes in flight (new ones are refused with -26) before closing the "
-                       "connections; what is still pending then is answered -27."),
+                       "publishes in flight (new ones are refused with -26) and for clients to "
+                       "go quiet for 250 ms before closing the connections; what is still "
+                       "pending then is answered -27 (outcome unknown)."),
     KSOCK_OPTION_END,
 };
 
