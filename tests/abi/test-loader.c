@@ -611,6 +611,25 @@ static ksock_log_record_t record(const char *msg)
                                 0};
 }
 
+/* ABI 1.1 appended pause_read to the transport vtable: a 1.0 transport still loads. */
+TEST(transport_built_for_1_0_loads_without_pause_read)
+{
+    ksock_runtime_t *rt = rt_new();
+    ksock_plugin_t *p;
+    char err[1024] = "";
+    int rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, "v10", &p, err, sizeof(err));
+    if (rc != 0) printf("# %s\n", err);
+    ASSERT_OK(rc);
+    const ksock_plugin_desc_t *d = ksock_plugin_desc(p);
+    ASSERT_EQ(d->abi_minor, 0);
+    const ksock_transport_vtable_t *vt = d->vtable;
+    ASSERT(!KSOCK_HAS_FIELD(vt, ksock_transport_vtable_t, pause_read));
+    ksock_plugin_instance_t *pi;
+    ASSERT_OK(ksock_plugin_instance_new(rt, p, "t", NULL, NULL, NULL, &pi, err, sizeof(err)));
+    ksock_plugin_instance_free(pi);
+    ksock_runtime_destroy(rt);
+}
+
 TEST(good_two_instances_have_their_own_state)
 {
     ksock_runtime_t *rt = rt_new();
@@ -1285,6 +1304,7 @@ static const test_entry_t tests[] = {
     TEST_ENTRY(missing_plugin_lists_search_path),
     TEST_ENTRY(invalid_names_are_not_looked_up),
     TEST_ENTRY(good_loads),
+    TEST_ENTRY(transport_built_for_1_0_loads_without_pause_read),
     TEST_ENTRY(good_two_instances_have_their_own_state),
     TEST_ENTRY(create_failure_is_reported_with_owner),
     TEST_ENTRY(options_are_checked_before_plugin_code_runs),
