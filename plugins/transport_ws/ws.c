@@ -485,16 +485,24 @@ static void conn_free(ws_conn_t *c)
 
 static void drain_events(ksock_runtime_t *rt, void *arg);
 
-static ws_event_t *event_new(int kind, ws_conn_t *c, const void *data, size_t len)
+/* NULL on ENOMEM: for messages, whose loss the caller answers by closing the connection. */
+static ws_event_t *event_try_new(int kind, ws_conn_t *c, const void *data, size_t len)
 {
     ws_event_t *e = malloc(sizeof(*e) + len + 1);
-    if (e == NULL) abort(); /* an event lost would leak a connection or a close */
+    if (e == NULL) return NULL;
     memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->c = c;
     e->len = len;
     if (len) memcpy(e->data, data, len);
     e->data[len] = '\0';
+    return e;
+}
+
+static ws_event_t *event_new(int kind, ws_conn_t *c, const void *data, size_t len)
+{
+    ws_event_t *e = event_try_new(kind, c, data, len);
+    if (e == NULL) abort(); /* an open or close lost would leak a connection */
     return e;
 }
 
@@ -793,9 +801,10 @@ static void rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 static int conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
     if (c->rx_close) {
-        const char *why = c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE
-                              ? "message too large"
-                              : "invalid UTF-8 in a text message";
+        const char *why = c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE ? "message too large"
+                          : c->rx_close == LWS_CLOSE_STATUS_INVALID_PAYLOAD
+                              ? "invalid UTF-8 in a text message"
+                              : "out of memory";
         c->local_closed = true;
         c->close_code = c->rx_close;
         snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
@@ -905,7 +914,9 @@ static int conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const vo
     }
     if (type == KSOCK_FRAME_TEXT && !ksock_utf8_check(msg, mlen, NULL))
         return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD);
-    ws_event_t *e = event_new(EV_MESSAGE, c, msg, mlen); /* the common case: no copy into rx */
+    ws_event_t *e = event_try_new(EV_MESSAGE, c, msg, mlen); /* common case: no copy into rx */
+    if (e == NULL) /* out of memory: close this connection rather than the process */
+        return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
     if (msg == c->rx.data) {
         c->rx.len = 0;
         /* Do not let one big message pin memory on an idle connection. */
