@@ -161,6 +161,7 @@ typedef struct {
     const ksock_cfg_t *kafka;
     const ksock_cfg_t *websocket;
     const ksock_cfg_t *auth;
+    const ksock_cfg_t *bridge;
 } root_opts_t;
 
 static const ksock_option_t root_schema[] = {
@@ -180,6 +181,9 @@ static const ksock_option_t root_schema[] = {
                  "How WebSocket clients authenticate: {\"plugin\": \"jwt\", ...the plugin's "
                  "options}, or {\"plugin\": \"none\"} for anonymous clients allowed every topic "
                  "(local use only). Required with \"websocket\""),
+    KSOCK_OPTION("bridge", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, bridge,
+                 "How ksockd serves WebSocket clients: in-flight bound, drain timeout at "
+                 "shutdown (see the bridge section)"),
     KSOCK_OPTION_END};
 
 const ksock_option_t *ksock_config_schema(const char *section)

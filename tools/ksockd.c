@@ -12,8 +12,10 @@
  * bridge (docs/bridge.md): the `ws` transport with those options, the
  * authenticator of the "auth" section, and the producer of "kafka".
  *
- * Signals: SIGTERM and SIGINT stop cleanly (publishes in flight are
- * flushed and answered, then connections close with 1001); SIGHUP re-reads the config
+ * Signals: SIGTERM and SIGINT stop cleanly: the bridge drains (new
+ * publishes are refused with KSOCK_E_SHUTDOWN, those in flight are
+ * answered as Kafka acknowledges them), then connections close with 1001
+ * and the loop stops; a second signal stops at once. SIGHUP re-reads the config
  * file and rebuilds the log sinks from it (which also reopens log files,
  * for logrotate); a config that no longer validates is reported and the
  * running sinks are kept.
@@ -41,7 +43,25 @@ typedef struct {
     ksock_plugin_instance_t *auth;      /* from "auth", NULL for "none" */
     bool anonymous;                     /* "auth": {"plugin": "none"} */
     ksock_bridge_t *bridge;
+    int64_t max_inflight;  /* "bridge" section */
+    int64_t drain_timeout; /* ms */
+    bool draining;
 } daemon_t;
+
+/* The "bridge" section (docs/bridge.md). Fields of daemon_t, filled by ksock_options_apply(). */
+static const ksock_option_t bridge_options[] = {
+    KSOCK_OPTION_RANGE("max_inflight", KSOCK_OPT_INT, 0, "1000", daemon_t, max_inflight, 1, 1000000,
+                       "Publishes per connection sent to Kafka and not yet answered. At the "
+                       "bound ksockd stops reading that connection until acks bring it to 3/4 "
+                       "of the bound (TCP pushes back on the client); nothing is refused."),
+    KSOCK_OPTION_RANGE("drain_timeout", KSOCK_OPT_DURATION, 0, "5s", daemon_t, drain_timeout, 0,
+                       600000,
+                       "On SIGTERM/SIGINT, how long to wait for Kafka to acknowledge the "
+                       "publishes in flight (new ones are refused with -26) and for clients to "
+                       "go quiet for 250 ms before closing the connections; what is still "
+                       "pending then is answered -27 (outcome unknown)."),
+    KSOCK_OPTION_END,
+};
 
 static void usage(FILE *f)
 {
@@ -293,6 +313,9 @@ static int cmd_reference(ksock_runtime_t *rt)
     print_options_md(ksock_config_schema("log.sink"), sizeof(ksock_option_t));
     printf("### Sink type `console` (built in)\n\n");
     print_options_md(ksock_config_schema("log.sink.console"), sizeof(ksock_option_t));
+    printf("## `bridge`\n\n"
+           "How ksockd serves the clients of the `websocket` section (docs/bridge.md).\n\n");
+    print_options_md(bridge_options, sizeof(ksock_option_t));
 
     ref_ctx_t r = {rt, NULL, 0};
     ksock_plugin_scan(rt, collect, &r);
@@ -310,12 +333,47 @@ static int cmd_reference(ksock_runtime_t *rt)
 
 /* ---- Running ------------------------------------------------------------------ */
 
+/*
+ * The bridge has answered what it sent to Kafka (or timed out): close the
+ * connections (1001) and stop the loop. Nothing here runs the loop.
+ */
+static void on_drained(ksock_bridge_t *b, int status, void *data)
+{
+    daemon_t *d = data;
+    ksock_log(d->rt, status ? KSOCK_LOG_WARN : KSOCK_LOG_INFO, "ksockd", NULL, 0, "%s",
+              status ? "drain timed out: closing connections"
+                     : "every publish in flight answered: closing connections");
+    ksock_bridge_stop(b);
+    ksock_runtime_stop(d->rt);
+}
+
 static void on_stop_signal(ksock_signal_t *s, int signum, void *data)
 {
     daemon_t *d = data;
     ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", (ksock_kv_t[]){KSOCK_KV_I64("signal", signum)}, 1,
               "stopping on %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    ksock_runtime_stop(d->rt);
+    if (d->bridge && !d->draining) {
+        d->draining = true;
+        if (ksock_bridge_drain(d->bridge, (uint64_t)d->drain_timeout, on_drained, d) == 0) return;
+    }
+    ksock_runtime_stop(d->rt); /* no bridge, drain refused, or a second signal */
+}
+
+/* The "bridge" section; it only matters next to "websocket". */
+static int setup_bridge(ksock_runtime_t *rt, const ksock_config_t *cfg, daemon_t *d)
+{
+    char err[1024];
+    const ksock_cfg_t *root = ksock_config_root(cfg);
+    const ksock_cfg_t *bs = ksock_cfg_get(root, "bridge");
+    if (bs && ksock_cfg_get(root, "websocket") == NULL)
+        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
+                  "a \"bridge\" section without \"websocket\" has no effect");
+    if (ksock_options_apply(bridge_options, sizeof(ksock_option_t), cfg, bs, "bridge", NULL, d, err,
+                            sizeof(err)) != 0) {
+        fprintf(stderr, "ksockd: %s\n", err);
+        return EXIT_CONFIG;
+    }
+    return 0;
 }
 
 static void on_hup(ksock_signal_t *s, int signum, void *data)
@@ -564,12 +622,34 @@ static void log_listeners(ksock_runtime_t *rt, const ksock_config_t *cfg, bool a
                   "listeners too");
 }
 
+static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
+{
+    ksock_bridge_stats_t st;
+    ksock_bridge_stats(b, &st);
+    ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
+              (ksock_kv_t[]){
+                  KSOCK_KV_I64("connections", st.connections),
+                  KSOCK_KV_I64("published", st.published),
+                  KSOCK_KV_I64("publish_errors", st.publish_errors),
+                  KSOCK_KV_I64("dropped", st.dropped), KSOCK_KV_I64("send_full", st.send_full),
+                  KSOCK_KV_I64("inflight_max", st.inflight_max), KSOCK_KV_I64("paused", st.paused),
+                  KSOCK_KV_I64("shutdown_refused", st.shutdown_refused),
+                  KSOCK_KV_I64("drain_unknown", st.drain_unknown)},
+              9, "bridge stopped");
+}
+
 static void teardown(daemon_t *d)
 {
-    /* Order (bridge.h): transport stopped, producer, bridge, then the plugin instances. */
+    /*
+     * Order (bridge.h): transport stopped, producer, bridge, then the
+     * plugin instances. The producer's destroy waits for Kafka by polling
+     * librdkafka itself, not by running the loop; a delivery it reports
+     * now finds the bridge stopped and counts as dropped.
+     */
     ksock_bridge_stop(d->bridge);
     if (d->producer) ksock_kafka_producer_destroy(d->producer, 5000);
     d->producer = NULL;
+    if (d->bridge) log_bridge_stats(d->rt, d->bridge);
     ksock_bridge_free(d->bridge);
     d->bridge = NULL;
     ksock_plugin_instance_free(d->transport);
@@ -583,6 +663,7 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
     int rc = load_config(rt, path, false, &cfg);
     if (rc != 0) return rc;
     daemon_t d = {.rt = rt, .config_path = path};
+    if ((rc = setup_bridge(rt, cfg, &d)) != 0) return rc;
     if ((rc = setup_kafka(rt, cfg, true, &d.producer)) != 0) return rc;
     if ((rc = setup_websocket(rt, cfg, true, &d)) != 0) {
         teardown(&d);
@@ -597,7 +678,8 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
     }
     if (d.transport) {
         char err[1024];
-        ksock_bridge_opts_t bo = {.size = sizeof(bo), .anonymous = d.anonymous};
+        ksock_bridge_opts_t bo = {
+            .size = sizeof(bo), .max_inflight = (uint32_t)d.max_inflight, .anonymous = d.anonymous};
         rc =
             ksock_bridge_new(rt, d.transport, d.auth, d.producer, &bo, &d.bridge, err, sizeof(err));
         if (rc == 0) rc = ksock_bridge_start(d.bridge, err, sizeof(err));
@@ -617,25 +699,8 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
               (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()), KSOCK_KV_STR("config", path),
                              KSOCK_KV_I64("pid", getpid())},
               3, "ksockd started");
+    /* The publishes in flight were answered by the drain (on_stop_signal) while the loop ran. */
     rc = ksock_runtime_run(rt);
-    /*
-     * Answer the publishes in flight while their connections are still
-     * open (the loop is not serving new messages meanwhile), then close.
-     */
-    if (d.producer && d.bridge && ksock_kafka_producer_flush_sync(d.producer, 5000) != 0)
-        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
-                  "Kafka flush timed out; unanswered publishes are dropped");
-    if (d.bridge) {
-        ksock_bridge_stats_t st;
-        ksock_bridge_stats(d.bridge, &st);
-        ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
-                  (ksock_kv_t[]){KSOCK_KV_I64("connections", st.connections),
-                                 KSOCK_KV_I64("published", st.published),
-                                 KSOCK_KV_I64("publish_errors", st.publish_errors),
-                                 KSOCK_KV_I64("dropped", st.dropped),
-                                 KSOCK_KV_I64("send_full", st.send_full)},
-                  5, "bridge stopping");
-    }
     teardown(&d);
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "ksockd stopped");
     ksock_signal_close(d.sigterm);
@@ -711,9 +776,10 @@ int main(int argc, char **argv)
         ksock_kafka_producer_t *none;
         const ksock_config_t *cfg;
         rc = load_config(rt, check, true, &cfg);
+        daemon_t d = {.rt = rt, .config_path = check};
+        if (rc == 0) rc = setup_bridge(rt, cfg, &d);
         if (rc == 0) rc = setup_kafka(rt, cfg, false, &none);
         if (rc == 0) {
-            daemon_t d = {.rt = rt, .config_path = check};
             rc = setup_websocket(rt, cfg, false, &d);
         }
         if (rc == 0) printf("%s: configuration is valid\n", check);

@@ -8,6 +8,12 @@
  * arrives; a missing id means the reply is dropped. Pending publishes are
  * also on a list owned by the bridge, so that freeing the bridge first
  * detaches them and a late callback only frees its own memory.
+ *
+ * Backpressure (docs/bridge.md, Bounds): a connection at max_inflight, or
+ * with replies waiting for room in its send queue, is paused with the
+ * transport's pause_read, so the client's publishes wait in TCP rather
+ * than being refused; it resumes when acks bring it to 3/4 of the bound
+ * and the waiting replies are sent.
  */
 #include <ksock/bridge.h>
 #include <ksock/error.h>
@@ -19,12 +25,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define COMPONENT       "bridge"
 #define SUBPROTO_PREFIX "ksock.v1."
 /* Close codes (RFC 6455): 1013 Try Again Later, 1011 Internal Error. */
 #define CLOSE_TRY_AGAIN 1013
 #define CLOSE_INTERNAL  1011
+/* A drain ends only after clients were quiet this long (see drain_done). */
+#define DRAIN_QUIET_MS 250
+#define DRAIN_TICK_MS  50
+
+typedef struct reply_s {
+    struct reply_s *next;
+    ksock_frame_t *frame;
+} reply_t;
 
 typedef struct conn_s {
     ksock_conn_id_t id;
@@ -33,8 +48,10 @@ typedef struct conn_s {
     const ksock_serializer_vtable_t *sv; /* set in on_open */
     void *sinst;
     uint32_t inflight;
-    bool registered; /* in the table (on_open seen) */
-    bool closing;    /* we asked the transport to close it */
+    reply_t *ovf_head, *ovf_tail; /* replies waiting for room in the send queue, in order */
+    bool registered;              /* in the table (on_open seen) */
+    bool closing;                 /* we asked the transport to close it */
+    bool paused;                  /* we asked the transport to stop delivering its messages */
 } conn_t;
 
 typedef struct pending_s {
@@ -65,6 +82,16 @@ struct ksock_bridge_s {
     pending_t *pending;
     serializer_t *serializers;
     bool started, stopped;
+    bool can_pause;             /* the transport has pause_read (ABI 1.1) */
+    uint32_t resume_at;         /* in flight at or below which a paused connection resumes */
+    bool draining;              /* ksock_bridge_drain() called */
+    size_t nwaiting;            /* connections with replies in their overflow list */
+    ksock_timer_t *drain_timer; /* polls the drain every DRAIN_TICK_MS */
+    uint64_t drain_deadline;    /* ksock_now_ns() */
+    uint64_t last_msg_ns;       /* the last message a client sent */
+    ksock_bridge_drain_cb drain_cb;
+    void *drain_data;
+    uint64_t stall_ms; /* KSOCK_TEST_STALL_MS: test hook, see on_message */
     ksock_bridge_stats_t stats;
 };
 
@@ -129,8 +156,40 @@ static void conn_remove(ksock_bridge_t *b, conn_t *c)
 static void conn_free(conn_t *c)
 {
     if (c == NULL) return;
+    for (reply_t *r = c->ovf_head, *next; r; r = next) {
+        next = r->next;
+        ksock_frame_unref(r->frame);
+        free(r);
+    }
     ksock_principal_free(c->principal);
     free(c);
+}
+
+/*
+ * Pause reading a connection that is at its in-flight bound or has
+ * replies waiting, and resume it once both are gone (with hysteresis on
+ * the in-flight count, so it does not flap on every ack). While draining
+ * publishes add nothing in flight (they are refused), so only waiting
+ * replies keep a connection paused.
+ */
+static void conn_update_pause(ksock_bridge_t *b, conn_t *c)
+{
+    if (!b->can_pause || c->closing || b->stopped) return;
+    bool want;
+    if (c->ovf_head != NULL)
+        want = true;
+    else if (b->draining)
+        want = false;
+    else if (c->inflight >= b->opts.max_inflight)
+        want = true;
+    else if (c->inflight <= b->resume_at)
+        want = false;
+    else
+        want = c->paused;
+    if (want == c->paused) return;
+    c->paused = want;
+    if (want) b->stats.paused++;
+    b->tv->pause_read(b->transport->inst, c->id, want);
 }
 
 /* ---- Serializers ------------------------------------------------------------ */
@@ -177,12 +236,55 @@ static void conn_close(ksock_bridge_t *b, conn_t *c, int code, const char *reaso
     b->tv->close(b->transport->inst, c->id, code, reason);
 }
 
+/* Send the replies that waited for room, in order, until the queue is full again. */
+static void conn_flush_overflow(ksock_bridge_t *b, conn_t *c)
+{
+    if (c->ovf_head == NULL) return;
+    while (c->ovf_head) {
+        reply_t *r = c->ovf_head;
+        int rc = b->tv->send(b->transport->inst, c->id, r->frame);
+        if (rc == KSOCK_E_QUEUE_FULL) break; /* on_writable comes again */
+        c->ovf_head = r->next;
+        if (c->ovf_head == NULL) c->ovf_tail = NULL;
+        ksock_frame_unref(r->frame);
+        free(r);
+    }
+    if (c->ovf_head == NULL) b->nwaiting--;
+}
+
 /*
- * Encode `env` with the connection's serializer and queue it. A full send
- * queue means the client does not read its replies: dropping one silently
- * would leave a publish unanswered, so the connection is closed with 1013
- * instead and the client retries after reconnecting.
+ * A full send queue means the client reads its replies slower than it
+ * sends publishes. With pause_read the reply waits in the connection's
+ * overflow list and reading stops until on_writable has sent it, so the
+ * list holds at most the replies of what was in flight. A transport
+ * without pause_read leaves no bounded way to wait: the connection is
+ * closed with 1013 (a reply dropped silently would leave a publish
+ * unanswered).
  */
+static void send_frame(ksock_bridge_t *b, conn_t *c, ksock_frame_t *f)
+{
+    int rc = c->ovf_head ? KSOCK_E_QUEUE_FULL : b->tv->send(b->transport->inst, c->id, f);
+    if (rc != KSOCK_E_QUEUE_FULL) return;
+    b->stats.send_full++;
+    reply_t *r = b->can_pause ? malloc(sizeof(*r)) : NULL;
+    if (r == NULL) {
+        ksock_log(b->rt, KSOCK_LOG_WARN, COMPONENT, (ksock_kv_t[]){KSOCK_KV_I64("conn", c->id)}, 1,
+                  "send queue full (client not reading replies): closing with 1013");
+        conn_close(b, c, CLOSE_TRY_AGAIN, "send queue full");
+        return;
+    }
+    r->next = NULL;
+    r->frame = ksock_frame_ref(f);
+    if (c->ovf_head == NULL) b->nwaiting++;
+    if (c->ovf_tail)
+        c->ovf_tail->next = r;
+    else
+        c->ovf_head = r;
+    c->ovf_tail = r;
+    conn_update_pause(b, c);
+}
+
+/* Encode `env` with the connection's serializer and send it (send_frame). */
 static void reply(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
 {
     if (c->closing || c->sv == NULL) return;
@@ -204,14 +306,8 @@ static void reply(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
         conn_close(b, c, CLOSE_INTERNAL, "out of memory");
         return;
     }
-    rc = b->tv->send(b->transport->inst, c->id, f);
+    send_frame(b, c, f);
     ksock_frame_unref(f);
-    if (rc == KSOCK_E_QUEUE_FULL) {
-        b->stats.send_full++;
-        ksock_log(b->rt, KSOCK_LOG_WARN, COMPONENT, (ksock_kv_t[]){KSOCK_KV_I64("conn", c->id)}, 1,
-                  "send queue full (client not reading replies): closing with 1013");
-        conn_close(b, c, CLOSE_TRY_AGAIN, "send queue full");
-    }
 }
 
 static void reply_error(ksock_bridge_t *b, conn_t *c, const char *id, size_t id_len,
@@ -265,6 +361,74 @@ static void pending_unlink(ksock_bridge_t *b, pending_t *p)
     if (p->next) p->next->prev = p->prev;
 }
 
+/* ---- Draining ---------------------------------------------------------------- */
+
+static void drain_finish(ksock_bridge_t *b, int status)
+{
+    ksock_bridge_drain_cb cb = b->drain_cb;
+    b->drain_cb = NULL;
+    if (b->drain_timer) ksock_timer_stop(b->drain_timer);
+    if (cb) cb(b, status, b->drain_data);
+}
+
+/*
+ * A drain is done when no publish is pending, no reply waits for room,
+ * and no client sent anything for DRAIN_QUIET_MS. The last condition is
+ * for the close that follows: libwebsockets 4.1 does not read on after
+ * sending its close frame when the peer is still sending, so the socket is
+ * reset, and a reset can destroy replies the client has not read yet. A
+ * client stops sending once it has been answered KSOCK_E_SHUTDOWN.
+ */
+static bool drain_done(const ksock_bridge_t *b)
+{
+    return b->pending == NULL && b->nwaiting == 0 &&
+           ksock_now_ns() - b->last_msg_ns >= DRAIN_QUIET_MS * 1000000ull;
+}
+
+/* After a delivery, a flush or a close. */
+static void drain_check(ksock_bridge_t *b)
+{
+    if (b->draining && b->drain_cb && drain_done(b)) drain_finish(b, 0);
+}
+
+/*
+ * The drain timer, every DRAIN_TICK_MS (so the callback never runs inside
+ * ksock_bridge_drain()). At the deadline what is still pending may yet
+ * reach Kafka, so it is answered "outcome unknown" (-27, retriable), never
+ * "not produced"; its late delivery report only frees memory.
+ */
+static void drain_timer_cb(ksock_timer_t *t, void *data)
+{
+    (void)t;
+    ksock_bridge_t *b = data;
+    if (drain_done(b)) {
+        drain_finish(b, 0);
+        return;
+    }
+    if (ksock_now_ns() < b->drain_deadline) return;
+    if (b->pending == NULL) {
+        drain_finish(b, KSOCK_E_TIMEDOUT);
+        return;
+    }
+    while (b->pending) {
+        pending_t *p = b->pending;
+        pending_unlink(b, p);
+        p->bridge = NULL;
+        b->stats.drain_unknown++;
+        conn_t *c = b->stopped ? NULL : conn_find(b, p->conn);
+        if (c) {
+            c->inflight--;
+            reply_error(b, c, p->id, p->id_len, p->topic, strlen(p->topic), KSOCK_E_KAFKA,
+                        "server shutting down: no delivery report in time; the record may or may "
+                        "not be in Kafka");
+        }
+    }
+    ksock_log(b->rt, KSOCK_LOG_WARN, COMPONENT,
+              (ksock_kv_t[]){KSOCK_KV_I64("unknown", (int64_t)b->stats.drain_unknown)}, 1,
+              "drain timed out: publishes still pending were answered with an unknown outcome");
+    drain_finish(b, KSOCK_E_TIMEDOUT);
+}
+
 static void on_delivery(ksock_kafka_producer_t *prod, const ksock_kafka_delivery_t *d, void *data)
 {
     (void)prod;
@@ -275,7 +439,7 @@ static void on_delivery(ksock_kafka_producer_t *prod, const ksock_kafka_delivery
         return;
     }
     pending_unlink(b, p);
-    conn_t *c = conn_find(b, p->conn);
+    conn_t *c = b->stopped ? NULL : conn_find(b, p->conn);
     if (d->err == 0)
         b->stats.published++;
     else
@@ -283,6 +447,7 @@ static void on_delivery(ksock_kafka_producer_t *prod, const ksock_kafka_delivery
     if (c == NULL) {
         b->stats.dropped++;
         pending_free(p);
+        drain_check(b);
         return;
     }
     c->inflight--;
@@ -302,6 +467,8 @@ static void on_delivery(ksock_kafka_producer_t *prod, const ksock_kafka_delivery
                     d->errstr ? d->errstr : ksock_strerror(d->err));
     }
     pending_free(p);
+    conn_update_pause(b, c);
+    drain_check(b);
 }
 
 static char *memdup_z(const char *s, size_t n)
@@ -314,13 +481,39 @@ static char *memdup_z(const char *s, size_t n)
     return r;
 }
 
+/*
+ * Kafka's own rule for topic names (1-249 of [a-zA-Z0-9._-], not "." or
+ * ".."), checked here so that nothing else reaches Kafka: no NUL that would
+ * make us check one topic and produce to another, no byte a reply or a log
+ * line would have to escape.
+ */
+static bool topic_valid(const char *t, size_t n)
+{
+    if (t == NULL || n == 0 || n > 249) return false;
+    if ((n == 1 && t[0] == '.') || (n == 2 && t[0] == '.' && t[1] == '.')) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)t[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
 static void do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
 {
     char msg[256];
-    /* Kafka takes NUL-terminated names: a NUL inside would make us check one topic and produce to
-     * another. */
-    if (memchr(env->topic, '\0', env->topic_len) != NULL) {
-        reply_error(b, c, env->id, env->id_len, NULL, 0, KSOCK_E_PROTO, "topic contains NUL");
+    if (!topic_valid(env->topic, env->topic_len)) {
+        /* Not echoed: it is not a name, and may hold bytes a reply cannot carry. */
+        reply_error(b, c, env->id, env->id_len, NULL, 0, KSOCK_E_PROTO,
+                    "invalid topic name: Kafka allows 1 to 249 characters of [a-zA-Z0-9._-], "
+                    "not \".\" or \"..\"");
+        return;
+    }
+    if (b->draining) {
+        b->stats.shutdown_refused++;
+        reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_SHUTDOWN,
+                    "server shutting down: not produced; publish again after reconnecting");
         return;
     }
     char *topic = memdup_z(env->topic, env->topic_len);
@@ -340,7 +533,7 @@ static void do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env
         b->stats.publish_errors++;
         goto refuse;
     }
-    if (c->inflight >= b->opts.max_inflight) {
+    if (c->inflight >= b->opts.max_inflight) { /* only without pause_read (a 1.0 transport) */
         snprintf(msg, sizeof(msg), "%u publishes in flight on this connection: wait for acks",
                  (unsigned)c->inflight);
         code = KSOCK_E_QUEUE_FULL;
@@ -406,6 +599,8 @@ static void do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env
     if (b->pending) b->pending->prev = p;
     b->pending = p;
     c->inflight++;
+    if (c->inflight > b->stats.inflight_max) b->stats.inflight_max = c->inflight;
+    conn_update_pause(b, c);
     return;
 
 nomem:
@@ -504,7 +699,13 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     (void)type;
     ksock_bridge_t *b = data;
     conn_t *c = conn_data;
-    if (c == NULL || c->sv == NULL || c->closing) return;
+    if (c == NULL || c->sv == NULL || c->closing || b->stopped) return;
+    if (b->stall_ms > 0) { /* test hook (docs/bridge.md): stall the loop once */
+        struct timespec ts = {(time_t)(b->stall_ms / 1000), (long)(b->stall_ms % 1000) * 1000000L};
+        b->stall_ms = 0;
+        nanosleep(&ts, NULL);
+    }
+    b->last_msg_ns = ksock_now_ns();
     char err[512];
     ksock_value_limits_t lim;
     ksock_serde_get_limits(b->rt, &lim);
@@ -517,8 +718,9 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
         int code = rc == KSOCK_E_PROTO   ? KSOCK_E_PROTO
                    : rc == KSOCK_E_LIMIT ? KSOCK_E_LIMIT
                                          : KSOCK_E_DECODE;
+        /* A decoder leaves the id set when it decoded: echo it so a pipelining client can match. */
+        reply_error(b, c, env.id, env.id ? env.id_len : 0, NULL, 0, code, err);
         ksock_envelope_clear(&env);
-        reply_error(b, c, NULL, 0, NULL, 0, code, err);
         return;
     }
     switch (env.op) {
@@ -554,9 +756,13 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
 
 static void on_writable(void *data, ksock_conn_id_t id, void *conn_data)
 {
-    (void)data;
     (void)id;
-    (void)conn_data; /* replies never wait for the queue: a full one closes the connection */
+    ksock_bridge_t *b = data;
+    conn_t *c = conn_data;
+    if (c == NULL || c->closing || b->stopped) return;
+    conn_flush_overflow(b, c);
+    conn_update_pause(b, c);
+    drain_check(b);
 }
 
 static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, const char *reason,
@@ -570,8 +776,10 @@ static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, 
                              KSOCK_KV_STR("reason", reason ? reason : ""),
                              KSOCK_KV_I64("inflight", c->inflight)},
               4, "connection closed%s%s", err ? ": " : "", err ? ksock_err_name(err) : "");
+    if (c->ovf_head) b->nwaiting--;
     conn_remove(b, c);
     conn_free(c);
+    drain_check(b);
 }
 
 /* ---- Public API ------------------------------------------------------------- */
@@ -621,6 +829,11 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->av = auth ? auth->vtable : NULL;
     b->producer = producer;
     b->opts = o;
+    b->can_pause =
+        KSOCK_HAS_FIELD(b->tv, ksock_transport_vtable_t, pause_read) && b->tv->pause_read != NULL;
+    b->resume_at = o.max_inflight - (o.max_inflight + 3) / 4;
+    const char *stall = getenv("KSOCK_TEST_STALL_MS");
+    if (stall) b->stall_ms = strtoull(stall, NULL, 10);
     *out = b;
     return 0;
 }
@@ -649,9 +862,31 @@ void ksock_bridge_stop(ksock_bridge_t *b)
 {
     if (b == NULL || !b->started || b->stopped) return;
     b->stopped = true;
+    if (b->drain_timer) ksock_timer_stop(b->drain_timer);
+    b->drain_cb = NULL;
+    /* The close events this posts are handled if the loop runs again, else freed by the transport.
+     */
     b->tv->stop(b->transport->inst);
-    /* The transport posts the close events of the connections it closed: deliver them now. */
-    ksock_runtime_run_once(b->rt, false);
+}
+
+int ksock_bridge_drain(ksock_bridge_t *b, uint64_t timeout_ms, ksock_bridge_drain_cb cb, void *data)
+{
+    if (b->draining || b->stopped) return KSOCK_E_STATE;
+    if (b->drain_timer == NULL) {
+        int rc = ksock_timer_init(b->rt, &b->drain_timer, drain_timer_cb, b);
+        if (rc != 0) return rc;
+    }
+    int rc = ksock_timer_start(b->drain_timer, DRAIN_TICK_MS, DRAIN_TICK_MS);
+    if (rc != 0) return rc;
+    b->draining = true;
+    b->drain_deadline = ksock_now_ns() + timeout_ms * 1000000ull;
+    b->drain_cb = cb;
+    b->drain_data = data;
+    /* Paused connections at their in-flight bound resume: what they hold is refused at once. */
+    for (size_t i = 0; i < b->nbuckets; i++)
+        for (conn_t *c = b->buckets[i]; c; c = c->next)
+            conn_update_pause(b, c);
+    return 0;
 }
 
 void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
@@ -663,6 +898,7 @@ void ksock_bridge_free(ksock_bridge_t *b)
 {
     if (b == NULL) return;
     ksock_bridge_stop(b);
+    if (b->drain_timer) ksock_timer_close(b->drain_timer);
     for (pending_t *p = b->pending; p; p = p->next)
         p->bridge = NULL; /* a late delivery frees its own memory only */
     for (size_t i = 0; i < b->nbuckets; i++) {

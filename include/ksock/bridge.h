@@ -33,9 +33,11 @@ typedef struct ksock_bridge_s ksock_bridge_t;
 typedef struct ksock_bridge_opts_s {
     size_t size; /* sizeof(ksock_bridge_opts_t) */
     /*
-     * Publishes per connection sent to Kafka and not yet acknowledged; one
-     * more is answered KSOCK_E_QUEUE_FULL. Default
-     * KSOCK_BRIDGE_DEFAULT_MAX_INFLIGHT.
+     * Publishes per connection sent to Kafka and not yet answered. At the
+     * bound the bridge stops reading the connection (the transport's
+     * pause_read) until acks bring it to 3/4 of the bound; with a transport
+     * built for ABI 1.0 (no pause_read) one more is answered
+     * KSOCK_E_QUEUE_FULL instead. Default KSOCK_BRIDGE_DEFAULT_MAX_INFLIGHT.
      */
     uint32_t max_inflight;
     /*
@@ -63,11 +65,28 @@ KSOCK_EXTERN int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *
 KSOCK_EXTERN int ksock_bridge_start(ksock_bridge_t *b, char *errstr, size_t errstr_size);
 
 /*
- * Stop the transport (every connection is closed with 1001 and its close
- * event delivered before this returns). Deliveries that arrive later are
- * dropped. Idempotent.
+ * Stop the transport: every connection is closed with 1001. Does not run
+ * the loop, so the close events may come later or never (the transport
+ * frees them); ksock_bridge_free() forgets the connections either way.
+ * Deliveries that arrive later are dropped (counted in `dropped`).
+ * Idempotent.
  */
 KSOCK_EXTERN void ksock_bridge_stop(ksock_bridge_t *b);
+
+typedef void (*ksock_bridge_drain_cb)(ksock_bridge_t *b, int status, void *data);
+
+/*
+ * Start shutting down without closing anything: from now on every
+ * publish is answered KSOCK_E_SHUTDOWN (with its id and topic) and not
+ * produced; publishes already sent to Kafka are answered as their
+ * delivery reports arrive, on their open connections. `cb` fires on the
+ * loop, never from inside this call, once none is pending (status 0) or
+ * after `timeout_ms` (status KSOCK_E_TIMEDOUT: the rest are answered
+ * KSOCK_E_KAFKA, outcome unknown, and counted in `drain_unknown`). Then
+ * call ksock_bridge_stop(). KSOCK_E_STATE if already draining or stopped.
+ */
+KSOCK_EXTERN int ksock_bridge_drain(ksock_bridge_t *b, uint64_t timeout_ms,
+                                    ksock_bridge_drain_cb cb, void *data);
 
 /* Counters, for logs and tests. */
 typedef struct ksock_bridge_stats_s {
@@ -76,7 +95,12 @@ typedef struct ksock_bridge_stats_s {
     uint64_t published;      /* records acknowledged by Kafka */
     uint64_t publish_errors; /* publishes answered with an error */
     uint64_t dropped;        /* deliveries for connections already closed */
-    uint64_t send_full;      /* replies refused by a full send queue (connection closed 1013) */
+    uint64_t send_full; /* replies that found the send queue full and waited (reading paused) */
+    /* Appended with ABI 1.1. */
+    uint64_t inflight_max;     /* most publishes in flight seen on one connection */
+    uint64_t paused;           /* times a connection's reading was paused */
+    uint64_t shutdown_refused; /* publishes answered KSOCK_E_SHUTDOWN while draining */
+    uint64_t drain_unknown;    /* pending at the drain timeout: answered KSOCK_E_KAFKA */
 } ksock_bridge_stats_t;
 
 KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);

@@ -102,8 +102,26 @@ typedef struct ksock_transport_vtable_s {
     int (*send)(void *inst, ksock_conn_id_t id, ksock_frame_t *frame);
     /* Start a close handshake with `code` and `reason` (may be NULL). */
     int (*close)(void *inst, ksock_conn_id_t id, int code, const char *reason);
-    /* Stop listening and close every connection; on_close fires for each. */
+    /*
+     * Stop listening and close every connection. Never runs the host's
+     * loop: the on_close events are posted, and a host that stops its loop
+     * right after may never see them (the transport frees them itself).
+     */
     void (*stop)(void *inst);
+
+    /* ---- ABI 1.1: check `size` before calling (KSOCK_HAS_FIELD); may be NULL. ---- */
+
+    /*
+     * Stop (paused true) or resume delivering on_message for `id`. While
+     * paused, messages already read are held in order and count against
+     * the transport's inbound bound, so it soon stops reading the socket
+     * and TCP pushes back on the peer; other events (on_writable,
+     * on_close) still come. On resume the held messages are delivered from
+     * the loop, in order, never from inside this call. Held messages of a
+     * connection that closes are dropped. 0, or KSOCK_E_CLOSED for a
+     * connection that is gone.
+     */
+    int (*pause_read)(void *inst, ksock_conn_id_t id, bool paused);
 } ksock_transport_vtable_t;
 
 #ifdef __cplusplus

@@ -23,6 +23,13 @@
  * that event is queued only by the lws thread once it has forgotten the
  * wsi, so neither thread can see a freed connection.
  *
+ * Inbound bound: the bytes of messages read and not yet delivered (queued
+ * for the loop, or held while the host paused the connection) are counted
+ * per connection and per instance under `evlock`. The lws thread stops
+ * reading a connection (lws_rx_flow_control) that pushes either count over
+ * its bound; the loop, delivering, asks it (resume_req and a wake-up) to
+ * read again once both are back under half their bound.
+ *
  * on_handshake is called on the lws thread from
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, where the request headers are still
  * available and a refusal can still be an HTTP status (401/403/404/400).
@@ -56,6 +63,10 @@
  */
 #define WS_MAX_REQUEST_HEADERS 16384
 
+/* A wsi's opaque data once its connection finished, while lws still holds the socket. */
+static char ws_gone_mark;
+#define WS_GONE ((void *)&ws_gone_mark)
+
 /* ---- Options ----------------------------------------------------------- */
 
 typedef struct ws_opts_s {
@@ -73,6 +84,8 @@ typedef struct ws_opts_s {
     int64_t max_connections;
     int64_t send_queue_max_frames;
     int64_t send_queue_max_bytes;
+    int64_t receive_queue_max_bytes;
+    int64_t receive_queue_max_total;
     int64_t rx_buffer_size;
     int64_t shutdown_grace;
     char *tls_cert;
@@ -142,6 +155,17 @@ static const ksock_option_t ws_options[] = {
                        "Bytes queued per connection before send() answers KSOCK_E_QUEUE_FULL "
                        "(a single frame larger than this is still accepted into an empty "
                        "queue)."),
+    KSOCK_OPTION_RANGE("receive_queue_max_bytes", KSOCK_OPT_SIZE, 0, "4MiB", ws_opts_t,
+                       receive_queue_max_bytes, 1, (int64_t)1 << 34,
+                       "Bytes of a connection's messages read and not yet handled by the host "
+                       "(also those held while the host paused reading it) before the transport "
+                       "stops reading its socket, so TCP pushes back on the client; reading "
+                       "resumes below half. The message that crosses the bound is kept whole."),
+    KSOCK_OPTION_RANGE("receive_queue_max_total", KSOCK_OPT_SIZE, 0, "256MiB", ws_opts_t,
+                       receive_queue_max_total, 1, (int64_t)1 << 40,
+                       "The same across all connections: a connection that receives while the "
+                       "total is over this bound stops being read until the total is back "
+                       "under half (and its own count under half its bound)."),
     KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "1536B", ws_opts_t, rx_buffer_size, 128,
                        1 << 20,
                        "libwebsockets' per-connection receive buffer, and the most it reads "
@@ -254,7 +278,18 @@ typedef struct ws_conn_s {
     size_t nheaders;
     bool insecure;
     bool in_start; /* inside lws_client_connect_via_info() */
+    bool counted;  /* server wsi counted in inst->nwsi until lws destroys it */
     struct ws_event_s *deferred_close;
+
+    /* Inbound bound, under inst->evlock. */
+    size_t rxq_bytes;                 /* message bytes read, not yet delivered (queued or held) */
+    bool rx_throttled;                /* lws_rx_flow_control(wsi, 0) in effect */
+    struct ws_conn_s *tnext, **tprev; /* inst->throttled */
+
+    /* Loop thread only: pause_read. */
+    bool read_paused;
+    struct ws_event_s *held_head, *held_tail; /* messages read while paused, in order */
+    struct ws_conn_s *rnext, **rprev;         /* inst->resumed */
 } ws_conn_t;
 
 enum { EV_OPEN, EV_MESSAGE, EV_WRITABLE, EV_CLOSE };
@@ -300,6 +335,7 @@ struct ws_inst_s {
     ws_conn_t **table;
     size_t tcap, tcount;
     size_t nserver; /* server connections in the table */
+    size_t nwsi;    /* server wsis not yet destroyed by lws (ws_stop waits for them) */
     ws_conn_t *pending;
     _Atomic uint64_t next_id;
     bool closing_all;
@@ -309,6 +345,13 @@ struct ws_inst_s {
 
     pthread_mutex_t evlock;
     ws_event_t *ev_head, *ev_tail;
+    size_t rxq_total;     /* under evlock: sum of every connection's rxq_bytes */
+    ws_conn_t *throttled; /* under evlock: connections not being read */
+    _Atomic bool resume_req;
+    _Atomic bool stopping; /* ws_stop: read every connection, so close handshakes complete */
+
+    ws_conn_t *resumed; /* loop thread: resumed connections with held messages */
+    bool resume_posted;
 
     bool destroyed; /* loop thread */
 };
@@ -435,8 +478,15 @@ static int queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len)
     return 0;
 }
 
+static void event_free(struct ws_event_s *e);
+
 static void conn_free(ws_conn_t *c)
 {
+    while (c->held_head) {
+        struct ws_event_s *e = c->held_head;
+        c->held_head = e->next;
+        event_free(e);
+    }
     ksock_frame_t *f;
     while ((f = queue_pop(c)) != NULL)
         ksock_frame_unref(f);
@@ -461,16 +511,24 @@ static void conn_free(ws_conn_t *c)
 
 static void drain_events(ksock_runtime_t *rt, void *arg);
 
-static ws_event_t *event_new(int kind, ws_conn_t *c, const void *data, size_t len)
+/* NULL on ENOMEM: for messages, whose loss the caller answers by closing the connection. */
+static ws_event_t *event_try_new(int kind, ws_conn_t *c, const void *data, size_t len)
 {
     ws_event_t *e = malloc(sizeof(*e) + len + 1);
-    if (e == NULL) abort(); /* an event lost would leak a connection or a close */
+    if (e == NULL) return NULL;
     memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->c = c;
     e->len = len;
     if (len) memcpy(e->data, data, len);
     e->data[len] = '\0';
+    return e;
+}
+
+static ws_event_t *event_new(int kind, ws_conn_t *c, const void *data, size_t len)
+{
+    ws_event_t *e = event_try_new(kind, c, data, len);
+    if (e == NULL) abort(); /* an open or close lost would leak a connection */
     return e;
 }
 
@@ -496,7 +554,14 @@ static void event_push(ws_inst_t *inst, ws_event_t *e)
 
 static void event_free(ws_event_t *e)
 {
-    if (e->kind == EV_CLOSE) conn_free(e->c);
+    if (e->kind == EV_CLOSE) {
+        ws_conn_t *c = e->c;
+        if (c->rprev) { /* loop thread: off the resumed list before it goes */
+            *c->rprev = c->rnext;
+            if (c->rnext) c->rnext->rprev = c->rprev;
+        }
+        conn_free(c);
+    }
     free(e->str);
     free(e);
 }
@@ -521,6 +586,111 @@ static void deliver(ws_inst_t *inst, ws_event_t *e)
     }
 }
 
+/* ---- Inbound bound ------------------------------------------------------ */
+
+static void throttled_del(ws_conn_t *c)
+{
+    if (!c->tprev) return;
+    *c->tprev = c->tnext;
+    if (c->tnext) c->tnext->tprev = c->tprev;
+    c->tnext = NULL;
+    c->tprev = NULL;
+}
+
+/* Under evlock: may a throttled connection be read again? */
+static bool rx_may_resume(const ws_inst_t *inst, const ws_conn_t *c)
+{
+    return c->rxq_bytes <= (size_t)inst->o->receive_queue_max_bytes / 2 &&
+           inst->rxq_total <= (size_t)inst->o->receive_queue_max_total / 2;
+}
+
+/*
+ * lws thread, before the message is queued: count it, and tell the caller
+ * to stop reading when it crosses a bound. The message itself is kept: at
+ * most one message per connection goes over the bound.
+ */
+static bool rx_account(ws_inst_t *inst, ws_conn_t *c, size_t len)
+{
+    pthread_mutex_lock(&inst->evlock);
+    c->rxq_bytes += len;
+    inst->rxq_total += len;
+    bool stop = !c->rx_throttled && !atomic_load(&inst->stopping) &&
+                (c->rxq_bytes >= (size_t)inst->o->receive_queue_max_bytes ||
+                 inst->rxq_total >= (size_t)inst->o->receive_queue_max_total);
+    if (stop) {
+        c->rx_throttled = true;
+        c->tnext = inst->throttled;
+        if (c->tnext) c->tnext->tprev = &c->tnext;
+        inst->throttled = c;
+        c->tprev = &inst->throttled;
+    }
+    pthread_mutex_unlock(&inst->evlock);
+    return stop;
+}
+
+/*
+ * Loop thread, once a message was delivered (or dropped): uncount it. When
+ * that makes this connection readable again, or brings the total back
+ * under half its bound while some connection waits, wake the lws thread.
+ */
+static void rx_release(ws_inst_t *inst, ws_conn_t *c, size_t len)
+{
+    pthread_mutex_lock(&inst->evlock);
+    size_t half_total = (size_t)inst->o->receive_queue_max_total / 2;
+    bool crossed = inst->rxq_total > half_total && inst->rxq_total - len <= half_total;
+    c->rxq_bytes -= len;
+    inst->rxq_total -= len;
+    bool wake = (c->rx_throttled && rx_may_resume(inst, c)) || (crossed && inst->throttled != NULL);
+    pthread_mutex_unlock(&inst->evlock);
+    if (wake && !atomic_exchange(&inst->resume_req, true) && inst->ctx && inst->thread_running)
+        lws_cancel_service(inst->ctx);
+}
+
+/* lws thread (wait-cancelled): read again every connection now under its bounds. */
+static void rx_resume(ws_inst_t *inst)
+{
+    if (!atomic_exchange(&inst->resume_req, false)) return;
+    pthread_mutex_lock(&inst->evlock);
+    for (ws_conn_t *c = inst->throttled, *next; c; c = next) {
+        next = c->tnext;
+        if (!rx_may_resume(inst, c)) continue;
+        throttled_del(c);
+        c->rx_throttled = false;
+        if (c->wsi) lws_rx_flow_control(c->wsi, 1);
+    }
+    pthread_mutex_unlock(&inst->evlock);
+}
+
+/* Loop thread: deliver one message event (or hold it for a paused connection). */
+static void deliver_message(ws_inst_t *inst, ws_event_t *e)
+{
+    ws_conn_t *c = e->c;
+    if (c->read_paused || c->held_head) {
+        e->next = NULL;
+        if (c->held_tail)
+            c->held_tail->next = e;
+        else
+            c->held_head = e;
+        c->held_tail = e;
+        return;
+    }
+    deliver(inst, e);
+    rx_release(inst, c, e->len);
+    event_free(e);
+}
+
+/* Loop thread: a closing connection's held messages are dropped, never delivered. */
+static void drop_held(ws_inst_t *inst, ws_conn_t *c)
+{
+    while (c->held_head) {
+        ws_event_t *e = c->held_head;
+        c->held_head = e->next;
+        rx_release(inst, c, e->len);
+        event_free(e);
+    }
+    c->held_tail = NULL;
+}
+
 static void drain_events(ksock_runtime_t *rt, void *arg)
 {
     ws_inst_t *inst = arg;
@@ -534,9 +704,43 @@ static void drain_events(ksock_runtime_t *rt, void *arg)
         while (e) {
             ws_event_t *next = e->next;
             /* After destroy (or while the runtime shuts down) only free. */
-            if (!inst->destroyed && !ksock_runtime_is_stopping(inst->rt)) deliver(inst, e);
-            event_free(e);
+            if (inst->destroyed || ksock_runtime_is_stopping(inst->rt)) {
+                event_free(e);
+            } else if (e->kind == EV_MESSAGE) {
+                deliver_message(inst, e);
+            } else {
+                if (e->kind == EV_CLOSE) drop_held(inst, e->c);
+                deliver(inst, e);
+                event_free(e);
+            }
             e = next;
+        }
+    }
+    inst_unref(inst);
+}
+
+/*
+ * Loop thread, posted by pause_read(false): deliver what resumed
+ * connections held, in order, until one is paused again.
+ */
+static void deliver_held(ksock_runtime_t *rt, void *arg)
+{
+    ws_inst_t *inst = arg;
+    (void)rt;
+    inst->resume_posted = false;
+    while (inst->resumed && !inst->destroyed && !ksock_runtime_is_stopping(inst->rt)) {
+        ws_conn_t *c = inst->resumed;
+        inst->resumed = c->rnext;
+        if (c->rnext) c->rnext->rprev = &inst->resumed;
+        c->rnext = NULL;
+        c->rprev = NULL;
+        while (c->held_head && !c->read_paused) {
+            ws_event_t *e = c->held_head;
+            c->held_head = e->next;
+            if (c->held_head == NULL) c->held_tail = NULL;
+            deliver(inst, e);
+            rx_release(inst, c, e->len);
+            event_free(e);
         }
     }
     inst_unref(inst);
@@ -552,8 +756,9 @@ static void conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *rea
 {
     ws_inst_t *inst = c->inst;
     /* Whatever happens next, no callback may find c through this wsi again. */
-    if (wsi) lws_set_opaque_user_data(wsi, NULL);
-    if (c->wsi && c->wsi != wsi) lws_set_opaque_user_data(c->wsi, NULL);
+    void *mark = c->counted ? WS_GONE : NULL;
+    if (wsi) lws_set_opaque_user_data(wsi, mark);
+    if (c->wsi && c->wsi != wsi) lws_set_opaque_user_data(c->wsi, mark);
     c->wsi = NULL;
     pthread_mutex_lock(&inst->lock);
     if (c->gone) {
@@ -565,6 +770,9 @@ static void conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *rea
     pending_del(c);
     if (inst->closing_all && inst->tcount == 0) pthread_cond_broadcast(&inst->cond);
     pthread_mutex_unlock(&inst->lock);
+    pthread_mutex_lock(&inst->evlock);
+    throttled_del(c);
+    pthread_mutex_unlock(&inst->evlock);
     ws_event_t *e = event_new(EV_CLOSE, c, NULL, 0);
     e->code = code;
     e->err = err;
@@ -605,12 +813,24 @@ static void conn_closed(ws_conn_t *c, struct lws *wsi)
 
 /* ---- lws thread: writing ---------------------------------------------- */
 
+/* Read a closing connection again: lws must see the peer's close frame. */
+static void rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
+{
+    pthread_mutex_lock(&inst->evlock);
+    bool was = c->rx_throttled;
+    throttled_del(c);
+    c->rx_throttled = false;
+    pthread_mutex_unlock(&inst->evlock);
+    if (was) lws_rx_flow_control(wsi, 1);
+}
+
 static int conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
     if (c->rx_close) {
-        const char *why = c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE
-                              ? "message too large"
-                              : "invalid UTF-8 in a text message";
+        const char *why = c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE ? "message too large"
+                          : c->rx_close == LWS_CLOSE_STATUS_INVALID_PAYLOAD
+                              ? "invalid UTF-8 in a text message"
+                              : "out of memory";
         c->local_closed = true;
         c->close_code = c->rx_close;
         snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
@@ -634,6 +854,7 @@ static int conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
         if (owed) event_push(inst, event_new(EV_WRITABLE, c, NULL, 0));
         if (want_close) {
             c->local_closed = true;
+            rx_unthrottle(inst, c, wsi); /* the peer's close frame must still be read */
             size_t rl = strlen(c->close_reason);
             lws_close_reason(wsi, (enum lws_close_status)c->close_code,
                              (unsigned char *)c->close_reason, rl);
@@ -705,7 +926,7 @@ static int conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const vo
         c->rx_binary = lws_frame_is_binary(wsi);
     }
     c->last_rx_ns = ksock_now_ns();
-    if (c->rx_close) return 0; /* closing: drop the rest */
+    if (c->rx_close || c->local_closed) return 0; /* closing: drop the rest */
     if (c->rx.len + len > c->max_message)
         return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
     ksock_frame_type_t type = c->rx_binary ? KSOCK_FRAME_BINARY : KSOCK_FRAME_TEXT;
@@ -719,14 +940,18 @@ static int conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const vo
     }
     if (type == KSOCK_FRAME_TEXT && !ksock_utf8_check(msg, mlen, NULL))
         return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD);
-    ws_event_t *e = event_new(EV_MESSAGE, c, msg, mlen); /* the common case: no copy into rx */
+    ws_event_t *e = event_try_new(EV_MESSAGE, c, msg, mlen); /* common case: no copy into rx */
+    if (e == NULL) /* out of memory: close this connection rather than the process */
+        return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
     if (msg == c->rx.data) {
         c->rx.len = 0;
         /* Do not let one big message pin memory on an idle connection. */
         if (c->rx.cap > 64 * 1024) ksock_buf_free(&c->rx);
     }
     e->type = type;
+    bool stop = rx_account(inst, c, mlen);
     event_push(inst, e);
+    if (stop) lws_rx_flow_control(wsi, 0);
     return 0;
 }
 
@@ -1118,9 +1343,11 @@ static int server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
         goto out;
     }
     c->wsi = wsi;
+    c->counted = true;
     lws_set_opaque_user_data(wsi, c);
     pthread_mutex_lock(&inst->lock);
     table_insert(inst, c);
+    inst->nwsi++;
     pthread_mutex_unlock(&inst->lock);
 out:
     hs_free(&b);
@@ -1269,6 +1496,7 @@ static int map_client_error(struct lws *wsi, const char *msg)
 
 static void on_wait_cancelled(ws_inst_t *inst)
 {
+    rx_resume(inst);
     pthread_mutex_lock(&inst->lock);
     ws_call_fn fn = inst->call_fn;
     void *arg = inst->call_arg;
@@ -1283,9 +1511,15 @@ static void on_wait_cancelled(ws_inst_t *inst)
     }
     bool closing = inst->closing_all;
     if (closing) {
-        /* Ask every connection to close with 1001 after its queue drains. */
+        /*
+         * Ask every connection to close with 1001 after its queue drains,
+         * reading it meanwhile: lws closes a connection that has unread
+         * input without waiting for the peer's close, and the reset that
+         * follows can destroy the replies and the close frame on their way.
+         */
         for (size_t s = 0; s < inst->tcap; s++)
             for (ws_conn_t *c = inst->table[s]; c; c = c->hnext) {
+                if (c->wsi) rx_unthrottle(inst, c, c->wsi);
                 if (!c->close_req) {
                     c->close_req = true;
                     c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;
@@ -1322,7 +1556,9 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 {
     ws_inst_t *inst = lws_context_user(lws_get_context(wsi));
     ws_conn_t *c = lws_get_opaque_user_data(wsi);
+    bool gone = (void *)c == WS_GONE;
     (void)user;
+    if (gone) c = NULL;
 
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
@@ -1407,10 +1643,17 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (c) conn_closed(c, wsi);
         return 0;
 
-    case LWS_CALLBACK_WSI_DESTROY:
+    case LWS_CALLBACK_WSI_DESTROY: {
         /* The last word on any wsi: covers upgrades that failed after acceptance. */
+        bool counted = gone || (c && c->counted); /* read before c may be freed */
         if (c) conn_closed(c, wsi);
+        if (counted) {
+            pthread_mutex_lock(&inst->lock);
+            if (--inst->nwsi == 0 && inst->closing_all) pthread_cond_broadcast(&inst->cond);
+            pthread_mutex_unlock(&inst->lock);
+        }
         return 0;
+    }
 
     default:
         return 0;
@@ -1955,6 +2198,30 @@ static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
     return 0;
 }
 
+static int ws_pause_read(void *p, ksock_conn_id_t id, bool paused)
+{
+    ws_inst_t *inst = p;
+    pthread_mutex_lock(&inst->lock);
+    ws_conn_t *c = table_find(inst, id);
+    pthread_mutex_unlock(&inst->lock);
+    /* c stays valid: only this thread frees it, after its close event. */
+    if (c == NULL) return KSOCK_E_CLOSED;
+    c->read_paused = paused;
+    if (paused || c->held_head == NULL || c->rprev) return 0;
+    c->rnext = inst->resumed;
+    if (c->rnext) c->rnext->rprev = &c->rnext;
+    inst->resumed = c;
+    c->rprev = &inst->resumed;
+    if (!inst->resume_posted) {
+        atomic_fetch_add(&inst->refs, 1);
+        if (ksock_runtime_post(inst->rt, deliver_held, inst) == 0)
+            inst->resume_posted = true;
+        else
+            atomic_fetch_sub(&inst->refs, 1);
+    }
+    return 0;
+}
+
 static void ws_stop(void *p)
 {
     ws_inst_t *inst = p;
@@ -1963,6 +2230,7 @@ static void ws_stop(void *p)
         ksock_timer_close(inst->tick);
         inst->tick = NULL;
     }
+    atomic_store(&inst->stopping, true);
     if (inst->thread_running) {
         pthread_mutex_lock(&inst->lock);
         inst->closing_all = true;
@@ -1974,8 +2242,15 @@ static void ws_stop(void *p)
         uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)inst->o->shutdown_grace * 1000000ull;
         until.tv_sec += (time_t)(ns / 1000000000ull);
         until.tv_nsec = (long)(ns % 1000000000ull);
+        /*
+         * Then for lws to let go of the sockets: it reports a connection
+         * closed when it has sent its close frame, but reads on until the
+         * peer's close; destroying the context before that resets a
+         * connection the client still writes to, and the reset can destroy
+         * the replies and the close frame the client has not read yet.
+         */
         pthread_mutex_lock(&inst->lock);
-        while (inst->tcount > 0)
+        while (inst->tcount > 0 || inst->nwsi > 0)
             if (pthread_cond_timedwait(&inst->cond, &inst->lock, &until) != 0) break;
         pthread_mutex_unlock(&inst->lock);
         atomic_store(&inst->quit, 1);
@@ -2094,6 +2369,7 @@ static const ksock_transport_vtable_t ws_vtable = {
     .send = ws_send,
     .close = ws_close,
     .stop = ws_stop,
+    .pause_read = ws_pause_read,
 };
 
 static const ksock_plugin_desc_t ws_desc = {

@@ -296,8 +296,9 @@ typedef struct {
  * value below, then update this list.
  */
 #define END_OF(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
-_Static_assert(sizeof(ksock_transport_vtable_t) == END_OF(ksock_transport_vtable_t, stop),
-               "transport vtable grew: freeze its ABI 1.0 size in core/plugin.c");
+/* ABI 1.1 appended pause_read; core/plugin.c keeps the 1.0 size (END_OF stop). */
+_Static_assert(sizeof(ksock_transport_vtable_t) == END_OF(ksock_transport_vtable_t, pause_read),
+               "transport vtable grew: freeze its ABI 1.1 size in core/plugin.c");
 _Static_assert(sizeof(ksock_serializer_vtable_t) ==
                    END_OF(ksock_serializer_vtable_t, decode_envelope),
                "serializer vtable grew: freeze its ABI 1.0 size in core/plugin.c");
@@ -616,6 +617,25 @@ static ksock_log_record_t record(const char *msg)
                                 strlen(msg),
                                 NULL,
                                 0};
+}
+
+/* ABI 1.1 appended pause_read to the transport vtable: a 1.0 transport still loads. */
+TEST(transport_built_for_1_0_loads_without_pause_read)
+{
+    ksock_runtime_t *rt = rt_new();
+    ksock_plugin_t *p;
+    char err[1024] = "";
+    int rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, "v10", &p, err, sizeof(err));
+    if (rc != 0) printf("# %s\n", err);
+    ASSERT_OK(rc);
+    const ksock_plugin_desc_t *d = ksock_plugin_desc(p);
+    ASSERT_EQ(d->abi_minor, 0);
+    const ksock_transport_vtable_t *vt = d->vtable;
+    ASSERT(!KSOCK_HAS_FIELD(vt, ksock_transport_vtable_t, pause_read));
+    ksock_plugin_instance_t *pi;
+    ASSERT_OK(ksock_plugin_instance_new(rt, p, "t", NULL, NULL, NULL, &pi, err, sizeof(err)));
+    ksock_plugin_instance_free(pi);
+    ksock_runtime_destroy(rt);
 }
 
 TEST(good_two_instances_have_their_own_state)
@@ -1054,7 +1074,10 @@ TEST(ksockd_list_plugins_reports_refusals)
     ASSERT_EQ(p.exit_code, 0);
     char good[PATH_MAX];
     fixture_path(good, sizeof(good), "fixture_good");
-    ASSERT_CONTAINS(p.out, "logsink    fixture_good 1.2.3    ABI 1.0  ");
+    /* The fixtures are built with this tree's headers. */
+    snprintf(want, sizeof(want), "logsink    fixture_good 1.2.3    ABI %d.%d  ",
+             KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR);
+    ASSERT_CONTAINS(p.out, want);
     ASSERT_CONTAINS(p.out, good);
     for (size_t i = 0; i < NREFUSALS; i++) {
         char msg[1200];
@@ -1075,7 +1098,10 @@ TEST(ksockd_describe_plugin)
     proc_t p;
     run_ksockd(&p, dir, "--describe-plugin", "logsink:fixture_good", "--config", cfg, NULL);
     ASSERT_EQ(p.exit_code, 0);
-    ASSERT_CONTAINS(p.out, "logsink \"fixture_good\" 1.2.3 (ABI 1.0)");
+    char want[96];
+    snprintf(want, sizeof(want), "logsink \"fixture_good\" 1.2.3 (ABI %d.%d)",
+             KSOCK_PLUGIN_ABI_MAJOR, KSOCK_PLUGIN_ABI_MINOR);
+    ASSERT_CONTAINS(p.out, want);
     ASSERT_CONTAINS(p.out, "  tag ");
     ASSERT_CONTAINS(p.out, "(required)");
     ASSERT_CONTAINS(p.out, "enum:count|drop");
@@ -1233,9 +1259,9 @@ TEST(config_not_an_object)
 
 TEST(config_unknown_top_level_key)
 {
-    check_bad_config(
-        "{\n  \"lgo\": {}\n}\n", "{}",
-        "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka, websocket, auth)");
+    check_bad_config("{\n  \"lgo\": {}\n}\n", "{}",
+                     "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka, "
+                     "websocket, auth, bridge)");
 }
 
 TEST(config_unknown_plugin_key)
@@ -1385,6 +1411,7 @@ static const test_entry_t tests[] = {
     TEST_ENTRY(missing_plugin_lists_search_path),
     TEST_ENTRY(invalid_names_are_not_looked_up),
     TEST_ENTRY(good_loads),
+    TEST_ENTRY(transport_built_for_1_0_loads_without_pause_read),
     TEST_ENTRY(good_two_instances_have_their_own_state),
     TEST_ENTRY(create_failure_is_reported_with_owner),
     TEST_ENTRY(options_are_checked_before_plugin_code_runs),

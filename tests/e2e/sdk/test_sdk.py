@@ -193,7 +193,7 @@ def installed_ksockd_lists_the_example_and_the_bundled_plugins():
     plugindir = pkg("--variable=plugindir")
     # The example from plugin_path; the bundled sinks from the compiled-in
     # default directory (no $KSOCK_PLUGIN_PATH in this environment).
-    assert re.search(r"^logsink\s+example\s+1\.0\.0\s+ABI 1\.0\s+" + re.escape(S["example_dir"]), r.stdout, re.M), r.stdout
+    assert re.search(r"^logsink\s+example\s+1\.0\.0\s+ABI 1\.1\s+" + re.escape(S["example_dir"]), r.stdout, re.M), r.stdout
     assert re.search(r"^logsink\s+file\s+.*" + re.escape(plugindir), r.stdout, re.M), r.stdout
     assert "refused" not in r.stderr, r.stderr
     d = ksockd("--describe-plugin", "example", "--config", cfg)
