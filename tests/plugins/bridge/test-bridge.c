@@ -791,7 +791,10 @@ TEST(full_send_queue_closes_with_1013)
     bt_close(&t);
 }
 
-/* stop() closes every connection with 1001 and has delivered their close events on return. */
+/*
+ * bridge.h: stop() stops the transport and every connection's close event
+ * has been delivered when it returns (the fake posts them, as `ws` does).
+ */
 TEST(stop_closes_connections_before_returning)
 {
     bt_t t;
