@@ -1,0 +1,256 @@
+/*
+ * The fake transport of the bridge tests (see fake_transport.h). Built
+ * with -DKSOCK_PLUGIN_BUILTIN into test-bridge.
+ */
+#include "fake_transport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Posted close events ---------------------------------------------------- */
+
+typedef struct posted_close_s {
+    fake_transport_t *f;
+    ksock_conn_id_t id;
+    int code;
+    char reason[128];
+} posted_close_t;
+
+static void deliver_close(fake_transport_t *f, fake_conn_t *c, int code, const char *reason,
+                          int err)
+{
+    c->state = FAKE_CONN_CLOSED;
+    if (f->ev.on_close) f->ev.on_close(f->ev.data, c->id, c->conn_data, code, reason, err);
+}
+
+static void on_posted_close(ksock_runtime_t *rt, void *arg)
+{
+    posted_close_t *pc = arg;
+    /* A runtime being destroyed runs what is left so that it can be freed: the fake may be gone. */
+    if (!ksock_runtime_is_stopping(rt)) {
+        fake_transport_t *f = pc->f;
+        f->posted--;
+        fake_conn_t *c = fake_conn(f, pc->id);
+        if (c && c->state != FAKE_CONN_CLOSED)
+            deliver_close(f, c, pc->code, pc->reason[0] ? pc->reason : NULL, 0);
+    }
+    free(pc);
+}
+
+static int post_close(fake_transport_t *f, ksock_conn_id_t id, int code, const char *reason)
+{
+    posted_close_t *pc = calloc(1, sizeof(*pc));
+    if (pc == NULL) return KSOCK_E_NOMEM;
+    pc->f = f;
+    pc->id = id;
+    pc->code = code;
+    snprintf(pc->reason, sizeof(pc->reason), "%s", reason ? reason : "");
+    int rc = ksock_runtime_post(f->rt, on_posted_close, pc);
+    if (rc != 0) {
+        free(pc);
+        return rc;
+    }
+    f->posted++;
+    return 0;
+}
+
+/* ---- The vtable --------------------------------------------------------------- */
+
+static int fake_create(const ksock_plugin_ctx_t *ctx, const void *options, void **inst,
+                       char *errstr, size_t errstr_size)
+{
+    (void)options;
+    (void)errstr;
+    (void)errstr_size;
+    fake_transport_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) return KSOCK_E_NOMEM;
+    f->rt = ctx->rt;
+    f->next_id = 1;
+    *inst = f;
+    return 0;
+}
+
+static void fake_destroy(void *inst)
+{
+    fake_transport_t *f = inst;
+    for (size_t i = 0; i < f->nframes; i++)
+        free(f->frames[i].data);
+    free(f->frames);
+    free(f);
+}
+
+static int fake_listen(void *inst, const ksock_transport_events_t *ev, char *errstr,
+                       size_t errstr_size)
+{
+    fake_transport_t *f = inst;
+    if (f->listening) {
+        ksock_errstr_set(errstr, errstr_size, "fake: already listening");
+        return KSOCK_E_STATE;
+    }
+    f->ev = *ev;
+    f->listening = true;
+    return 0;
+}
+
+static int fake_connect(void *inst, const ksock_connect_opts_t *opts,
+                        const ksock_transport_events_t *ev, void *conn_data, ksock_conn_id_t *id,
+                        char *errstr, size_t errstr_size)
+{
+    (void)inst, (void)opts, (void)ev, (void)conn_data, (void)id;
+    ksock_errstr_set(errstr, errstr_size, "fake: no client side");
+    return KSOCK_E_UNSUPPORTED;
+}
+
+static int fake_send(void *inst, ksock_conn_id_t id, ksock_frame_t *frame)
+{
+    fake_transport_t *f = inst;
+    fake_conn_t *c = fake_conn(f, id);
+    if (c == NULL || c->state != FAKE_CONN_OPEN) return KSOCK_E_CLOSED;
+    if (f->send_limit && c->queued >= f->send_limit) return KSOCK_E_QUEUE_FULL;
+    if (f->nframes == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 64;
+        fake_frame_t *v = realloc(f->frames, cap * sizeof(*v));
+        if (v == NULL) return KSOCK_E_NOMEM;
+        f->frames = v;
+        f->cap = cap;
+    }
+    size_t len;
+    const void *data = ksock_frame_data(frame, &len);
+    char *copy = malloc(len + 1);
+    if (copy == NULL) return KSOCK_E_NOMEM;
+    if (len) memcpy(copy, data, len);
+    copy[len] = '\0';
+    f->frames[f->nframes++] = (fake_frame_t){id, ksock_frame_type(frame), copy, len};
+    c->queued++;
+    return 0;
+}
+
+/* As if the peer answered the close frame at once: on_close follows on the loop. */
+static int fake_close(void *inst, ksock_conn_id_t id, int code, const char *reason)
+{
+    fake_transport_t *f = inst;
+    fake_conn_t *c = fake_conn(f, id);
+    if (c == NULL || c->state != FAKE_CONN_OPEN) return KSOCK_E_CLOSED;
+    if (f->ncloses < sizeof(f->closes) / sizeof(f->closes[0])) {
+        fake_close_t *fc = &f->closes[f->ncloses++];
+        fc->conn = id;
+        fc->code = code;
+        snprintf(fc->reason, sizeof(fc->reason), "%s", reason ? reason : "");
+    }
+    c->state = FAKE_CONN_CLOSING;
+    return post_close(f, id, code, reason);
+}
+
+static void fake_stop(void *inst)
+{
+    fake_transport_t *f = inst;
+    if (f->stopped) return;
+    f->stopped = true;
+    f->listening = false;
+    for (size_t i = 0; i < FAKE_MAX_CONNS; i++) {
+        fake_conn_t *c = &f->conns[i];
+        if (c->state == FAKE_CONN_OPEN) {
+            c->state = FAKE_CONN_CLOSING;
+            post_close(f, c->id, 1001, "going away");
+        }
+    }
+}
+
+static const ksock_transport_vtable_t fake_vtable = {
+    .size = sizeof(ksock_transport_vtable_t),
+    .create = fake_create,
+    .destroy = fake_destroy,
+    .listen = fake_listen,
+    .connect = fake_connect,
+    .send = fake_send,
+    .close = fake_close,
+    .stop = fake_stop,
+};
+
+static const ksock_plugin_desc_t fake_desc = {
+    KSOCK_PLUGIN_HEADER(KSOCK_PLUGIN_TRANSPORT),
+    .name = FAKE_TRANSPORT_NAME,
+    .version = "0",
+    .description = "In-process transport for the bridge tests: injected events, recorded frames",
+    .vtable = &fake_vtable,
+};
+
+KSOCK_PLUGIN_DEFINE(fake_transport, fake_desc)
+
+/* ---- What the test drives ------------------------------------------------------ */
+
+fake_conn_t *fake_conn(fake_transport_t *f, ksock_conn_id_t id)
+{
+    for (size_t i = 0; i < FAKE_MAX_CONNS; i++)
+        if (f->conns[i].state != FAKE_CONN_FREE && f->conns[i].id == id) return &f->conns[i];
+    return NULL;
+}
+
+int64_t fake_accept(fake_transport_t *f, const ksock_handshake_t *hs, char *errstr,
+                    size_t errstr_size)
+{
+    fake_conn_t *c = NULL;
+    for (size_t i = 0; i < FAKE_MAX_CONNS && c == NULL; i++)
+        if (f->conns[i].state == FAKE_CONN_FREE) c = &f->conns[i];
+    if (c == NULL || !f->listening) {
+        ksock_errstr_set(errstr, errstr_size, "fake: %s", c ? "not listening" : "too many conns");
+        return KSOCK_E_STATE;
+    }
+    ksock_handshake_t h = *hs;
+    h.size = sizeof(h);
+    if (h.path == NULL) h.path = "/";
+    if (h.peer_addr == NULL) h.peer_addr = "127.0.0.1:40000";
+    ksock_conn_id_t id = f->next_id++;
+    void *conn_data = NULL;
+    errstr[0] = '\0';
+    int rc = f->ev.on_handshake(f->ev.data, id, &h, &conn_data, errstr, errstr_size);
+    if (rc != 0) return rc;
+    c->id = id;
+    c->conn_data = conn_data;
+    c->state = FAKE_CONN_OPEN;
+    c->queued = 0;
+    f->ev.on_open(f->ev.data, id, conn_data, h.subprotocol);
+    return (int64_t)id;
+}
+
+void fake_message_bytes(fake_transport_t *f, ksock_conn_id_t id, ksock_frame_type_t type,
+                        const void *data, size_t len)
+{
+    fake_conn_t *c = fake_conn(f, id);
+    if (c == NULL || c->state == FAKE_CONN_CLOSED) return; /* a transport says nothing more */
+    f->ev.on_message(f->ev.data, id, c->conn_data, type, data, len);
+}
+
+void fake_message(fake_transport_t *f, ksock_conn_id_t id, const char *text)
+{
+    fake_message_bytes(f, id, KSOCK_FRAME_TEXT, text, strlen(text));
+}
+
+void fake_peer_close(fake_transport_t *f, ksock_conn_id_t id, int code)
+{
+    fake_conn_t *c = fake_conn(f, id);
+    if (c && c->state != FAKE_CONN_CLOSED) deliver_close(f, c, code, NULL, 0);
+}
+
+size_t fake_nframes(const fake_transport_t *f, ksock_conn_id_t id)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < f->nframes; i++)
+        if (f->frames[i].conn == id) n++;
+    return n;
+}
+
+const fake_frame_t *fake_frame(const fake_transport_t *f, ksock_conn_id_t id, size_t k)
+{
+    for (size_t i = 0; i < f->nframes; i++)
+        if (f->frames[i].conn == id && k-- == 0) return &f->frames[i];
+    return NULL;
+}
+
+const fake_close_t *fake_close_of(const fake_transport_t *f, ksock_conn_id_t id)
+{
+    for (size_t i = 0; i < f->ncloses; i++)
+        if (f->closes[i].conn == id) return &f->closes[i];
+    return NULL;
+}
