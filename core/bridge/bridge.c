@@ -21,6 +21,7 @@
 #include <ksock/runtime.h>
 #include <ksock/serde.h>
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,7 @@ struct ksock_bridge_s {
     void *drain_data;
     uint64_t stall_ms; /* KSOCK_TEST_STALL_MS: test hook, see on_message */
     ksock_bridge_stats_t stats;
+    _Atomic uint64_t refused; /* handshakes refused: counted on the transport's thread */
 };
 
 /* ---- Connection table ------------------------------------------------------- */
@@ -635,6 +637,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
         ksock_log(b->rt, KSOCK_LOG_INFO, COMPONENT,
                   (ksock_kv_t[]){KSOCK_KV_I64("conn", id), KSOCK_KV_STR("peer", hs->peer_addr)}, 2,
                   "refused: no ksock.v1 subprotocol");
+        atomic_fetch_add(&b->refused, 1);
         return KSOCK_E_PROTO;
     }
     ksock_principal_t *p = NULL;
@@ -655,6 +658,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                   (ksock_kv_t[]){KSOCK_KV_I64("conn", id), KSOCK_KV_STR("peer", hs->peer_addr),
                                  KSOCK_KV_STR("code", ksock_err_name(rc))},
                   3, "refused: %s", errstr[0] ? errstr : ksock_strerror(rc));
+        atomic_fetch_add(&b->refused, 1);
         return rc;
     }
     c->id = id;
@@ -892,6 +896,7 @@ int ksock_bridge_drain(ksock_bridge_t *b, uint64_t timeout_ms, ksock_bridge_drai
 void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
 {
     *out = b->stats;
+    out->refused = atomic_load(&b->refused);
 }
 
 void ksock_bridge_free(ksock_bridge_t *b)

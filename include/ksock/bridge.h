@@ -106,8 +106,11 @@ typedef struct ksock_bridge_stats_s {
 KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
 
 /*
- * Free the bridge (stops it first). Destroy the producer before this: a
- * delivery callback fired later would use freed memory. NULL is a no-op.
+ * Free the bridge (stops it first). A delivery that arrives afterwards
+ * (the producer destroyed later) frees only its own memory. Destroy the
+ * transport instance next, before the loop runs again: close events it
+ * still holds name the bridge, and a transport destroyed delivers none.
+ * NULL is a no-op.
  */
 KSOCK_EXTERN void ksock_bridge_free(ksock_bridge_t *b);
 

@@ -73,6 +73,16 @@ def raw_close(port, reason):
             pass
 
 
+def raw_upgrade(port, host):
+    """An upgrade request whose Host header is hostile bytes; ksockd refuses it (403) and logs."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ksock.v1.json\r\n\r\n")
+        head = s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 403"), head
+
+
 @t.test
 def hostile_close_reasons_reach_the_logs_escaped():
     with tempfile.TemporaryDirectory() as d:
@@ -93,8 +103,9 @@ def hostile_close_reasons_reach_the_logs_escaped():
             wait_for(lambda: b"ksockd started" in read_bytes(txt), what="start-up")
             raw_close(port, b"\x1b[2J\x1b]0;owned\x07\r\nFAKE ERROR line\x7f\xc2\x9b")
             raw_close(port, b"bad\xff\xfe\xed\xa0\x80utf8")
-            wait_for(lambda: read_bytes(txt).count(b"connection closed") >= 2,
-                     what="both close records")
+            raw_upgrade(port, b"ev\xff\x1b[2Jil.example")
+            wait_for(lambda: read_bytes(txt).count(b"connection closed") >= 2 and
+                     b"upgrade refused" in read_bytes(txt), what="both close records")
         finally:
             p.send_signal(signal.SIGTERM)
             try:
@@ -109,14 +120,19 @@ def hostile_close_reasons_reach_the_logs_escaped():
         reasons = [r["context"]["reason"] for r in records
                    if r["message"].startswith("connection closed")]
         assert any("\x1b[2J\x1b]0;owned\x07\r\nFAKE ERROR line" in r for r in reasons), reasons
-        assert any(r.startswith("bad\ufffd\ufffd") for r in reasons), reasons
+        # A close reason that is not UTF-8 is refused by the transport (1007, RFC 6455 5.5.1),
+        # so the bytes never reach a log; the refusal does.
+        assert "close reason is not UTF-8" in reasons, reasons
+        hosts = [r["context"].get("host", "") for r in records
+                 if r["message"].startswith("upgrade refused")]
+        assert hosts and all("\x1b" not in h for h in hosts), hosts
         # The text sink: no escape sequence, no forged line, valid UTF-8.
         assert b"\x1b" not in raw_txt and b"\r" not in raw_txt and b"\x07" not in raw_txt
         raw_txt.decode("utf-8", "strict")
         assert b"\xc2\x9b" not in raw_txt
         assert not any(line.startswith(b"FAKE") for line in raw_txt.split(b"\n"))
         assert b"\\x1b[2J\\x1b]0;owned\\x07\\r\\nFAKE ERROR line\\x7f\\u009b" in raw_txt, raw_txt
-        assert b"bad\\xff\\xfe\\xed\\xa0\\x80utf8" in raw_txt, raw_txt
+        assert b"\xff" not in raw_txt and b"\xff" not in raw_json
 
 
 def refused_at_once(config, fifo):

@@ -4,6 +4,7 @@
  */
 #include "fake_transport.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,13 @@ typedef struct posted_close_s {
     char reason[128];
 } posted_close_t;
 
+static void held_clear(fake_conn_t *c);
+
 static void deliver_close(fake_transport_t *f, fake_conn_t *c, int code, const char *reason,
                           int err)
 {
     c->state = FAKE_CONN_CLOSED;
+    held_clear(c); /* what a closed connection had read is dropped, as ws does */
     if (f->ev.on_close) f->ev.on_close(f->ev.data, c->id, c->conn_data, code, reason, err);
 }
 
@@ -55,6 +59,50 @@ static int post_close(fake_transport_t *f, ksock_conn_id_t id, int code, const c
     return 0;
 }
 
+/* ---- Held messages (pause_read) ---------------------------------------------- */
+
+typedef struct fake_held_s {
+    struct fake_held_s *next;
+    ksock_frame_type_t type;
+    size_t len;
+    unsigned char data[];
+} fake_held_t;
+
+typedef struct posted_resume_s {
+    fake_transport_t *f;
+    ksock_conn_id_t id;
+} posted_resume_t;
+
+static void held_clear(fake_conn_t *c)
+{
+    for (fake_held_t *h = c->held_head, *next; h; h = next) {
+        next = h->next;
+        free(h);
+    }
+    c->held_head = c->held_tail = NULL;
+    c->held = 0;
+}
+
+/* Deliver what was held, in order, until the bridge pauses again. Loop thread. */
+static void on_posted_resume(ksock_runtime_t *rt, void *arg)
+{
+    posted_resume_t *pr = arg;
+    if (!ksock_runtime_is_stopping(rt)) {
+        fake_transport_t *f = pr->f;
+        fake_conn_t *c = fake_conn(f, pr->id);
+        if (c) c->resume_due = false;
+        while (c && c->state == FAKE_CONN_OPEN && !c->paused && c->held_head) {
+            fake_held_t *h = c->held_head;
+            c->held_head = h->next;
+            if (c->held_head == NULL) c->held_tail = NULL;
+            c->held--;
+            f->ev.on_message(f->ev.data, c->id, c->conn_data, h->type, h->data, h->len);
+            free(h);
+        }
+    }
+    free(pr);
+}
+
 /* ---- The vtable --------------------------------------------------------------- */
 
 static int fake_create(const ksock_plugin_ctx_t *ctx, const void *options, void **inst,
@@ -74,6 +122,8 @@ static int fake_create(const ksock_plugin_ctx_t *ctx, const void *options, void 
 static void fake_destroy(void *inst)
 {
     fake_transport_t *f = inst;
+    for (size_t i = 0; i < FAKE_MAX_CONNS; i++)
+        held_clear(&f->conns[i]);
     for (size_t i = 0; i < f->nframes; i++)
         free(f->frames[i].data);
     free(f->frames);
@@ -157,8 +207,43 @@ static void fake_stop(void *inst)
     }
 }
 
+/* Like ws: never delivers from inside the call; a resume posts the delivery of what was held. */
+static int fake_pause_read(void *inst, ksock_conn_id_t id, bool paused)
+{
+    fake_transport_t *f = inst;
+    fake_conn_t *c = fake_conn(f, id);
+    if (c == NULL || c->state == FAKE_CONN_CLOSED) return KSOCK_E_CLOSED;
+    if (paused && !c->paused) c->pauses++;
+    c->paused = paused;
+    if (!paused && c->held_head && !c->resume_due) {
+        posted_resume_t *pr = calloc(1, sizeof(*pr));
+        if (pr == NULL) return KSOCK_E_NOMEM;
+        pr->f = f;
+        pr->id = id;
+        if (ksock_runtime_post(f->rt, on_posted_resume, pr) != 0) {
+            free(pr);
+            return KSOCK_E_STATE;
+        }
+        c->resume_due = true;
+    }
+    return 0;
+}
+
 static const ksock_transport_vtable_t fake_vtable = {
     .size = sizeof(ksock_transport_vtable_t),
+    .create = fake_create,
+    .destroy = fake_destroy,
+    .listen = fake_listen,
+    .connect = fake_connect,
+    .send = fake_send,
+    .close = fake_close,
+    .stop = fake_stop,
+    .pause_read = fake_pause_read,
+};
+
+/* ABI 1.0's transport vtable ended at stop: the size such a plugin reports. */
+static const ksock_transport_vtable_t fake_v10_vtable = {
+    .size = offsetof(ksock_transport_vtable_t, stop) + sizeof(void (*)(void *)),
     .create = fake_create,
     .destroy = fake_destroy,
     .listen = fake_listen,
@@ -177,6 +262,19 @@ static const ksock_plugin_desc_t fake_desc = {
 };
 
 KSOCK_PLUGIN_DEFINE(fake_transport, fake_desc)
+
+static const ksock_plugin_desc_t fake_v10_desc = {
+    KSOCK_PLUGIN_HEADER(KSOCK_PLUGIN_TRANSPORT),
+    .name = FAKE_TRANSPORT_V10_NAME,
+    .version = "0",
+    .description = "The fake transport as built for plugin ABI 1.0 (no pause_read)",
+    .vtable = &fake_v10_vtable,
+};
+
+const ksock_plugin_desc_t *fake_transport_v10_entry(void)
+{
+    return &fake_v10_desc;
+}
 
 /* ---- What the test drives ------------------------------------------------------ */
 
@@ -210,6 +308,8 @@ int64_t fake_accept(fake_transport_t *f, const ksock_handshake_t *hs, char *errs
     c->conn_data = conn_data;
     c->state = FAKE_CONN_OPEN;
     c->queued = 0;
+    c->paused = c->resume_due = false;
+    c->pauses = 0;
     f->ev.on_open(f->ev.data, id, conn_data, h.subprotocol);
     return (int64_t)id;
 }
@@ -219,6 +319,21 @@ void fake_message_bytes(fake_transport_t *f, ksock_conn_id_t id, ksock_frame_typ
 {
     fake_conn_t *c = fake_conn(f, id);
     if (c == NULL || c->state == FAKE_CONN_CLOSED) return; /* a transport says nothing more */
+    if (c->paused || c->held_head) { /* order: nothing overtakes what is held */
+        fake_held_t *h = malloc(sizeof(*h) + len);
+        if (h == NULL) return;
+        h->next = NULL;
+        h->type = type;
+        h->len = len;
+        if (len) memcpy(h->data, data, len);
+        if (c->held_tail)
+            c->held_tail->next = h;
+        else
+            c->held_head = h;
+        c->held_tail = h;
+        c->held++;
+        return;
+    }
     f->ev.on_message(f->ev.data, id, c->conn_data, type, data, len);
 }
 
@@ -253,4 +368,12 @@ const fake_close_t *fake_close_of(const fake_transport_t *f, ksock_conn_id_t id)
     for (size_t i = 0; i < f->ncloses; i++)
         if (f->closes[i].conn == id) return &f->closes[i];
     return NULL;
+}
+
+void fake_drain(fake_transport_t *f, ksock_conn_id_t id)
+{
+    fake_conn_t *c = fake_conn(f, id);
+    if (c == NULL || c->state != FAKE_CONN_OPEN) return;
+    c->queued = 0;
+    if (f->ev.on_writable) f->ev.on_writable(f->ev.data, id, c->conn_data);
 }

@@ -23,8 +23,9 @@
 
 #include <ksock/ksock.h>
 
-#define FAKE_TRANSPORT_NAME "fake"
-#define FAKE_MAX_CONNS      16
+#define FAKE_TRANSPORT_NAME     "fake"
+#define FAKE_TRANSPORT_V10_NAME "fake10" /* the same, as built for ABI 1.0: no pause_read */
+#define FAKE_MAX_CONNS          16
 
 typedef enum {
     FAKE_CONN_FREE = 0,
@@ -38,6 +39,12 @@ typedef struct fake_conn_s {
     void *conn_data; /* what on_handshake set */
     fake_conn_state_t state;
     size_t queued; /* frames accepted by send() */
+    /* pause_read: while paused, injected messages wait here (in order) instead of on_message. */
+    bool paused;
+    struct fake_held_s *held_head, *held_tail;
+    size_t held;     /* messages waiting */
+    size_t pauses;   /* pause_read(true) calls that paused it */
+    bool resume_due; /* a resume is posted: held messages are delivered from the loop */
 } fake_conn_t;
 
 /* A frame the bridge sent, copied. */
@@ -75,6 +82,8 @@ extern "C" {
 
 /* The plugin's entry (KSOCK_PLUGIN_BUILTIN): pass to ksock_plugins_register_builtin(). */
 const ksock_plugin_desc_t *ksock_builtin_fake_transport(void);
+/* The same transport as a plugin built for ABI 1.0 would be: a vtable that ends at stop. */
+const ksock_plugin_desc_t *fake_transport_v10_entry(void);
 
 /*
  * A client connects: on_handshake with `hs` (subprotocol, headers...; size
@@ -84,11 +93,17 @@ const ksock_plugin_desc_t *ksock_builtin_fake_transport(void);
  */
 int64_t fake_accept(fake_transport_t *f, const ksock_handshake_t *hs, char *errstr,
                     size_t errstr_size);
-/* A message from the client; NUL-terminated text frame. */
+/*
+ * A message from the client; NUL-terminated text frame. While the bridge
+ * has paused reading the connection, the message is held, as a real
+ * transport holds what it has read, and delivered after the resume.
+ */
 void fake_message(fake_transport_t *f, ksock_conn_id_t id, const char *text);
 /* The same with explicit bytes and frame type. */
 void fake_message_bytes(fake_transport_t *f, ksock_conn_id_t id, ksock_frame_type_t type,
                         const void *data, size_t len);
+/* The client read everything queued: send() accepts again and on_writable fires now. */
+void fake_drain(fake_transport_t *f, ksock_conn_id_t id);
 /* The client closes (or the socket dies): on_close now. */
 void fake_peer_close(fake_transport_t *f, ksock_conn_id_t id, int code);
 

@@ -47,6 +47,7 @@ typedef struct bt_opts_s {
     const char *auth_json; /* jwt options; NULL: anonymous */
     uint32_t max_inflight;
     const char *kafka[8]; /* extra producer properties: key, value, ..., NULL */
+    bool v10;             /* the transport as built for ABI 1.0: no pause_read */
 } bt_opts_t;
 
 typedef struct bt_s {
@@ -97,9 +98,11 @@ static void bt_open(bt_t *t, const bt_opts_t *o)
     t->rt = kt_runtime();
     ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_WARN, "console", KSOCK_LOG_FORMAT_TEXT, NULL};
     if (getenv("KT_DEBUG") == NULL) ksock_log_configure(t->rt, &lo, err, sizeof(err));
-    if (ksock_plugins_register_builtin(t->rt, ksock_builtin_fake_transport, err, sizeof(err)))
+    if (ksock_plugins_register_builtin(t->rt, ksock_builtin_fake_transport, err, sizeof(err)) ||
+        ksock_plugins_register_builtin(t->rt, fake_transport_v10_entry, err, sizeof(err)))
         TEST_FAIL_("register the fake transport: %s", err);
-    t->tp = bt_instance(t, KSOCK_PLUGIN_TRANSPORT, FAKE_TRANSPORT_NAME, NULL);
+    t->tp = bt_instance(t, KSOCK_PLUGIN_TRANSPORT,
+                        o && o->v10 ? FAKE_TRANSPORT_V10_NAME : FAKE_TRANSPORT_NAME, NULL);
     t->f = t->tp->inst;
     if (o && o->auth_json) {
         if (ksock_config_load_string("auth.json", o->auth_json, strlen(o->auth_json), &t->auth_doc,
@@ -345,14 +348,15 @@ TEST(publish_is_acked_with_id_topic_partition_offset)
 /* ---- docs/bridge.md "Error mapping", one row at a time ------------------------------- */
 
 /* Row: frame does not decode -> -19, no id, decoder's message; the connection stays. */
-TEST(decode_error_is_19_without_id_and_connection_stays)
+TEST(decode_error_is_19_with_the_id_that_decoded_and_connection_stays)
 {
     bt_t t;
     bt_open(&t, NULL);
     ksock_conn_id_t c = bt_connect(&t, NULL);
+    /* The id came before the fault: echoed, so a pipelining client can match the error. */
     fake_message(t.f, c, "{\"op\": \"publish\", \"id\": \"d1\", \"topic\": ");
     fake_message(t.f, c, "not json at all");
-    msg_t m = bt_expect_error(&t, c, 0, KSOCK_E_DECODE, NULL, NULL);
+    msg_t m = bt_expect_error(&t, c, 0, KSOCK_E_DECODE, "d1", NULL);
     ASSERT(strncmp(m.message, "json: offset ", 13) == 0);
     bt_expect_error(&t, c, 1, KSOCK_E_DECODE, NULL, NULL);
     bt_expect_alive(&t, c);
@@ -362,8 +366,7 @@ TEST(decode_error_is_19_without_id_and_connection_stays)
 
 /*
  * Row: decodes but breaks protocol.md section 2 -> -17. A publish without
- * its required topic. Issue 9 item 4 makes the id of such a request echoed;
- * until then the reply may carry it or not, but no other id.
+ * its required topic, a subscribe to an empty one: the id is echoed.
  */
 TEST(protocol_rule_broken_is_17)
 {
@@ -376,7 +379,8 @@ TEST(protocol_rule_broken_is_17)
         msg_t m = bt_reply(&t, c, k);
         ASSERT_STR_EQ(m.op, "error");
         ASSERT_EQ(m.code, KSOCK_E_PROTO);
-        ASSERT(!m.has_id || strcmp(m.id, k == 0 ? "x" : "y") == 0);
+        ASSERT(m.has_id);
+        ASSERT_STR_EQ(m.id, k == 0 ? "x" : "y");
         ASSERT(!m.has_topic);
     }
     bt_expect_alive(&t, c);
@@ -512,26 +516,55 @@ TEST(nul_in_topic_or_header_name_is_17)
     /* The topic with a NUL is not echoed (it is not a name Kafka could have). */
     msg_t m1 = bt_expect_error(&t, c, 0, KSOCK_E_PROTO, "n1", NULL);
     msg_t m2 = bt_expect_error(&t, c, 1, KSOCK_E_PROTO, "n2", TOPIC);
-    ASSERT_CONTAINS(m1.message, "NUL");
+    ASSERT_CONTAINS(m1.message, "invalid topic name"); /* the topic rule sees it first */
     ASSERT_CONTAINS(m2.message, "NUL");
     bt_expect_alive(&t, c);
     bt_close(&t);
 }
 
 /*
- * Row: too many in flight -> -23 with id and topic, not produced.
- *
- * DOCUMENTED BEHAVIOUR TODAY (docs/bridge.md "Bounds"). Issue 9 item 2
- * (the "flow" helper) replaces it: at the bound the bridge stops reading
- * from the connection instead of refusing. Then this test must assert that
- * the third publish is held and acked once the first two are, with no -23.
+ * The in-flight bound (docs/bridge.md, Bounds): at max_inflight the bridge
+ * pauses reading the connection instead of refusing; what the transport
+ * had already read waits there and is produced as acks free slots. Every
+ * publish is acked, none refused, and the bound holds.
  */
-TEST(too_many_in_flight_is_23_documented_today)
+TEST(in_flight_bound_pauses_reading_and_every_publish_is_acked)
 {
     bt_t t;
     bt_open(&t, &(bt_opts_t){.max_inflight = 2});
     ksock_conn_id_t c = bt_connect(&t, NULL);
     /* The loop does not run between these: no delivery can free a slot. */
+    for (int i = 0; i < 6; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "f%d", i);
+        bt_publish(&t, c, id, TOPIC, "v");
+    }
+    ASSERT_EQ(ksock_kafka_producer_pending(t.prod), 2);
+    ASSERT(fake_conn(t.f, c)->paused);
+    ASSERT_EQ(fake_conn(t.f, c)->held, 4);
+    bt_wait_frames(&t, c, 6);
+    for (int i = 0; i < 6; i++) { /* acks in delivery order, which is send order here */
+        char id[8];
+        snprintf(id, sizeof(id), "f%d", i);
+        bt_expect_ack(&t, c, (size_t)i, id, TOPIC);
+    }
+    ASSERT(!fake_conn(t.f, c)->paused);
+    ASSERT_GE(fake_conn(t.f, c)->pauses, 1);
+    ksock_bridge_stats_t st = bt_stats(&t);
+    ASSERT_LE(st.inflight_max, 2);
+    ASSERT_EQ(st.publish_errors, 0);
+    bt_close(&t);
+}
+
+/*
+ * A transport built for ABI 1.0 has no pause_read: the bridge keeps the
+ * 1.0 behaviour and refuses a publish over the bound with -23.
+ */
+TEST(in_flight_bound_with_a_1_0_transport_is_23)
+{
+    bt_t t;
+    bt_open(&t, &(bt_opts_t){.max_inflight = 2, .v10 = true});
+    ksock_conn_id_t c = bt_connect(&t, NULL);
     bt_publish(&t, c, "f1", TOPIC, "v");
     bt_publish(&t, c, "f2", TOPIC, "v");
     bt_publish(&t, c, "f3", TOPIC, "v");
@@ -541,9 +574,6 @@ TEST(too_many_in_flight_is_23_documented_today)
     bt_wait_frames(&t, c, 3);
     bt_expect_ack(&t, c, 1, "f1", TOPIC);
     bt_expect_ack(&t, c, 2, "f2", TOPIC);
-    bt_publish(&t, c, "f4", TOPIC, "v"); /* acks freed the slots */
-    bt_wait_frames(&t, c, 4);
-    bt_expect_ack(&t, c, 3, "f4", TOPIC);
     bt_close(&t);
 }
 
@@ -551,10 +581,10 @@ TEST(too_many_in_flight_is_23_documented_today)
  * Row: Kafka refuses at send with -23: the producer's own queue
  * (queue.buffering.max.messages) is full. A record counts until its
  * delivery report is served, and the loop does not run between the two
- * publishes. The same caveat as above: issue 9 item 2 may hold the
- * publish instead.
+ * publishes. This bound is librdkafka's, not the connection's: the bridge
+ * answers it with -23 (docs/bridge.md, Bounds).
  */
-TEST(producer_queue_full_is_23_documented_today)
+TEST(producer_queue_full_is_23)
 {
     bt_t t;
     bt_open(&t, &(bt_opts_t){.kafka = {"queue.buffering.max.messages", "1", NULL}});
@@ -720,9 +750,15 @@ TEST(delivery_after_bridge_freed_is_safe)
     ASSERT_EQ(ksock_kafka_producer_pending(t.prod), 5);
     ksock_bridge_free(t.b); /* stops the transport too */
     t.b = NULL;
-    ASSERT_EQ(fake_conn(t.f, c)->state, FAKE_CONN_CLOSED);
-    bt_wait_deliveries(&t); /* five acks reach no bridge */
-    ASSERT_EQ(fake_nframes(t.f, c), 0);
+    ASSERT_EQ(fake_conn(t.f, c)->state, FAKE_CONN_CLOSING);
+    size_t sent = fake_nframes(t.f, c);
+    ASSERT_EQ(sent, 0);
+    /* bridge.h's order: the transport next, so its pending close events die with it. */
+    ksock_plugin_instance_free(t.tp);
+    t.tp = NULL;
+    t.f = NULL;
+    bt_wait_deliveries(&t); /* five acks reach no bridge: each frees its own memory */
+    ASSERT_EQ(ksock_kafka_producer_pending(t.prod), 0);
     bt_close(&t);
 }
 
@@ -783,67 +819,82 @@ TEST(handshake_refusals)
     kt_run_for(t.rt, 50);
     ASSERT_EQ(fake_conn(t.f, (ksock_conn_id_t)id)->state, FAKE_CONN_CLOSED);
     ASSERT_EQ(bt_stats(&t).connections, 1);
-#ifdef KSOCK_TEST_KNOWN_BUGS
-    /* bridge.h documents `refused` as "handshakes refused"; bridge.c never counts them. */
-    ASSERT_EQ(bt_stats(&t).refused, 4);
-#endif
+    ASSERT_EQ(bt_stats(&t).refused, 4); /* bridge.h: "handshakes refused" */
     bt_close(&t);
 }
 
 /*
- * docs/bridge.md "Bounds": a reply that meets a full send queue closes the
- * connection with 1013 and counts send_full; nothing more is sent to it.
+ * A full send queue (the client reads slowly): the reply waits in the
+ * bridge, reading pauses, and on_writable flushes it; nothing is closed,
+ * nothing dropped (docs/bridge.md, Bounds).
  */
-TEST(full_send_queue_closes_with_1013)
+TEST(full_send_queue_waits_for_on_writable)
 {
     bt_t t;
     bt_open(&t, NULL);
     t.f->send_limit = 2;
     ksock_conn_id_t c = bt_connect(&t, NULL);
-    for (int i = 0; i < 4; i++)
-        fake_message(t.f, c, "{\"op\": \"ping\"}");
+    for (int i = 0; i < 4; i++) {
+        char ping[48];
+        snprintf(ping, sizeof(ping), "{\"op\": \"ping\", \"id\": \"p%d\"}", i);
+        fake_message(t.f, c, ping);
+    }
     ASSERT_EQ(fake_nframes(t.f, c), 2);
-    const fake_close_t *cl = fake_close_of(t.f, c);
-    ASSERT_NOT_NULL(cl);
-    ASSERT_EQ(cl->code, 1013);
-    ASSERT_EQ(bt_stats(&t).send_full, 1);
+    ASSERT_NULL(fake_close_of(t.f, c));
+    ASSERT(fake_conn(t.f, c)->paused);
+    fake_drain(t.f, c); /* the client read: on_writable */
     kt_run_for(t.rt, 50);
-    ASSERT_EQ(fake_conn(t.f, c)->state, FAKE_CONN_CLOSED);
+    ASSERT_EQ(fake_nframes(t.f, c), 4);
+    for (size_t k = 0; k < 4; k++) {
+        msg_t m = bt_reply(&t, c, k);
+        char id[8];
+        snprintf(id, sizeof(id), "p%zu", k);
+        ASSERT_STR_EQ(m.op, "pong");
+        ASSERT_STR_EQ(m.id, id);
+    }
+    ASSERT(!fake_conn(t.f, c)->paused);
+    ASSERT_EQ(fake_conn(t.f, c)->state, FAKE_CONN_OPEN);
     bt_close(&t);
 }
 
 /*
- * bridge.h: stop() stops the transport and every connection's close event
- * has been delivered when it returns (the fake posts them, as `ws` does).
+ * bridge.h: stop() stops the transport without running the loop (libuv's
+ * rule: no public stop function re-enters it); the close events the
+ * transport posts are delivered when the loop next runs.
  */
-TEST(stop_closes_connections_before_returning)
+TEST(stop_does_not_run_the_loop)
 {
     bt_t t;
     bt_open(&t, NULL);
     ksock_conn_id_t c1 = bt_connect(&t, NULL), c2 = bt_connect(&t, NULL);
     ksock_bridge_stop(t.b);
+    ASSERT_EQ(fake_conn(t.f, c1)->state, FAKE_CONN_CLOSING);
+    ASSERT_EQ(fake_conn(t.f, c2)->state, FAKE_CONN_CLOSING);
+    ASSERT_EQ(t.f->posted, 2);
+    ksock_bridge_stop(t.b); /* idempotent */
+    kt_run_for(t.rt, 20);
     ASSERT_EQ(fake_conn(t.f, c1)->state, FAKE_CONN_CLOSED);
     ASSERT_EQ(fake_conn(t.f, c2)->state, FAKE_CONN_CLOSED);
     ASSERT_EQ(t.f->posted, 0);
-    ksock_bridge_stop(t.b); /* idempotent */
     bt_close(&t);
 }
 
 KT_TEST_LIST(false, TEST_ENTRY(ping_is_answered_with_pong_and_its_id),
              TEST_ENTRY(publish_is_acked_with_id_topic_partition_offset),
-             TEST_ENTRY(decode_error_is_19_without_id_and_connection_stays),
+             TEST_ENTRY(decode_error_is_19_with_the_id_that_decoded_and_connection_stays),
              TEST_ENTRY(protocol_rule_broken_is_17), TEST_ENTRY(decoder_limit_is_22),
              TEST_ENTRY(server_only_ops_are_17_with_id),
              TEST_ENTRY(subscribe_and_unsubscribe_are_21_with_id_and_topic),
              TEST_ENTRY(publish_without_right_is_16_and_not_produced),
              TEST_ENTRY(nul_in_topic_or_header_name_is_17),
-             TEST_ENTRY(too_many_in_flight_is_23_documented_today),
-             TEST_ENTRY(producer_queue_full_is_23_documented_today),
-             TEST_ENTRY(kafka_message_too_large_is_18), TEST_ENTRY(kafka_unknown_partition_is_29),
+             TEST_ENTRY(in_flight_bound_pauses_reading_and_every_publish_is_acked),
+             TEST_ENTRY(in_flight_bound_with_a_1_0_transport_is_23),
+             TEST_ENTRY(producer_queue_full_is_23), TEST_ENTRY(kafka_message_too_large_is_18),
+             TEST_ENTRY(kafka_unknown_partition_is_29),
              TEST_ENTRY(kafka_retriable_error_exhausting_retries_is_27),
              TEST_ENTRY(kafka_fatal_error_is_28),
              TEST_ENTRY(delivery_after_close_is_dropped_and_counted),
              TEST_ENTRY(delivery_after_bridge_freed_is_safe),
              TEST_ENTRY(delivery_canceled_after_bridge_freed_is_safe),
-             TEST_ENTRY(handshake_refusals), TEST_ENTRY(full_send_queue_closes_with_1013),
-             TEST_ENTRY(stop_closes_connections_before_returning))
+             TEST_ENTRY(handshake_refusals), TEST_ENTRY(full_send_queue_waits_for_on_writable),
+             TEST_ENTRY(stop_does_not_run_the_loop))
