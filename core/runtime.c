@@ -162,6 +162,7 @@ typedef struct {
     const ksock_cfg_t *websocket;
     const ksock_cfg_t *auth;
     const ksock_cfg_t *bridge;
+    const ksock_cfg_t *serializers;
 } root_opts_t;
 
 static const ksock_option_t root_schema[] = {
@@ -184,6 +185,10 @@ static const ksock_option_t root_schema[] = {
     KSOCK_OPTION("bridge", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, bridge,
                  "How ksockd serves WebSocket clients: in-flight bound, drain timeout at "
                  "shutdown (see the bridge section)"),
+    KSOCK_OPTION("serializers", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, serializers,
+                 "The serializers WebSocket clients may choose, {\"NAME\": {the plugin's "
+                 "options}, ...}, in order of preference: json's json_topics, say. Absent: every "
+                 "serializer plugin in the search path that loads, with its defaults"),
     KSOCK_OPTION_END};
 
 const ksock_option_t *ksock_config_schema(const char *section)

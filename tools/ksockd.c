@@ -9,8 +9,9 @@
  *   ksockd --version
  *
  * With a "websocket" section, ksockd serves WebSocket clients through the
- * bridge (docs/bridge.md): the `ws` transport with those options, the
- * authenticator of the "auth" section, and the producer of "kafka".
+ * bridge (docs/bridge.md): ksock_bridge_new_from_config() reads the
+ * "websocket", "auth", "serializers" and "bridge" sections and their rules;
+ * ksockd gives it the producer of "kafka" and its signals.
  *
  * Signals: SIGTERM and SIGINT stop cleanly: the bridge drains (new
  * publishes are refused with KSOCK_E_SHUTDOWN, those in flight are
@@ -22,10 +23,7 @@
  */
 #include <ksock/ksock.h>
 
-#include <arpa/inet.h>
 #include <getopt.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,30 +36,10 @@ typedef struct {
     ksock_runtime_t *rt;
     const char *config_path;
     ksock_signal_t *sigterm, *sigint, *sighup;
-    ksock_kafka_producer_t *producer;   /* from the "kafka" section, if any */
-    ksock_plugin_instance_t *transport; /* from "websocket", if any */
-    ksock_plugin_instance_t *auth;      /* from "auth", NULL for "none" */
-    bool anonymous;                     /* "auth": {"plugin": "none"} */
-    ksock_bridge_t *bridge;
-    int64_t max_inflight;  /* "bridge" section */
-    int64_t drain_timeout; /* ms */
+    ksock_kafka_producer_t *producer; /* from the "kafka" section, if any */
+    ksock_bridge_t *bridge;           /* from "websocket" and the sections it needs */
     bool draining;
 } daemon_t;
-
-/* The "bridge" section (docs/bridge.md). Fields of daemon_t, filled by ksock_options_apply(). */
-static const ksock_option_t bridge_options[] = {
-    KSOCK_OPTION_RANGE("max_inflight", KSOCK_OPT_INT, 0, "1000", daemon_t, max_inflight, 1, 1000000,
-                       "Publishes per connection sent to Kafka and not yet answered. At the "
-                       "bound ksockd stops reading that connection until acks bring it to 3/4 "
-                       "of the bound (TCP pushes back on the client); nothing is refused."),
-    KSOCK_OPTION_RANGE("drain_timeout", KSOCK_OPT_DURATION, 0, "5s", daemon_t, drain_timeout, 0,
-                       600000,
-                       "On SIGTERM/SIGINT, how long to wait for Kafka to acknowledge the "
-                       "publishes in flight (new ones are refused with -26) and for clients to "
-                       "go quiet for 250 ms before closing the connections; what is still "
-                       "pending then is answered -27 (outcome unknown)."),
-    KSOCK_OPTION_END,
-};
 
 static void usage(FILE *f)
 {
@@ -315,7 +293,7 @@ static int cmd_reference(ksock_runtime_t *rt)
     print_options_md(ksock_config_schema("log.sink.console"), sizeof(ksock_option_t));
     printf("## `bridge`\n\n"
            "How ksockd serves the clients of the `websocket` section (docs/bridge.md).\n\n");
-    print_options_md(bridge_options, sizeof(ksock_option_t));
+    print_options_md(ksock_bridge_config_schema(), sizeof(ksock_option_t));
 
     ref_ctx_t r = {rt, NULL, 0};
     ksock_plugin_scan(rt, collect, &r);
@@ -354,26 +332,10 @@ static void on_stop_signal(ksock_signal_t *s, int signum, void *data)
               "stopping on %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (d->bridge && !d->draining) {
         d->draining = true;
-        if (ksock_bridge_drain(d->bridge, (uint64_t)d->drain_timeout, on_drained, d) == 0) return;
+        if (ksock_bridge_drain(d->bridge, KSOCK_BRIDGE_DRAIN_CONFIGURED, on_drained, d) == 0)
+            return;
     }
     ksock_runtime_stop(d->rt); /* no bridge, drain refused, or a second signal */
-}
-
-/* The "bridge" section; it only matters next to "websocket". */
-static int setup_bridge(ksock_runtime_t *rt, const ksock_config_t *cfg, daemon_t *d)
-{
-    char err[1024];
-    const ksock_cfg_t *root = ksock_config_root(cfg);
-    const ksock_cfg_t *bs = ksock_cfg_get(root, "bridge");
-    if (bs && ksock_cfg_get(root, "websocket") == NULL)
-        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
-                  "a \"bridge\" section without \"websocket\" has no effect");
-    if (ksock_options_apply(bridge_options, sizeof(ksock_option_t), cfg, bs, "bridge", NULL, d, err,
-                            sizeof(err)) != 0) {
-        fprintf(stderr, "ksockd: %s\n", err);
-        return EXIT_CONFIG;
-    }
-    return 0;
 }
 
 static void on_hup(ksock_signal_t *s, int signum, void *data)
@@ -450,178 +412,6 @@ static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool crea
     return 0;
 }
 
-static int cfg_error(const ksock_config_t *cfg, const ksock_cfg_t *n, const char *fmt,
-                     const char *arg)
-{
-    char msg[1024];
-    snprintf(msg, sizeof(msg), fmt, arg);
-    fprintf(stderr, "ksockd: %s:%d:%d: %s\n", ksock_config_name(cfg), n ? ksock_cfg_line(n) : 0,
-            n ? ksock_cfg_column(n) : 0, msg);
-    return EXIT_CONFIG;
-}
-
-/*
- * Is this listener address loopback only? A literal in 127.0.0.0/8 or ::1,
- * or a name all of whose addresses are. *why says what it is otherwise.
- */
-static bool address_is_loopback(const char *address, char *why, size_t why_size)
-{
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(address, NULL, &hints, &res);
-    if (rc != 0) {
-        snprintf(why, why_size, "does not resolve (%s)", gai_strerror(rc));
-        return false;
-    }
-    bool loop = true;
-    for (struct addrinfo *ai = res; ai && loop; ai = ai->ai_next) {
-        char ip[INET6_ADDRSTRLEN] = "?";
-        if (ai->ai_family == AF_INET) {
-            const struct in_addr *a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
-            loop = (ntohl(a->s_addr) >> 24) == 127;
-            inet_ntop(AF_INET, a, ip, sizeof(ip));
-        } else if (ai->ai_family == AF_INET6) {
-            const struct in6_addr *a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-            loop = IN6_IS_ADDR_LOOPBACK(a);
-            inet_ntop(AF_INET6, a, ip, sizeof(ip));
-        }
-        if (!loop)
-            snprintf(why, why_size, "%s %s", ip,
-                     strcmp(ip, "0.0.0.0") == 0 || strcmp(ip, "::") == 0
-                         ? "is every address of the machine"
-                     : strcmp(ip, address) != 0 ? "is one of its addresses"
-                                                : "is not a loopback address");
-    }
-    freeaddrinfo(res);
-    return loop;
-}
-
-/*
- * Anonymous clients only on loopback unless the config says otherwise
- * ("allow_anonymous_on_network": true next to "plugin": "none"). Resolves
- * names as the transport does at start-up.
- */
-static int check_anonymous_listeners(const ksock_config_t *cfg, const ksock_cfg_t *ws,
-                                     const ksock_cfg_t *auth)
-{
-    const ksock_cfg_t *allow = ksock_cfg_get(auth, "allow_anonymous_on_network");
-    if (allow && ksock_cfg_type(allow) != KSOCK_CFG_BOOL)
-        return cfg_error(cfg, allow, "%s",
-                         "auth: \"allow_anonymous_on_network\" must be true or false");
-    if (allow && ksock_cfg_bool(allow)) return 0;
-    const ksock_cfg_t *ls = ksock_cfg_get(ws, "listeners");
-    for (size_t i = 0; i < ksock_cfg_count(ls); i++) {
-        const ksock_cfg_t *l = ksock_cfg_at(ls, i, NULL);
-        const char *addr = ksock_cfg_string(ksock_cfg_get(l, "address"));
-        char why[128] = "", msg[768];
-        if (address_is_loopback(addr ? addr : "0.0.0.0", why, sizeof(why))) continue;
-        snprintf(msg, sizeof(msg),
-                 "websocket: listeners[%zu] (\"%s\" port %lld) is not loopback-only (%s), and "
-                 "auth is {\"plugin\": \"none\"}: anyone who can reach it could publish to every "
-                 "topic. Bind it to 127.0.0.1, ::1 or localhost, use an auth plugin, or add "
-                 "\"allow_anonymous_on_network\": true to \"auth\" (docs/bridge.md)",
-                 i, addr ? addr : "0.0.0.0", (long long)ksock_cfg_int(ksock_cfg_get(l, "port")),
-                 why[0] ? why : "all addresses");
-        return cfg_error(cfg, l, "%s", msg);
-    }
-    return 0;
-}
-
-/*
- * The "websocket" and "auth" sections. The rule (docs/bridge.md): a
- * "websocket" section needs a "kafka" section and an "auth" section, and
- * anonymous clients exist only when "auth" says {"plugin": "none"}; no
- * section means no default, so nobody gets an open server by omission.
- * With `create` false only the options are checked (no plugin code runs).
- */
-static int setup_websocket(ksock_runtime_t *rt, const ksock_config_t *cfg, bool create, daemon_t *d)
-{
-    static const char *const auth_ignore[] = {"plugin", NULL};
-    char err[1024];
-    const ksock_cfg_t *root = ksock_config_root(cfg);
-    const ksock_cfg_t *ws = ksock_cfg_get(root, "websocket");
-    const ksock_cfg_t *auth = ksock_cfg_get(root, "auth");
-    if (ws == NULL) {
-        if (auth != NULL)
-            ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
-                      "an \"auth\" section without \"websocket\" has no effect");
-        return 0;
-    }
-    if (ksock_cfg_get(root, "kafka") == NULL)
-        return cfg_error(cfg, ws, "%s", "websocket: needs a \"kafka\" section to publish to");
-    if (auth == NULL)
-        return cfg_error(cfg, ws, "%s",
-                         "websocket: needs an \"auth\" section: {\"plugin\": \"jwt\", ...} or "
-                         "{\"plugin\": \"none\"} for anonymous clients (docs/bridge.md)");
-    const ksock_cfg_t *pn = ksock_cfg_get(auth, "plugin");
-    const char *aname = ksock_cfg_string(pn);
-    if (aname == NULL || aname[0] == '\0')
-        return cfg_error(cfg, pn ? pn : auth, "%s",
-                         "auth: \"plugin\" is required: a string naming an auth plugin, or "
-                         "\"none\"");
-    int rc;
-    if (strcmp(aname, "none") == 0) {
-        for (size_t i = 0; i < ksock_cfg_count(auth); i++) {
-            const char *key = NULL;
-            const ksock_cfg_t *v = ksock_cfg_at(auth, i, &key);
-            if (strcmp(key, "plugin") != 0 && strcmp(key, "allow_anonymous_on_network") != 0)
-                return cfg_error(cfg, v,
-                                 "auth: \"plugin\": \"none\" takes no key \"%s\" (only "
-                                 "\"allow_anonymous_on_network\")",
-                                 key);
-        }
-        if ((rc = check_anonymous_listeners(cfg, ws, auth)) != 0) return rc;
-        d->anonymous = true;
-    } else {
-        ksock_plugin_t *ap;
-        rc = ksock_plugin_find(rt, KSOCK_PLUGIN_AUTH, aname, &ap, err, sizeof(err));
-        if (rc == 0)
-            rc = create ? ksock_plugin_instance_new(rt, ap, "auth", cfg, auth, auth_ignore,
-                                                    &d->auth, err, sizeof(err))
-                        : ksock_plugin_check_options(ap, "auth", cfg, auth, auth_ignore, err,
-                                                     sizeof(err));
-        if (rc != 0) return cfg_error(cfg, auth, "auth: %s", err);
-    }
-    ksock_plugin_t *tp;
-    rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, "ws", &tp, err, sizeof(err));
-    if (rc == 0)
-        rc = create ? ksock_plugin_instance_new(rt, tp, "websocket", cfg, ws, NULL, &d->transport,
-                                                err, sizeof(err))
-                    : ksock_plugin_check_options(tp, "websocket", cfg, ws, NULL, err, sizeof(err));
-    if (rc != 0) return cfg_error(cfg, ws, "websocket: %s", err);
-    return 0;
-}
-
-/* One log record per listener, as configured. */
-static void log_listeners(ksock_runtime_t *rt, const ksock_config_t *cfg, bool anonymous,
-                          const char *auth)
-{
-    const ksock_cfg_t *ls =
-        ksock_cfg_get(ksock_cfg_get(ksock_config_root(cfg), "websocket"), "listeners");
-    for (size_t i = 0; i < ksock_cfg_count(ls); i++) {
-        const ksock_cfg_t *l = ksock_cfg_at(ls, i, NULL);
-        const char *addr = ksock_cfg_string(ksock_cfg_get(l, "address"));
-        const char *path = ksock_cfg_string(ksock_cfg_get(l, "path"));
-        ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
-                  (ksock_kv_t[]){KSOCK_KV_STR("address", addr ? addr : "0.0.0.0"),
-                                 KSOCK_KV_I64("port", ksock_cfg_int(ksock_cfg_get(l, "port"))),
-                                 KSOCK_KV_STR("path", path ? path : "/"),
-                                 KSOCK_KV_STR("auth", auth)},
-                  4, "listening for WebSocket clients");
-    }
-    if (anonymous)
-        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
-                  "auth is \"none\": every client may publish to every topic");
-    const ksock_cfg_t *allow =
-        ksock_cfg_get(ksock_cfg_get(ksock_config_root(cfg), "auth"), "allow_anonymous_on_network");
-    if (anonymous && allow && ksock_cfg_bool(allow))
-        ksock_log(rt, KSOCK_LOG_WARN, "ksockd", NULL, 0,
-                  "allow_anonymous_on_network: anonymous clients are accepted on network "
-                  "listeners too");
-}
-
 static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
 {
     ksock_bridge_stats_t st;
@@ -641,8 +431,8 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
 static void teardown(daemon_t *d)
 {
     /*
-     * Order (bridge.h): transport stopped, producer, bridge, then the
-     * plugin instances. The producer's destroy waits for Kafka by polling
+     * Order (bridge.h): transport stopped, producer, bridge (which frees
+     * the instances it made). The producer's destroy waits for Kafka by polling
      * librdkafka itself, not by running the loop; a delivery it reports
      * now finds the bridge stopped and counts as dropped.
      */
@@ -650,11 +440,29 @@ static void teardown(daemon_t *d)
     if (d->producer) ksock_kafka_producer_destroy(d->producer, 5000);
     d->producer = NULL;
     if (d->bridge) log_bridge_stats(d->rt, d->bridge);
-    ksock_bridge_free(d->bridge);
+    ksock_bridge_free(d->bridge); /* and the transport and auth instances it made */
     d->bridge = NULL;
-    ksock_plugin_instance_free(d->transport);
-    ksock_plugin_instance_free(d->auth);
-    d->transport = d->auth = NULL;
+}
+
+/* The bridge the config describes, serving; no "websocket" section: none. */
+static int start_bridge(ksock_runtime_t *rt, const ksock_config_t *cfg, daemon_t *d)
+{
+    char err[2048];
+    int rc = ksock_bridge_new_from_config(rt, cfg, d->producer, &d->bridge, err, sizeof(err));
+    if (rc == 0 && d->bridge) rc = ksock_bridge_start(d->bridge, err, sizeof(err));
+    if (rc != 0) {
+        ksock_report_error(rt, rc, "ksockd", "cannot serve WebSocket clients: %s", err);
+        fprintf(stderr, "ksockd: %s\n", err);
+        return EXIT_CONFIG;
+    }
+    return 0;
+}
+
+static void close_signals(daemon_t *d)
+{
+    ksock_signal_close(d->sigterm);
+    ksock_signal_close(d->sigint);
+    ksock_signal_close(d->sighup);
 }
 
 static int cmd_run(ksock_runtime_t *rt, const char *path)
@@ -663,37 +471,18 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
     int rc = load_config(rt, path, false, &cfg);
     if (rc != 0) return rc;
     daemon_t d = {.rt = rt, .config_path = path};
-    if ((rc = setup_bridge(rt, cfg, &d)) != 0) return rc;
     if ((rc = setup_kafka(rt, cfg, true, &d.producer)) != 0) return rc;
-    if ((rc = setup_websocket(rt, cfg, true, &d)) != 0) {
-        teardown(&d);
-        return rc;
-    }
     if (ksock_signal_start(rt, &d.sigterm, SIGTERM, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sigint, SIGINT, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sighup, SIGHUP, on_hup, &d) != 0) {
         fprintf(stderr, "ksockd: cannot install signal handlers\n");
-        teardown(&d);
-        return 1;
+        rc = 1;
     }
-    if (d.transport) {
-        char err[1024];
-        ksock_bridge_opts_t bo = {
-            .size = sizeof(bo), .max_inflight = (uint32_t)d.max_inflight, .anonymous = d.anonymous};
-        rc =
-            ksock_bridge_new(rt, d.transport, d.auth, d.producer, &bo, &d.bridge, err, sizeof(err));
-        if (rc == 0) rc = ksock_bridge_start(d.bridge, err, sizeof(err));
-        if (rc != 0) {
-            ksock_report_error(rt, rc, "ksockd", "cannot serve WebSocket clients: %s", err);
-            fprintf(stderr, "ksockd: cannot serve WebSocket clients: %s\n", err);
-            teardown(&d);
-            ksock_signal_close(d.sigterm);
-            ksock_signal_close(d.sigint);
-            ksock_signal_close(d.sighup);
-            return EXIT_CONFIG;
-        }
-        log_listeners(rt, cfg, d.anonymous,
-                      d.anonymous ? "none" : ksock_plugin_desc(d.auth->plugin)->name);
+    if (rc == 0) rc = start_bridge(rt, cfg, &d);
+    if (rc != 0) {
+        teardown(&d);
+        close_signals(&d);
+        return rc;
     }
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
               (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()), KSOCK_KV_STR("config", path),
@@ -703,10 +492,24 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
     rc = ksock_runtime_run(rt);
     teardown(&d);
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "ksockd stopped");
-    ksock_signal_close(d.sigterm);
-    ksock_signal_close(d.sigint);
-    ksock_signal_close(d.sighup);
+    close_signals(&d);
     return rc == 0 ? 0 : 1;
+}
+
+/* --check-config: the same sections, nothing created, no plugin code run. */
+static int cmd_check(ksock_runtime_t *rt, const char *path)
+{
+    char err[2048];
+    ksock_kafka_producer_t *none;
+    const ksock_config_t *cfg;
+    int rc = load_config(rt, path, true, &cfg);
+    if (rc == 0) rc = setup_kafka(rt, cfg, false, &none);
+    if (rc == 0 && ksock_bridge_check_config(rt, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ksockd: %s\n", err);
+        rc = EXIT_CONFIG;
+    }
+    if (rc == 0) printf("%s: configuration is valid\n", path);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -773,16 +576,7 @@ int main(int argc, char **argv)
     }
     int rc;
     if (check) {
-        ksock_kafka_producer_t *none;
-        const ksock_config_t *cfg;
-        rc = load_config(rt, check, true, &cfg);
-        daemon_t d = {.rt = rt, .config_path = check};
-        if (rc == 0) rc = setup_bridge(rt, cfg, &d);
-        if (rc == 0) rc = setup_kafka(rt, cfg, false, &none);
-        if (rc == 0) {
-            rc = setup_websocket(rt, cfg, false, &d);
-        }
-        if (rc == 0) printf("%s: configuration is valid\n", check);
+        rc = cmd_check(rt, check);
     } else if (list || describe || reference) {
         rc = load_plugin_path(rt, config) != 0 ? EXIT_CONFIG
              : list                            ? cmd_list_plugins(rt)

@@ -16,9 +16,35 @@
 
 /* ---- Serializers ------------------------------------------------------------ */
 
+/* Make serializer `name`'s instance and add it to the bridge's list. */
+int ksock__br_serializer_add(ksock_bridge_t *b, const char *name, const ksock_config_t *doc,
+                             const ksock_cfg_t *opts, char *errstr, size_t errstr_size)
+{
+    ksock_plugin_t *p;
+    int rc = ksock_plugin_find(b->rt, KSOCK_PLUGIN_SERIALIZER, name, &p, errstr, errstr_size);
+    if (rc != 0) return rc;
+    serializer_t *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->name = strdup(name)) == NULL) {
+        free(s);
+        return KSOCK_E_NOMEM;
+    }
+    rc = ksock_plugin_instance_new(b->rt, p, name, doc, opts, NULL, &s->pi, errstr, errstr_size);
+    if (rc != 0) {
+        free(s->name);
+        free(s);
+        return rc;
+    }
+    serializer_t **tail = &b->serializers; /* in order: the first is the preferred one */
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = s;
+    return 0;
+}
+
 /*
- * The serializer instance for `name`, created on first use with its
- * default options and kept until the bridge is freed. Loop thread.
+ * The serializer instance for `name`. A bridge made from a config serves
+ * the ones it loaded at start; one made with ksock_bridge_new() loads a
+ * serializer on first use with its default options. Loop thread.
  */
 static int serializer_get(ksock_bridge_t *b, const char *name, serializer_t **out, char *err,
                           size_t errlen)
@@ -29,24 +55,13 @@ static int serializer_get(ksock_bridge_t *b, const char *name, serializer_t **ou
             return 0;
         }
     }
-    ksock_plugin_t *p;
-    int rc = ksock_plugin_find(b->rt, KSOCK_PLUGIN_SERIALIZER, name, &p, err, errlen);
+    if (b->serializers_fixed) {
+        ksock_errstr_set(err, errlen, "serializer \"%s\" is not served", name);
+        return KSOCK_E_NOENT;
+    }
+    int rc = ksock__br_serializer_add(b, name, NULL, NULL, err, errlen);
     if (rc != 0) return rc;
-    serializer_t *s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->name = strdup(name)) == NULL) {
-        free(s);
-        return KSOCK_E_NOMEM;
-    }
-    rc = ksock_plugin_instance_new(b->rt, p, name, NULL, NULL, NULL, &s->pi, err, errlen);
-    if (rc != 0) {
-        free(s->name);
-        free(s);
-        return rc;
-    }
-    s->next = b->serializers;
-    b->serializers = s;
-    *out = s;
-    return 0;
+    return serializer_get(b, name, out, err, errlen);
 }
 
 /* ---- Transport events ------------------------------------------------------- */
@@ -267,6 +282,7 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->can_pause =
         KSOCK_HAS_FIELD(b->tv, ksock_transport_vtable_t, pause_read) && b->tv->pause_read != NULL;
     b->resume_at = o.max_inflight - (o.max_inflight + 3) / 4;
+    b->drain_timeout_ms = 5000;
     const char *stall = getenv("KSOCK_TEST_STALL_MS");
     if (stall) b->stall_ms = strtoull(stall, NULL, 10);
     *out = b;
@@ -287,10 +303,13 @@ int ksock_bridge_start(ksock_bridge_t *b, char *errstr, size_t errstr_size)
         .on_message = on_message,
         .on_writable = on_writable,
         .on_close = on_close,
+        .subprotocols = b->subprotocols,
     };
     int rc = b->tv->listen(b->transport->inst, &ev, errstr, errstr_size);
-    if (rc == 0) b->started = true;
-    return rc;
+    if (rc != 0) return rc;
+    b->started = true;
+    if (b->cfg) ksock__br_log_config(b);
+    return 0;
 }
 
 void ksock_bridge_stop(ksock_bridge_t *b)
@@ -314,6 +333,7 @@ int ksock_bridge_drain(ksock_bridge_t *b, uint64_t timeout_ms, ksock_bridge_drai
     int rc = ksock_timer_start(b->drain_timer, DRAIN_TICK_MS, DRAIN_TICK_MS);
     if (rc != 0) return rc;
     b->draining = true;
+    if (timeout_ms == KSOCK_BRIDGE_DRAIN_CONFIGURED) timeout_ms = b->drain_timeout_ms;
     b->drain_deadline = ksock_now_ns() + timeout_ms * 1000000ull;
     b->drain_cb = cb;
     b->drain_data = data;
@@ -334,6 +354,12 @@ void ksock_bridge_free(ksock_bridge_t *b)
 {
     if (b == NULL) return;
     ksock_bridge_stop(b);
+    if (b->owns_instances) {
+        /* The transport first: destroyed, it delivers none of the close events it still holds. */
+        ksock_plugin_instance_free(b->transport);
+        ksock_plugin_instance_free(b->auth);
+        b->transport = b->auth = NULL;
+    }
     if (b->drain_timer) ksock_timer_close(b->drain_timer);
     for (pending_t *p = b->pending; p; p = p->next)
         p->bridge = NULL; /* a late delivery frees its own memory only */
@@ -350,5 +376,8 @@ void ksock_bridge_free(ksock_bridge_t *b)
         free(s->name);
         free(s);
     }
+    for (size_t i = 0; b->subprotocols && b->subprotocols[i]; i++)
+        free((char *)b->subprotocols[i]);
+    free(b->subprotocols);
     free(b);
 }

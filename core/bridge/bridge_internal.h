@@ -86,6 +86,12 @@ struct ksock_bridge_s {
     ksock_bridge_drain_cb drain_cb;
     void *drain_data;
     uint64_t stall_ms; /* KSOCK_TEST_STALL_MS: test hook, see on_message */
+    /* Made by ksock_bridge_new_from_config(): the instances are ours to free. */
+    bool owns_instances;
+    bool serializers_fixed;    /* serve only b->serializers (never load one on first use) */
+    const char **subprotocols; /* ksock.v1.<name> per serializer, NULL-terminated, for listen() */
+    const ksock_config_t *cfg; /* for the listener log lines; NULL without a config */
+    uint64_t drain_timeout_ms;
     ksock_bridge_stats_t stats;
     _Atomic uint64_t refused; /* handshakes refused: counted on the transport's thread */
 };
@@ -105,6 +111,13 @@ void ksock__br_conn_flush_overflow(ksock_bridge_t *b, conn_t *c);
 void ksock__br_reply(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
 void ksock__br_reply_error(ksock_bridge_t *b, conn_t *c, const char *id, size_t id_len,
                            const char *topic, size_t topic_len, int code, const char *msg);
+
+/* bridge.c: serve serializer `name` with options `opts` of `doc` (NULL: defaults). */
+int ksock__br_serializer_add(ksock_bridge_t *b, const char *name, const ksock_config_t *doc,
+                             const ksock_cfg_t *opts, char *errstr, size_t errstr_size);
+
+/* config.c: the listener and serializer log records of a bridge made from a config. */
+void ksock__br_log_config(const ksock_bridge_t *b);
 
 /* publish.c: a decoded publish from `c`. */
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);

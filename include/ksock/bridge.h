@@ -81,7 +81,8 @@ typedef void (*ksock_bridge_drain_cb)(ksock_bridge_t *b, int status, void *data)
  * produced; publishes already sent to Kafka are answered as their
  * delivery reports arrive, on their open connections. `cb` fires on the
  * loop, never from inside this call, once none is pending (status 0) or
- * after `timeout_ms` (status KSOCK_E_TIMEDOUT: the rest are answered
+ * after `timeout_ms` (KSOCK_BRIDGE_DRAIN_CONFIGURED: the configured
+ * drain_timeout) (status KSOCK_E_TIMEDOUT: the rest are answered
  * KSOCK_E_KAFKA, outcome unknown, and counted in `drain_unknown`). Then
  * call ksock_bridge_stop(). KSOCK_E_STATE if already draining or stopped.
  */
@@ -104,6 +105,38 @@ typedef struct ksock_bridge_stats_s {
 } ksock_bridge_stats_t;
 
 KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
+
+/* ---- A bridge from a configuration (ABI 1.1) -------------------------------- */
+
+/* ksock_bridge_drain()'s timeout: the configured drain_timeout (5 s by default). */
+#define KSOCK_BRIDGE_DRAIN_CONFIGURED UINT64_MAX
+
+/*
+ * The options of the "bridge" section (max_inflight, drain_timeout), for
+ * ksockd --config-reference. Static; never freed.
+ */
+KSOCK_EXTERN const ksock_option_t *ksock_bridge_config_schema(void);
+
+/*
+ * The bridge that `cfg` describes (docs/bridge.md, Configuration): the
+ * transport from "websocket", the authenticator from "auth" (required;
+ * {"plugin": "none"} only on loopback listeners unless it says
+ * "allow_anonymous_on_network"), the serializers of "serializers" (or every
+ * serializer plugin that loads), the bounds of "bridge", and `producer`.
+ * The bridge owns the instances it creates and frees them in
+ * ksock_bridge_free() (which then may run before the transport is gone: it
+ * destroys it). 0 with *out NULL when `cfg` has no "websocket" section.
+ * Errors (KSOCK_E_CONFIG and the plugins' codes) come with
+ * "FILE:LINE:COL: section: reason" in errstr. `cfg` must outlive the bridge.
+ */
+KSOCK_EXTERN int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
+                                              ksock_kafka_producer_t *producer,
+                                              ksock_bridge_t **out, char *errstr,
+                                              size_t errstr_size);
+
+/* The same checks without creating anything or running plugin code (--check-config). */
+KSOCK_EXTERN int ksock_bridge_check_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
+                                           char *errstr, size_t errstr_size);
 
 /*
  * Free the bridge (stops it first). A delivery that arrives afterwards

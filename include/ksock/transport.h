@@ -66,6 +66,14 @@ typedef struct ksock_transport_events_s {
      */
     void (*on_close)(void *data, ksock_conn_id_t id, void *conn_data, int code, const char *reason,
                      int err);
+    /*
+     * Appended with ABI 1.1 (read when `size` covers it). Server side: the
+     * subprotocols the host serves, in order of preference, NULL-terminated,
+     * borrowed until stop(); a transport whose own configuration names none
+     * accepts exactly these (the bridge passes ksock.v1.<name> for every
+     * serializer it loaded). NULL: the transport's own list.
+     */
+    const char *const *subprotocols;
 } ksock_transport_events_t;
 
 /* Client-side connection request. Borrowed for the call. */

@@ -1261,7 +1261,7 @@ TEST(config_unknown_top_level_key)
 {
     check_bad_config("{\n  \"lgo\": {}\n}\n", "{}",
                      "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka, "
-                     "websocket, auth, bridge)");
+                     "websocket, auth, bridge, serializers)");
 }
 
 TEST(config_unknown_plugin_key)

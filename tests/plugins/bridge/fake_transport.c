@@ -12,7 +12,8 @@
 /* ---- Posted close events ---------------------------------------------------- */
 
 typedef struct posted_close_s {
-    fake_transport_t *f;
+    struct posted_close_s *next; /* f->closes_posted */
+    fake_transport_t *f;         /* NULL once the fake is destroyed: only free */
     ksock_conn_id_t id;
     int code;
     char reason[128];
@@ -32,8 +33,13 @@ static void on_posted_close(ksock_runtime_t *rt, void *arg)
 {
     posted_close_t *pc = arg;
     /* A runtime being destroyed runs what is left so that it can be freed: the fake may be gone. */
-    if (!ksock_runtime_is_stopping(rt)) {
+    if (pc->f && !ksock_runtime_is_stopping(rt)) {
         fake_transport_t *f = pc->f;
+        for (posted_close_t **pp = (posted_close_t **)&f->closes_posted; *pp; pp = &(*pp)->next)
+            if (*pp == pc) {
+                *pp = pc->next;
+                break;
+            }
         f->posted--;
         fake_conn_t *c = fake_conn(f, pc->id);
         if (c && c->state != FAKE_CONN_CLOSED)
@@ -56,6 +62,8 @@ static int post_close(fake_transport_t *f, ksock_conn_id_t id, int code, const c
         return rc;
     }
     f->posted++;
+    pc->next = f->closes_posted;
+    f->closes_posted = pc;
     return 0;
 }
 
@@ -69,7 +77,8 @@ typedef struct fake_held_s {
 } fake_held_t;
 
 typedef struct posted_resume_s {
-    fake_transport_t *f;
+    struct posted_resume_s *next; /* f->resumes_posted */
+    fake_transport_t *f;          /* NULL once the fake is destroyed: only free */
     ksock_conn_id_t id;
 } posted_resume_t;
 
@@ -87,8 +96,13 @@ static void held_clear(fake_conn_t *c)
 static void on_posted_resume(ksock_runtime_t *rt, void *arg)
 {
     posted_resume_t *pr = arg;
-    if (!ksock_runtime_is_stopping(rt)) {
+    if (pr->f && !ksock_runtime_is_stopping(rt)) {
         fake_transport_t *f = pr->f;
+        for (posted_resume_t **pp = (posted_resume_t **)&f->resumes_posted; *pp; pp = &(*pp)->next)
+            if (*pp == pr) {
+                *pp = pr->next;
+                break;
+            }
         fake_conn_t *c = fake_conn(f, pr->id);
         if (c) c->resume_due = false;
         while (c && c->state == FAKE_CONN_OPEN && !c->paused && c->held_head) {
@@ -122,6 +136,11 @@ static int fake_create(const ksock_plugin_ctx_t *ctx, const void *options, void 
 static void fake_destroy(void *inst)
 {
     fake_transport_t *f = inst;
+    /* Like ws: a destroyed transport delivers none of the events it had posted. */
+    for (posted_close_t *pc = f->closes_posted; pc; pc = pc->next)
+        pc->f = NULL;
+    for (posted_resume_t *pr = f->resumes_posted; pr; pr = pr->next)
+        pr->f = NULL;
     for (size_t i = 0; i < FAKE_MAX_CONNS; i++)
         held_clear(&f->conns[i]);
     for (size_t i = 0; i < f->nframes; i++)
@@ -225,6 +244,8 @@ static int fake_pause_read(void *inst, ksock_conn_id_t id, bool paused)
             return KSOCK_E_STATE;
         }
         c->resume_due = true;
+        pr->next = f->resumes_posted;
+        f->resumes_posted = pr;
     }
     return 0;
 }
