@@ -414,7 +414,7 @@ static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool crea
 
 static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
 {
-    ksock_bridge_stats_t st;
+    ksock_bridge_stats_t st = {.size = sizeof(st)};
     ksock_bridge_stats(b, &st);
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
               (ksock_kv_t[]){

@@ -344,10 +344,33 @@ int ksock_bridge_drain(ksock_bridge_t *b, uint64_t timeout_ms, ksock_bridge_drai
     return 0;
 }
 
-void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
+/*
+ * ksock_bridge_stats has two symbol versions (core/libksock.map): 1.1's
+ * reads the struct's size; 1.0's writes the six counters of the 1.0
+ * struct, which had no size field, so a program built then cannot be
+ * written past the end of its struct by this library.
+ */
+KSOCK_VISIBLE void ksock__bridge_stats_1_1(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
+KSOCK_VISIBLE void ksock__bridge_stats_1_0(const ksock_bridge_t *b, uint64_t out[6]);
+__asm__(".symver ksock__bridge_stats_1_1,ksock_bridge_stats@@KSOCK_1.1");
+__asm__(".symver ksock__bridge_stats_1_0,ksock_bridge_stats@KSOCK_1.0");
+
+void ksock__bridge_stats_1_1(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
 {
-    *out = b->stats;
-    out->refused = atomic_load(&b->refused);
+    ksock_bridge_stats_t st = b->stats;
+    st.refused = atomic_load(&b->refused);
+    size_t n = out->size < sizeof(st) ? out->size : sizeof(st);
+    if (n > sizeof(st.size))
+        memcpy((char *)out + sizeof(st.size), (char *)&st + sizeof(st.size), n - sizeof(st.size));
+}
+
+void ksock__bridge_stats_1_0(const ksock_bridge_t *b, uint64_t out[6])
+{
+    const ksock_bridge_stats_t *s = &b->stats;
+    uint64_t v[6] = {s->connections, atomic_load(&b->refused),
+                     s->published,   s->publish_errors,
+                     s->dropped,     s->send_full};
+    memcpy(out, v, sizeof(v));
 }
 
 void ksock_bridge_free(ksock_bridge_t *b)

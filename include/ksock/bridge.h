@@ -91,19 +91,26 @@ KSOCK_EXTERN int ksock_bridge_drain(ksock_bridge_t *b, uint64_t timeout_ms,
 
 /* Counters, for logs and tests. */
 typedef struct ksock_bridge_stats_s {
+    size_t size;             /* set to sizeof(ksock_bridge_stats_t) before the call (ABI 1.1) */
     uint64_t connections;    /* opened since start */
     uint64_t refused;        /* handshakes refused */
     uint64_t published;      /* records acknowledged by Kafka */
     uint64_t publish_errors; /* publishes answered with an error */
     uint64_t dropped;        /* deliveries for connections already closed */
-    uint64_t send_full; /* replies that found the send queue full and waited (reading paused) */
-    /* Appended with ABI 1.1. */
-    uint64_t inflight_max;     /* most publishes in flight seen on one connection */
-    uint64_t paused;           /* times a connection's reading was paused */
+    uint64_t send_full;    /* replies that found the send queue full and waited (reading paused) */
+    uint64_t inflight_max; /* most publishes in flight seen on one connection */
+    uint64_t paused;       /* times a connection's reading was paused */
     uint64_t shutdown_refused; /* publishes answered KSOCK_E_SHUTDOWN while draining */
     uint64_t drain_unknown;    /* pending at the drain timeout: answered KSOCK_E_KAFKA */
+    /* Later minors append here; the library fills only what out->size covers. */
 } ksock_bridge_stats_t;
 
+/*
+ * The counters so far, into the fields `out->size` covers (a size of 0 or
+ * smaller than the first counter fills nothing). A program built against
+ * ABI 1.0, whose struct had no size and six counters, is bound to a
+ * version of this function (symbol version KSOCK_1.0) that fills those six.
+ */
 KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
 
 /* ---- A bridge from a configuration (ABI 1.1) -------------------------------- */

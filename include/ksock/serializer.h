@@ -134,6 +134,12 @@ KSOCK_EXTERN void *ksock_envelope_alloc(ksock_envelope_t *env, size_t n);
  * Zero-initialise.
  */
 typedef struct ksock_decode_err_s {
+    /*
+     * 0 or sizeof(ksock_decode_err_t): the library writes only the fields
+     * this covers, 0 meaning those of ABI 1.1 (rc, at, msg), so a struct
+     * zero-initialised by a plugin built today stays safe if it grows.
+     */
+    size_t size;
     int rc; /* first error, 0 while none */
     size_t at;
     char msg[200];

@@ -19,6 +19,7 @@
 #include "fake_transport.h"
 #include "kt.h"
 
+#include <dlfcn.h>
 #include <librdkafka/rdkafka_mock.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -136,7 +137,7 @@ static void bt_close(bt_t *t)
 
 static ksock_bridge_stats_t bt_stats(bt_t *t)
 {
-    ksock_bridge_stats_t st;
+    ksock_bridge_stats_t st = {.size = sizeof(st)};
     ksock_bridge_stats(t->b, &st);
     return st;
 }
@@ -858,6 +859,45 @@ TEST(full_send_queue_waits_for_on_writable)
 }
 
 /*
+ * A program built against ABI 1.0 had a six-counter ksock_bridge_stats_t
+ * without a size: it is bound to ksock_bridge_stats@KSOCK_1.0, which must
+ * fill those six and not a byte more.
+ */
+TEST(stats_for_an_abi_1_0_program)
+{
+    bt_t t;
+    bt_open(&t, NULL);
+    ksock_conn_id_t c = bt_connect(&t, NULL);
+    bt_publish(&t, c, "s1", TOPIC, "v");
+    bt_wait_frames(&t, c, 1);
+    void (*stats_1_0)(const ksock_bridge_t *, uint64_t *);
+    *(void **)&stats_1_0 = dlvsym(RTLD_DEFAULT, "ksock_bridge_stats", "KSOCK_1.0");
+    ASSERT_NOT_NULL(stats_1_0);
+    uint64_t v[7];
+    memset(v, 0xA5, sizeof(v)); /* v[6] stands for what follows the 1.0 struct */
+    stats_1_0(t.b, v);
+    ksock_bridge_stats_t st = bt_stats(&t);
+    ASSERT_EQ(v[0], st.connections);
+    ASSERT_EQ(v[0], 1);
+    ASSERT_EQ(v[1], st.refused);
+    ASSERT_EQ(v[2], st.published);
+    ASSERT_EQ(v[2], 1);
+    ASSERT_EQ(v[3], st.publish_errors);
+    ASSERT_EQ(v[4], st.dropped);
+    ASSERT_EQ(v[5], st.send_full);
+    ASSERT(v[6] == 0xA5A5A5A5A5A5A5A5ull);
+    /* A caller whose size covers two counters gets those two only. */
+    ksock_bridge_stats_t part;
+    memset(&part, 0xA5, sizeof(part));
+    part.size = offsetof(ksock_bridge_stats_t, published);
+    ksock_bridge_stats(t.b, &part);
+    ASSERT_EQ(part.connections, 1);
+    ASSERT_EQ(part.refused, 0);
+    ASSERT(part.published == 0xA5A5A5A5A5A5A5A5ull);
+    bt_close(&t);
+}
+
+/*
  * bridge.h: stop() stops the transport without running the loop (libuv's
  * rule: no public stop function re-enters it); the close events the
  * transport posts are delivered when the loop next runs.
@@ -897,4 +937,4 @@ KT_TEST_LIST(false, TEST_ENTRY(ping_is_answered_with_pong_and_its_id),
              TEST_ENTRY(delivery_after_bridge_freed_is_safe),
              TEST_ENTRY(delivery_canceled_after_bridge_freed_is_safe),
              TEST_ENTRY(handshake_refusals), TEST_ENTRY(full_send_queue_waits_for_on_writable),
-             TEST_ENTRY(stop_does_not_run_the_loop))
+             TEST_ENTRY(stop_does_not_run_the_loop), TEST_ENTRY(stats_for_an_abi_1_0_program))
