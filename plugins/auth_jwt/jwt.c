@@ -30,7 +30,6 @@
 #include <ksock/auth.h>
 #include <ksock/runtime.h>
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,8 +84,7 @@ static void jwt_destroy(void *inst)
 {
     jwt_auth_t *a = inst;
     if (a == NULL) return;
-    if (a->skey != a->vkey) jwt_scrub_free(a->skey, a->skey_len);
-    jwt_scrub_free(a->vkey, a->vkey_len);
+    jwt_keys_free(a);
     free(a);
 }
 
@@ -144,30 +142,7 @@ static int jwt_create(const ksock_plugin_ctx_t *ctx, const void *options, void *
                          (long long)o->default_ttl, (long long)o->max_ttl);
         rc = KSOCK_E_CONFIG;
     }
-    if (rc == 0 && a->alg->family == 'H') {
-        if (o->public_key || o->private_key) {
-            ksock_errstr_set(errstr, errstr_size,
-                             "public_key and private_key are for RS*/ES*; %s uses a secret",
-                             a->alg->name);
-            rc = KSOCK_E_CONFIG;
-        } else {
-            rc = jwt_load_secret(a, errstr, errstr_size);
-        }
-    } else if (rc == 0) {
-        if (o->secret || o->secret_file || o->secret_env) {
-            ksock_errstr_set(errstr, errstr_size,
-                             "secret is for HS*; %s verifies with public_key (a PEM file)",
-                             a->alg->name);
-            rc = KSOCK_E_CONFIG;
-        } else if (o->public_key == NULL) {
-            ksock_errstr_set(errstr, errstr_size,
-                             "%s needs public_key (a PEM file) to verify tokens", a->alg->name);
-            rc = KSOCK_E_CONFIG;
-        } else {
-            rc = jwt_load_public_key(a, errstr, errstr_size);
-            if (rc == 0 && o->private_key) rc = jwt_load_private_key(a, errstr, errstr_size);
-        }
-    }
+    if (rc == 0) rc = jwt_keys_load(a, errstr, errstr_size);
     if (rc != 0) {
         jwt_destroy(a);
         return rc;
@@ -240,23 +215,8 @@ static int jwt_generate(void *inst, const ksock_value_t *user, char **token, cha
                          a->alg->name);
         return KSOCK_E_STATE;
     }
-    if (user == NULL || ksock_value_type(user) != KSOCK_VALUE_MAP)
-        return jwt_bad_user(errstr, errstr_size, "expected a map");
-    /* Whatever we issue, we must be able to read back. */
-    if (ksock_value_depth(user) >= JWT_JSON_MAX_DEPTH)
-        return jwt_bad_user(errstr, errstr_size, "nested deeper than %d levels",
-                            JWT_JSON_MAX_DEPTH - 1);
-    ksock_value_t *claims = ksock_value_map();
-    if (claims == NULL) return KSOCK_E_NOMEM;
-    int rc = jwt_build_claims(a, user, claims, errstr, errstr_size);
     char *json = NULL;
-    if (rc == 0) rc = jwt_json_write(claims, &json, errstr, errstr_size);
-    ksock_value_unref(claims);
-    if (rc == KSOCK_E_ENCODE) {
-        char why[200];
-        snprintf(why, sizeof(why), "%s", errstr ? errstr : "");
-        rc = jwt_bad_user(errstr, errstr_size, "%s", why);
-    }
+    int rc = jwt_claims_json(a, user, &json, errstr, errstr_size);
     if (rc == 0) rc = jwt_sign_claims(a, json, token, errstr, errstr_size);
     free(json);
     if (rc == 0 && strlen(*token) > (size_t)a->o->max_token_size) {

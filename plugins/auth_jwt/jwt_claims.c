@@ -112,7 +112,9 @@ int jwt_check_claims(const jwt_auth_t *a, const ksock_value_t *claims, char *err
     return jwt_check_perms(a, claims, NULL, errstr, errstr_size);
 }
 
-int jwt_bad_user(char *errstr, size_t errstr_size, const char *fmt, ...)
+/* A refusal of the user details given to generate_token: KSOCK_E_INVAL. */
+static int bad_user(char *errstr, size_t errstr_size, const char *fmt, ...) KSOCK_PRINTF(3, 4);
+static int bad_user(char *errstr, size_t errstr_size, const char *fmt, ...)
 {
     char msg[256];
     va_list ap;
@@ -136,13 +138,13 @@ static int user_subject(const ksock_value_t *user, const ksock_value_t **out, ch
     const ksock_value_t *sub = ksock_value_map_get(user, "sub"),
                         *uid = ksock_value_map_get(user, "userId");
     if (sub && uid && !ksock_value_equal(sub, uid))
-        return jwt_bad_user(errstr, errstr_size, "\"sub\" and \"userId\" disagree");
+        return bad_user(errstr, errstr_size, "\"sub\" and \"userId\" disagree");
     const ksock_value_t *v = sub ? sub : uid;
     size_t n = 0;
-    if (v == NULL) return jwt_bad_user(errstr, errstr_size, "\"sub\" (or \"userId\") is missing");
+    if (v == NULL) return bad_user(errstr, errstr_size, "\"sub\" (or \"userId\") is missing");
     if (!jwt_is_string(v) || ksock_value_get_string(v, &n)[0] == '\0' ||
         strlen(ksock_value_get_string(v, NULL)) != n)
-        return jwt_bad_user(errstr, errstr_size, "\"sub\" must be a non-empty string");
+        return bad_user(errstr, errstr_size, "\"sub\" must be a non-empty string");
     *out = v;
     return 0;
 }
@@ -155,14 +157,14 @@ static int user_ttl(const jwt_auth_t *a, const ksock_value_t *user, int64_t *ttl
     if (t) {
         if (ksock_value_type(t) != KSOCK_VALUE_INT || ksock_value_get_int(t) <= 0 ||
             ksock_value_get_int(t) > 3650 * 86400)
-            return jwt_bad_user(errstr, errstr_size,
-                                "\"ttl\" must be a whole number of seconds "
-                                "between 1 and 10 years");
+            return bad_user(errstr, errstr_size,
+                            "\"ttl\" must be a whole number of seconds "
+                            "between 1 and 10 years");
         *ttl_s = ksock_value_get_int(t);
     }
     if (a->o->max_ttl > 0 && *ttl_s * 1000 > a->o->max_ttl)
-        return jwt_bad_user(errstr, errstr_size, "\"ttl\" of %lld s exceeds max_ttl (%lld s)",
-                            (long long)*ttl_s, (long long)(a->o->max_ttl / 1000));
+        return bad_user(errstr, errstr_size, "\"ttl\" of %lld s exceeds max_ttl (%lld s)",
+                        (long long)*ttl_s, (long long)(a->o->max_ttl / 1000));
     return 0;
 }
 
@@ -184,8 +186,8 @@ static bool handled(const char *key)
     return false;
 }
 
-int jwt_build_claims(const jwt_auth_t *a, const ksock_value_t *user, ksock_value_t *claims,
-                     char *errstr, size_t errstr_size)
+static int build_claims(const jwt_auth_t *a, const ksock_value_t *user, ksock_value_t *claims,
+                        char *errstr, size_t errstr_size)
 {
     const ksock_value_t *sub = NULL;
     int64_t ttl_s = 0;
@@ -197,35 +199,45 @@ int jwt_build_claims(const jwt_auth_t *a, const ksock_value_t *user, ksock_value
         const char *key;
         size_t kn;
         const ksock_value_t *v = ksock_value_map_at(user, i, &key, &kn);
-        if (strlen(key) != kn) return jwt_bad_user(errstr, errstr_size, "a key contains NUL");
+        if (strlen(key) != kn) return bad_user(errstr, errstr_size, "a key contains NUL");
         if (reserved(a, key))
-            return jwt_bad_user(errstr, errstr_size, "\"%s\" is set by the authenticator%s", key,
-                                strcmp(key, a->o->permissions_claim) == 0
-                                    ? " (give \"subscribe\" and \"publish\" lists)"
-                                    : "");
+            return bad_user(errstr, errstr_size, "\"%s\" is set by the authenticator%s", key,
+                            strcmp(key, a->o->permissions_claim) == 0
+                                ? " (give \"subscribe\" and \"publish\" lists)"
+                                : "");
         if (!handled(key)) rc = set_claim(claims, key, ksock_value_ref((ksock_value_t *)v));
     }
     ksock_value_t *perms = NULL;
-    for (size_t i = 0; rc == 0 && i < sizeof(jwt_perm_keys) / sizeof(jwt_perm_keys[0]); i++) {
-        const ksock_value_t *list = ksock_value_map_get(user, jwt_perm_keys[i].key);
-        if (list == NULL) continue;
-        rc = jwt_perm_list(list, "user details", jwt_perm_keys[i].key, 0, NULL, KSOCK_E_INVAL,
-                           errstr, errstr_size);
-        if (rc == 0 && perms == NULL && (perms = ksock_value_map()) == NULL) rc = KSOCK_E_NOMEM;
-        if (rc == 0)
-            rc = set_claim(perms, jwt_perm_keys[i].key, ksock_value_ref((ksock_value_t *)list));
-    }
-    if (perms) {
-        if (rc == 0)
-            rc = set_claim(claims, a->o->permissions_claim, perms);
-        else
-            ksock_value_unref(perms);
-    }
+    if (rc == 0) rc = jwt_perms_from_user(user, &perms, errstr, errstr_size);
+    if (perms) rc = set_claim(claims, a->o->permissions_claim, perms);
     int64_t now = ksock_wallclock_ns() / 1000000000;
     if (rc == 0 && a->o->issuer) rc = set_claim(claims, "iss", ksock_value_cstring(a->o->issuer));
     if (rc == 0 && a->o->audience)
         rc = set_claim(claims, "aud", ksock_value_cstring(a->o->audience));
     if (rc == 0) rc = set_claim(claims, "iat", ksock_value_int(now));
     if (rc == 0) rc = set_claim(claims, "exp", ksock_value_int(now + ttl_s));
+    return rc;
+}
+
+int jwt_claims_json(const jwt_auth_t *a, const ksock_value_t *user, char **json, char *errstr,
+                    size_t errstr_size)
+{
+    *json = NULL;
+    if (user == NULL || ksock_value_type(user) != KSOCK_VALUE_MAP)
+        return bad_user(errstr, errstr_size, "expected a map");
+    /* Whatever we issue, we must be able to read back. */
+    if (ksock_value_depth(user) >= JWT_JSON_MAX_DEPTH)
+        return bad_user(errstr, errstr_size, "nested deeper than %d levels",
+                        JWT_JSON_MAX_DEPTH - 1);
+    ksock_value_t *claims = ksock_value_map();
+    if (claims == NULL) return KSOCK_E_NOMEM;
+    int rc = build_claims(a, user, claims, errstr, errstr_size);
+    if (rc == 0) rc = jwt_json_write(claims, json, errstr, errstr_size);
+    ksock_value_unref(claims);
+    if (rc == KSOCK_E_ENCODE) {
+        char why[200];
+        snprintf(why, sizeof(why), "%s", errstr ? errstr : "");
+        rc = bad_user(errstr, errstr_size, "%s", why);
+    }
     return rc;
 }

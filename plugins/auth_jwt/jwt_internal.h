@@ -76,17 +76,16 @@ static inline bool jwt_is_string(const ksock_value_t *v)
 
 /* ---- Keys and signatures (jwt_signature.c) ---------------------------------- */
 
-/* Zero `n` bytes of key material at `p`, then free it. NULL is fine. */
-void jwt_scrub_free(unsigned char *p, size_t n);
-
 /*
- * Fill a->vkey/skey/sig_len for a->alg from the options (both borrowed).
- * 0, or KSOCK_E_CONFIG with the reason, or KSOCK_E_NOMEM. The keys are
- * a's own (jwt_scrub_free), also on failure.
+ * Read and check the secret (HS*) or the key files (RS* and ES*) the options of
+ * `a` name for a->alg, and set a->vkey, skey and sig_len. 0, or
+ * KSOCK_E_CONFIG with the reason, or KSOCK_E_NOMEM. What was loaded is a's
+ * own also on failure: jwt_keys_free() releases it. Runs in create() only.
  */
-int jwt_load_secret(jwt_auth_t *a, char *errstr, size_t errstr_size);
-int jwt_load_public_key(jwt_auth_t *a, char *errstr, size_t errstr_size);
-int jwt_load_private_key(jwt_auth_t *a, char *errstr, size_t errstr_size);
+int jwt_keys_load(jwt_auth_t *a, char *errstr, size_t errstr_size);
+
+/* Zero and free the key material of `a` (not `a` itself). */
+void jwt_keys_free(jwt_auth_t *a);
 
 /* 0 when libjwt accepts the signature of tok[0..len) for a's key and algorithm; else a refusal. */
 int jwt_verify_signature(const jwt_auth_t *a, const char *tok, size_t len, char *errstr,
@@ -125,33 +124,29 @@ int jwt_date_claim(const ksock_value_t *claims, const char *name, bool *present,
 int jwt_check_claims(const jwt_auth_t *a, const ksock_value_t *claims, char *errstr,
                      size_t errstr_size);
 
-/* A refusal of the user details given to generate_token: KSOCK_E_INVAL. */
-int jwt_bad_user(char *errstr, size_t errstr_size, const char *fmt, ...) KSOCK_PRINTF(3, 4);
-
-/* The claims of a token to issue for `user` (borrowed), set into `claims` (the caller's map). */
-int jwt_build_claims(const jwt_auth_t *a, const ksock_value_t *user, ksock_value_t *claims,
-                     char *errstr, size_t errstr_size);
+/*
+ * The claims of a token to issue for the user details `user` (borrowed;
+ * NULL is refused), as compact JSON: 0 and *json (malloc'ed, the caller's
+ * also on failure), KSOCK_E_INVAL with the reason when the details are
+ * refused, or KSOCK_E_NOMEM.
+ */
+int jwt_claims_json(const jwt_auth_t *a, const ksock_value_t *user, char **json, char *errstr,
+                    size_t errstr_size);
 
 /* ---- Permissions (jwt_perms.c) ---------------------------------------------- */
-
-typedef struct jwt_perm_key_s {
-    const char *key;
-    unsigned right;
-} jwt_perm_key_t;
-
-/* "subscribe" and "publish", with the right each grants. */
-extern const jwt_perm_key_t jwt_perm_keys[2];
-
-/*
- * Check one permission list ("subscribe" or "publish"): an array of
- * patterns. `who` names it in messages. Adds to `p` when not NULL.
- */
-int jwt_perm_list(const ksock_value_t *list, const char *who, const char *key, unsigned right,
-                  ksock_principal_t *p, int fail_code, char *errstr, size_t errstr_size);
 
 /* The permissions claim: absent (no permissions), or {"subscribe": [...], "publish": [...]}. */
 int jwt_check_perms(const jwt_auth_t *a, const ksock_value_t *claims, ksock_principal_t *p,
                     char *errstr, size_t errstr_size);
+
+/*
+ * The permissions claim of a token to issue, from the user details'
+ * "subscribe" and "publish" lists (borrowed). 0 and *out (a new map, the
+ * caller's; NULL when the details give neither list), or KSOCK_E_INVAL
+ * with the reason, or KSOCK_E_NOMEM.
+ */
+int jwt_perms_from_user(const ksock_value_t *user, ksock_value_t **out, char *errstr,
+                        size_t errstr_size);
 
 /* ---- JSON and base64url (jwt_json.c) ---------------------------------------- */
 

@@ -21,15 +21,17 @@ static bool valid_pattern(const char *s, size_t n)
     return true;
 }
 
-const jwt_perm_key_t jwt_perm_keys[2] = {{"subscribe", KSOCK_PERM_SUBSCRIBE},
-                                         {"publish", KSOCK_PERM_PUBLISH}};
+static const struct {
+    const char *key;
+    unsigned right;
+} perm_keys[] = {{"subscribe", KSOCK_PERM_SUBSCRIBE}, {"publish", KSOCK_PERM_PUBLISH}};
 
 /*
  * Check one permission list ("subscribe" or "publish"): an array of
  * patterns. `who` names it in messages. Adds to `p` when not NULL.
  */
-int jwt_perm_list(const ksock_value_t *list, const char *who, const char *key, unsigned right,
-                  ksock_principal_t *p, int fail_code, char *errstr, size_t errstr_size)
+static int perm_list(const ksock_value_t *list, const char *who, const char *key, unsigned right,
+                     ksock_principal_t *p, int fail_code, char *errstr, size_t errstr_size)
 {
     if (ksock_value_type(list) != KSOCK_VALUE_ARRAY) {
         ksock_errstr_set(errstr, errstr_size, "jwt: %s.%s is not an array of topic patterns", who,
@@ -61,12 +63,35 @@ int jwt_check_perms(const jwt_auth_t *a, const ksock_value_t *claims, ksock_prin
     if (k == NULL) return 0;
     if (ksock_value_type(k) != KSOCK_VALUE_MAP)
         return jwt_refuse(errstr, errstr_size, "the %s claim is not an object", name);
-    for (size_t i = 0; i < sizeof(jwt_perm_keys) / sizeof(jwt_perm_keys[0]); i++) {
-        const ksock_value_t *list = ksock_value_map_get(k, jwt_perm_keys[i].key);
+    for (size_t i = 0; i < sizeof(perm_keys) / sizeof(perm_keys[0]); i++) {
+        const ksock_value_t *list = ksock_value_map_get(k, perm_keys[i].key);
         if (list == NULL) continue;
-        int rc = jwt_perm_list(list, name, jwt_perm_keys[i].key, jwt_perm_keys[i].right, p,
-                               KSOCK_E_AUTH, errstr, errstr_size);
+        int rc = perm_list(list, name, perm_keys[i].key, perm_keys[i].right, p, KSOCK_E_AUTH,
+                           errstr, errstr_size);
         if (rc != 0) return rc;
     }
     return 0;
+}
+
+int jwt_perms_from_user(const ksock_value_t *user, ksock_value_t **out, char *errstr,
+                        size_t errstr_size)
+{
+    ksock_value_t *perms = NULL;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof(perm_keys) / sizeof(perm_keys[0]); i++) {
+        const ksock_value_t *list = ksock_value_map_get(user, perm_keys[i].key);
+        if (list == NULL) continue;
+        rc = perm_list(list, "user details", perm_keys[i].key, 0, NULL, KSOCK_E_INVAL, errstr,
+                       errstr_size);
+        if (rc == 0 && perms == NULL && (perms = ksock_value_map()) == NULL) rc = KSOCK_E_NOMEM;
+        if (rc == 0)
+            rc = ksock_value_map_set(perms, perm_keys[i].key, strlen(perm_keys[i].key),
+                                     ksock_value_ref((ksock_value_t *)list));
+    }
+    if (rc != 0 && perms) {
+        ksock_value_unref(perms);
+        perms = NULL;
+    }
+    *out = perms;
+    return rc;
 }

@@ -41,7 +41,7 @@ const jwt_alg_info_t jwt_algs[] = {
 const char *const jwt_alg_names[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
                                      "RS512", "ES256", "ES384", "ES512", NULL};
 
-void jwt_scrub_free(unsigned char *p, size_t n)
+static void scrub_free(unsigned char *p, size_t n)
 {
     if (p == NULL) return;
     volatile unsigned char *v = p;
@@ -89,7 +89,7 @@ static int read_file(const char *what, const char *path, unsigned char **out, si
 }
 
 /* HS*: exactly one of secret, secret.file, secret.env, and long enough. */
-int jwt_load_secret(jwt_auth_t *a, char *errstr, size_t errstr_size)
+static int load_secret(jwt_auth_t *a, char *errstr, size_t errstr_size)
 {
     const jwt_opts_t *o = a->o;
     int given = (o->secret != NULL) + (o->secret_file != NULL) + (o->secret_env != NULL);
@@ -204,7 +204,7 @@ static int import_pubkey(const jwt_auth_t *a, gnutls_pubkey_t *pub, char *errstr
     return 0;
 }
 
-int jwt_load_public_key(jwt_auth_t *a, char *errstr, size_t errstr_size)
+static int load_public_key(jwt_auth_t *a, char *errstr, size_t errstr_size)
 {
     int rc = read_file("public_key", a->o->public_key, &a->vkey, &a->vkey_len, errstr, errstr_size);
     if (rc != 0) return rc;
@@ -222,7 +222,7 @@ int jwt_load_public_key(jwt_auth_t *a, char *errstr, size_t errstr_size)
 }
 
 /* The private key must fit the algorithm and belong to the public key. */
-int jwt_load_private_key(jwt_auth_t *a, char *errstr, size_t errstr_size)
+static int load_private_key(jwt_auth_t *a, char *errstr, size_t errstr_size)
 {
     const char *path = a->o->private_key;
     int rc = read_file("private_key", path, &a->skey, &a->skey_len, errstr, errstr_size);
@@ -272,6 +272,40 @@ out:
     if (derived) gnutls_pubkey_deinit(derived);
     if (priv) gnutls_privkey_deinit(priv);
     return rc;
+}
+
+int jwt_keys_load(jwt_auth_t *a, char *errstr, size_t errstr_size)
+{
+    const jwt_opts_t *o = a->o;
+    if (a->alg->family == 'H') {
+        if (o->public_key || o->private_key) {
+            ksock_errstr_set(errstr, errstr_size,
+                             "public_key and private_key are for RS*/ES*; %s uses a secret",
+                             a->alg->name);
+            return KSOCK_E_CONFIG;
+        }
+        return load_secret(a, errstr, errstr_size);
+    }
+    if (o->secret || o->secret_file || o->secret_env) {
+        ksock_errstr_set(errstr, errstr_size,
+                         "secret is for HS*; %s verifies with public_key (a PEM file)",
+                         a->alg->name);
+        return KSOCK_E_CONFIG;
+    }
+    if (o->public_key == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "%s needs public_key (a PEM file) to verify tokens",
+                         a->alg->name);
+        return KSOCK_E_CONFIG;
+    }
+    int rc = load_public_key(a, errstr, errstr_size);
+    if (rc == 0 && o->private_key) rc = load_private_key(a, errstr, errstr_size);
+    return rc;
+}
+
+void jwt_keys_free(jwt_auth_t *a)
+{
+    if (a->skey != a->vkey) scrub_free(a->skey, a->skey_len);
+    scrub_free(a->vkey, a->vkey_len);
 }
 
 /* ES*: sign `input` with GnuTLS and write R || S, each left-padded to the curve size. */
