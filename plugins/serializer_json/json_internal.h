@@ -1,8 +1,8 @@
 /*
- * serde_json internals shared by its files. Not installed.
+ * serializer_json internals shared by its files. Not installed.
  */
-#ifndef SERDE_JSON_INTERNAL_H
-#define SERDE_JSON_INTERNAL_H
+#ifndef KSOCK_SERIALIZER_JSON_INTERNAL_H
+#define KSOCK_SERIALIZER_JSON_INTERNAL_H
 
 #include <ksock/serializer.h>
 #include <yajl/yajl_parse.h>

@@ -1,5 +1,5 @@
 /*
- * serde_json: writing values and envelopes.
+ * serializer_json: writing values and envelopes.
  *
  * Hand-written rather than yajl_gen: the envelope is the bridge's hot path
  * (one pass, no per-token callbacks), yajl_gen prints doubles with %.20g

@@ -1,5 +1,5 @@
 /*
- * serde_json: decoding an envelope (docs/protocol.md section 3) straight
+ * serializer_json: decoding an envelope (docs/protocol.md section 3) straight
  * from yajl's callbacks into a ksock_envelope_t, with no value tree.
  *
  * A small state machine follows where the parser is: the top object, the
