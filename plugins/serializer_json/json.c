@@ -43,7 +43,7 @@ static int json_vt_encode_value(void *inst, const ksock_value_t *v, ksock_buf_t 
     int rc = json_encode_value(v, out, errstr, errstr_size);
     if (rc != 0) {
         out->len = before;
-        jw_finish(out);
+        json_finish(out);
     }
     return rc;
 }
