@@ -290,180 +290,214 @@ static void on_signal(ksock_signal_t *s, int signum, void *data)
         ksock_runtime_stop(cli.rt);
 }
 
-/* ---- main ------------------------------------------------------------------ */
+/* ---- Options ---------------------------------------------------------------- */
 
-int main(int argc, char **argv)
-{
-    if (argc >= 2 && strcmp(argv[1], "token") == 0) return ksock_token_main(argc - 1, argv + 1);
-    if (argc < 3 || strcmp(argv[1], "connect") != 0) {
-        usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) ? stdout
-                                                                                          : stderr);
-        return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
-    }
-    const char *url = argv[2];
-    enum {
-        O_SUB = 1,
-        O_SER,
-        O_HDR,
-        O_QUERY,
-        O_TOKEN,
-        O_CA,
-        O_INSECURE,
-        O_CERT,
-        O_KEY,
-        O_RECONNECT,
-        O_RETRIES,
-        O_DELAY,
-        O_MAXDELAY,
-        O_NOEXP,
-        O_NOJITTER,
-        O_STABLE,
-        O_QUEUE,
-        O_RAW,
-        O_PDIR,
-        O_TRANSPORT,
-        O_LINGER
-    };
-    static const struct option lopts[] = {
-        {"subprotocol", required_argument, NULL, O_SUB},
-        {"serializer", required_argument, NULL, O_SER},
-        {"header", required_argument, NULL, O_HDR},
-        {"query", required_argument, NULL, O_QUERY},
-        {"token", required_argument, NULL, O_TOKEN},
-        {"cacert", required_argument, NULL, O_CA},
-        {"insecure", no_argument, NULL, O_INSECURE},
-        {"cert", required_argument, NULL, O_CERT},
-        {"key", required_argument, NULL, O_KEY},
-        {"reconnect", no_argument, NULL, O_RECONNECT},
-        {"max-retries", required_argument, NULL, O_RETRIES},
-        {"retry-delay", required_argument, NULL, O_DELAY},
-        {"max-delay", required_argument, NULL, O_MAXDELAY},
-        {"no-exponential", no_argument, NULL, O_NOEXP},
-        {"no-jitter", no_argument, NULL, O_NOJITTER},
-        {"stable-after", required_argument, NULL, O_STABLE},
-        {"queue", required_argument, NULL, O_QUEUE},
-        {"raw", no_argument, NULL, O_RAW},
-        {"plugin-dir", required_argument, NULL, O_PDIR},
-        {"transport", required_argument, NULL, O_TRANSPORT},
-        {"linger", required_argument, NULL, O_LINGER},
-        {NULL, 0, NULL, 0},
-    };
-    ksock_ws_opts_t o;
-    ksock_ws_opts_init(&o);
+enum {
+    O_SUB = 1,
+    O_SER,
+    O_HDR,
+    O_QUERY,
+    O_TOKEN,
+    O_CA,
+    O_INSECURE,
+    O_CERT,
+    O_KEY,
+    O_RECONNECT,
+    O_RETRIES,
+    O_DELAY,
+    O_MAXDELAY,
+    O_NOEXP,
+    O_NOJITTER,
+    O_STABLE,
+    O_QUEUE,
+    O_RAW,
+    O_PDIR,
+    O_TRANSPORT,
+    O_LINGER
+};
+
+static const struct option lopts[] = {
+    {"subprotocol", required_argument, NULL, O_SUB},
+    {"serializer", required_argument, NULL, O_SER},
+    {"header", required_argument, NULL, O_HDR},
+    {"query", required_argument, NULL, O_QUERY},
+    {"token", required_argument, NULL, O_TOKEN},
+    {"cacert", required_argument, NULL, O_CA},
+    {"insecure", no_argument, NULL, O_INSECURE},
+    {"cert", required_argument, NULL, O_CERT},
+    {"key", required_argument, NULL, O_KEY},
+    {"reconnect", no_argument, NULL, O_RECONNECT},
+    {"max-retries", required_argument, NULL, O_RETRIES},
+    {"retry-delay", required_argument, NULL, O_DELAY},
+    {"max-delay", required_argument, NULL, O_MAXDELAY},
+    {"no-exponential", no_argument, NULL, O_NOEXP},
+    {"no-jitter", no_argument, NULL, O_NOJITTER},
+    {"stable-after", required_argument, NULL, O_STABLE},
+    {"queue", required_argument, NULL, O_QUEUE},
+    {"raw", no_argument, NULL, O_RAW},
+    {"plugin-dir", required_argument, NULL, O_PDIR},
+    {"transport", required_argument, NULL, O_TRANSPORT},
+    {"linger", required_argument, NULL, O_LINGER},
+    {NULL, 0, NULL, 0},
+};
+
+/* What the command line asks for; the strings point into argv or into owned[]. */
+typedef struct args_s {
+    const char *url;
+    ksock_ws_opts_t o; /* o.headers, o.query and o.reconnect point into this struct */
     ksock_reconnect_opts_t ro;
-    ksock_reconnect_opts_init(&ro);
-    ro.enabled = false;
     ksock_kvpair_t headers[MAX_HEADERS], query[MAX_HEADERS];
-    char *owned[2 * MAX_HEADERS];
-    size_t nowned = 0, nh = 0, nq = 0;
-    const char *serializer = "json", *plugin_dir = NULL, *transport = NULL;
-    cli.t0 = ksock_now_ns();
-    cli.exit_code = 1;
-    cli.linger_ms = 1000;
+    char *owned[2 * MAX_HEADERS]; /* the split copies of --header and --query: freed by args_free */
+    size_t nowned, nh, nq;
+    const char *serializer, *plugin_dir, *transport;
+} args_t;
+
+static void args_free(args_t *a)
+{
+    for (size_t i = 0; i < a->nowned; i++)
+        free(a->owned[i]);
+    a->nowned = 0;
+}
+
+/* --header 'Name: value' or --query name=value. 0, or 2 (the exit status) after a message. */
+static int add_kv(args_t *a, int c, const char *arg)
+{
+    const char sep = c == O_HDR ? ':' : '=';
+    char *d = strdup(arg), *p = strchr(d, sep);
+    if (p == NULL || a->nh >= MAX_HEADERS || a->nq >= MAX_HEADERS) {
+        fprintf(stderr, "ksock: expected %s, got \"%s\"\n",
+                c == O_HDR ? "'Name: value'" : "name=value", arg);
+        free(d);
+        return 2;
+    }
+    *p++ = '\0';
+    while (*p == ' ')
+        p++;
+    a->owned[a->nowned++] = d;
+    if (c == O_HDR)
+        a->headers[a->nh++] = (ksock_kvpair_t){d, p};
+    else
+        a->query[a->nq++] = (ksock_kvpair_t){d, p};
+    return 0;
+}
+
+/* The reconnection options; false when `c` is not one of them. */
+static bool reconnect_option(ksock_reconnect_opts_t *ro, int c, const char *arg)
+{
+    switch (c) {
+    case O_RECONNECT:
+        ro->enabled = true;
+        return true;
+    case O_RETRIES:
+        ro->max_retries = atoll(arg);
+        return true;
+    case O_DELAY:
+        ro->retry_delay_ms = strtoull(arg, NULL, 10);
+        return true;
+    case O_MAXDELAY:
+        ro->max_delay_ms = strtoull(arg, NULL, 10);
+        return true;
+    case O_NOEXP:
+        ro->exponential_backoff = false;
+        return true;
+    case O_NOJITTER:
+        ro->jitter = false;
+        return true;
+    case O_STABLE:
+        ro->stable_after_ms = strtoull(arg, NULL, 10);
+        return true;
+    case O_QUEUE:
+        ro->queue_max_messages = strtoull(arg, NULL, 10);
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* One option other than the reconnection ones. 0, or 2 (the exit status) after a message. */
+static int connect_option(args_t *a, int c, const char *arg)
+{
+    switch (c) {
+    case O_SUB:
+        a->o.subprotocol = arg;
+        return 0;
+    case O_SER:
+        a->serializer = arg;
+        return 0;
+    case O_HDR:
+    case O_QUERY:
+        return add_kv(a, c, arg);
+    case O_TOKEN:
+        a->o.token = arg;
+        return 0;
+    case O_CA:
+        a->o.ca_file = arg;
+        return 0;
+    case O_INSECURE:
+        a->o.insecure = true;
+        return 0;
+    case O_CERT:
+        a->o.cert_file = arg;
+        return 0;
+    case O_KEY:
+        a->o.key_file = arg;
+        return 0;
+    case O_RAW:
+        cli.raw = true;
+        return 0;
+    case O_PDIR:
+        a->plugin_dir = arg;
+        return 0;
+    case O_TRANSPORT:
+        a->transport = arg;
+        return 0;
+    case O_LINGER:
+        if (ksock_parse_duration_ms(arg, &cli.linger_ms) != 0 || cli.linger_ms < 0) {
+            fprintf(stderr,
+                    "ksock: --linger: expected a duration such as 1s or 500ms, got \"%s\"\n", arg);
+            return 2;
+        }
+        return 0;
+    default:
+        usage(stderr);
+        return 2;
+    }
+}
+
+/* `ksock connect URL [options]` into *a. 0, or 2 (the exit status) after a message. */
+static int parse_args(int argc, char **argv, args_t *a)
+{
+    a->url = argv[2];
+    ksock_ws_opts_init(&a->o);
+    ksock_reconnect_opts_init(&a->ro);
+    a->ro.enabled = false;
+    a->serializer = "json";
     optind = 3;
     int c;
     while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-        switch (c) {
-        case O_SUB:
-            o.subprotocol = optarg;
-            break;
-        case O_SER:
-            serializer = optarg;
-            break;
-        case O_HDR:
-        case O_QUERY: {
-            const char sep = c == O_HDR ? ':' : '=';
-            char *d = strdup(optarg), *p = strchr(d, sep);
-            if (p == NULL || nh >= MAX_HEADERS || nq >= MAX_HEADERS) {
-                fprintf(stderr, "ksock: expected %s, got \"%s\"\n",
-                        c == O_HDR ? "'Name: value'" : "name=value", optarg);
-                free(d);
-                return 2;
-            }
-            *p++ = '\0';
-            while (*p == ' ')
-                p++;
-            owned[nowned++] = d;
-            if (c == O_HDR)
-                headers[nh++] = (ksock_kvpair_t){d, p};
-            else
-                query[nq++] = (ksock_kvpair_t){d, p};
-            break;
-        }
-        case O_TOKEN:
-            o.token = optarg;
-            break;
-        case O_CA:
-            o.ca_file = optarg;
-            break;
-        case O_INSECURE:
-            o.insecure = true;
-            break;
-        case O_CERT:
-            o.cert_file = optarg;
-            break;
-        case O_KEY:
-            o.key_file = optarg;
-            break;
-        case O_RECONNECT:
-            ro.enabled = true;
-            break;
-        case O_RETRIES:
-            ro.max_retries = atoll(optarg);
-            break;
-        case O_DELAY:
-            ro.retry_delay_ms = strtoull(optarg, NULL, 10);
-            break;
-        case O_MAXDELAY:
-            ro.max_delay_ms = strtoull(optarg, NULL, 10);
-            break;
-        case O_NOEXP:
-            ro.exponential_backoff = false;
-            break;
-        case O_NOJITTER:
-            ro.jitter = false;
-            break;
-        case O_STABLE:
-            ro.stable_after_ms = strtoull(optarg, NULL, 10);
-            break;
-        case O_QUEUE:
-            ro.queue_max_messages = strtoull(optarg, NULL, 10);
-            break;
-        case O_RAW:
-            cli.raw = true;
-            break;
-        case O_PDIR:
-            plugin_dir = optarg;
-            break;
-        case O_TRANSPORT:
-            transport = optarg;
-            break;
-        case O_LINGER:
-            if (ksock_parse_duration_ms(optarg, &cli.linger_ms) != 0 || cli.linger_ms < 0) {
-                fprintf(stderr,
-                        "ksock: --linger: expected a duration such as 1s or 500ms, got "
-                        "\"%s\"\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        default:
-            usage(stderr);
-            return 2;
-        }
+        if (reconnect_option(&a->ro, c, optarg)) continue;
+        int rc = connect_option(a, c, optarg);
+        if (rc != 0) return rc;
     }
-    o.serializer = serializer;
-    o.headers = headers;
-    o.nheaders = nh;
-    o.query = query;
-    o.nquery = nq;
-    o.reconnect = &ro;
-    if (ro.max_delay_ms < ro.retry_delay_ms) ro.max_delay_ms = ro.retry_delay_ms;
+    a->o.serializer = a->serializer;
+    a->o.headers = a->headers;
+    a->o.nheaders = a->nh;
+    a->o.query = a->query;
+    a->o.nquery = a->nq;
+    a->o.reconnect = &a->ro;
+    if (a->ro.max_delay_ms < a->ro.retry_delay_ms) a->ro.max_delay_ms = a->ro.retry_delay_ms;
+    return 0;
+}
 
+/* ---- main ------------------------------------------------------------------ */
+
+/* The runtime, its serializers and the connection. 0, or 2 (the exit status) after a message. */
+static int start(const args_t *a)
+{
     signal(SIGPIPE, SIG_IGN);
     char err[1024] = "";
     int rc = ksock_runtime_new(&cli.rt, err, sizeof(err));
-    if (rc == 0 && plugin_dir) rc = ksock_plugin_path_add(cli.rt, plugin_dir);
+    if (rc == 0 && a->plugin_dir) rc = ksock_plugin_path_add(cli.rt, a->plugin_dir);
     if (rc == 0) {
         /* Library chatter at warn and above only: stdout is for messages, stderr for events. */
         ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_WARN, "console", KSOCK_LOG_FORMAT_TEXT,
@@ -472,17 +506,21 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = ksock_serde_strategy_from_plugin(cli.rt, "json", NULL, &cli.json, err, sizeof(err));
-    if (rc == 0) rc = ksock_serde_set_default_by_name(cli.rt, serializer, err, sizeof(err));
-    if (rc == 0) rc = ksock_ws_manager_new(cli.rt, transport, &cli.mgr, err, sizeof(err));
-    if (rc == 0) rc = ksock_ws_connect(cli.mgr, url, &o, &cli.ws, err, sizeof(err));
+    if (rc == 0) rc = ksock_serde_set_default_by_name(cli.rt, a->serializer, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_manager_new(cli.rt, a->transport, &cli.mgr, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_connect(cli.mgr, a->url, &a->o, &cli.ws, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "ksock: %s\n", err[0] ? err : ksock_strerror(rc));
         ksock_ws_manager_free(cli.mgr);
         ksock_runtime_destroy(cli.rt);
-        for (size_t i = 0; i < nowned; i++)
-            free(owned[i]);
         return 2;
     }
+    return 0;
+}
+
+/* Connection events, stdin and signals until the connection closes; then tear down. */
+static int run(void)
+{
     if (cli.linger_ms > 0) ksock_timer_init(cli.rt, &cli.linger, on_linger_done, NULL);
     ksock_ws_on_open(cli.ws, on_open);
     ksock_ws_on_frame(cli.ws, on_frame);
@@ -506,7 +544,24 @@ int main(int argc, char **argv)
     ksock_ws_manager_free(cli.mgr);
     ksock_buf_free(&cli.line);
     ksock_runtime_destroy(cli.rt);
-    for (size_t i = 0; i < nowned; i++)
-        free(owned[i]);
     return cli.exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "token") == 0) return ksock_token_main(argc - 1, argv + 1);
+    if (argc < 3 || strcmp(argv[1], "connect") != 0) {
+        usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) ? stdout
+                                                                                          : stderr);
+        return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    }
+    cli.t0 = ksock_now_ns();
+    cli.exit_code = 1;
+    cli.linger_ms = 1000;
+    args_t a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc == 0) rc = start(&a);
+    if (rc == 0) rc = run();
+    args_free(&a);
+    return rc;
 }

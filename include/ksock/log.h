@@ -63,7 +63,7 @@ typedef struct ksock_log_record_s {
     size_t size;     /* sizeof(ksock_log_record_t) as compiled into the core */
     int64_t time_ns; /* wall clock, ns since the Unix epoch */
     ksock_log_level_t level;
-    const char *component; /* never NULL: "core", "ksockd", "plugin:serde_json", ... */
+    const char *component; /* never NULL: "core", "ksockd", "serializer:json", ... */
     const char *message;   /* NUL-terminated */
     size_t message_len;
     const ksock_kv_t *context; /* may be NULL when ncontext == 0 */

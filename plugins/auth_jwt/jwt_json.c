@@ -148,8 +148,8 @@ static const yajl_callbacks parse_callbacks = {
     .yajl_end_array = pop,
 };
 
-int ksock__jwt_json_parse(const void *text, size_t len, ksock_value_t **out, char *errstr,
-                          size_t errstr_size)
+int jwt_json_parse(const void *text, size_t len, ksock_value_t **out, char *errstr,
+                   size_t errstr_size)
 {
     parse_t p;
     memset(&p, 0, sizeof(p));
@@ -241,7 +241,7 @@ static int gen_value(yajl_gen g, const ksock_value_t *v, char *errstr, size_t er
     return 0;
 }
 
-int ksock__jwt_json_write(const ksock_value_t *v, char **out, char *errstr, size_t errstr_size)
+int jwt_json_write(const ksock_value_t *v, char **out, char *errstr, size_t errstr_size)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
     if (g == NULL) return KSOCK_E_NOMEM;
@@ -277,7 +277,7 @@ static int b64url_val(unsigned char c)
     return -1;
 }
 
-int ksock__jwt_b64url_decode(const char *s, size_t n, unsigned char **out, size_t *out_len)
+int jwt_b64url_decode(const char *s, size_t n, unsigned char **out, size_t *out_len)
 {
     if (n % 4 == 1) return KSOCK_E_DECODE;
     unsigned char *o = malloc(n * 3 / 4 + 1);
@@ -310,7 +310,7 @@ int ksock__jwt_b64url_decode(const char *s, size_t n, unsigned char **out, size_
     return 0;
 }
 
-char *ksock__jwt_b64url_encode(const unsigned char *p, size_t n)
+char *jwt_b64url_encode(const unsigned char *p, size_t n)
 {
     char *o = malloc((n + 2) / 3 * 4 + 1);
     if (o == NULL) return NULL;

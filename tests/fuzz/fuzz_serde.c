@@ -18,7 +18,7 @@
 
 #define CAT_(a, b) a##b
 #define CAT(a, b)  CAT_(a, b)
-#define ENTRY      CAT(ksock_builtin_serde_, FUZZ_FORMAT)
+#define ENTRY      CAT(ksock_builtin_serializer_, FUZZ_FORMAT)
 
 const ksock_plugin_desc_t *ENTRY(void);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -30,7 +30,7 @@ static ksock_value_limits_t lim;
 
 /*
  * Options: zeroed except, for json, json_topics = ["*"] so that value_json
- * embedding is exercised on every topic. The layout is serde_json's
+ * embedding is exercised on every topic. The layout is serializer_json's
  * json_opts_t: two ksock_strlist_t, json_topics first.
  */
 static unsigned char options[256];

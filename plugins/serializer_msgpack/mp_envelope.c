@@ -1,5 +1,5 @@
 /*
- * serde_msgpack: decoding an envelope (docs/protocol.md section 4) in one
+ * serializer_msgpack: decoding an envelope (docs/protocol.md section 4) in one
  * pass, without a value tree. Strings and bytes point into the input
  * frame; only the header and offset arrays go to the envelope's arena.
  */

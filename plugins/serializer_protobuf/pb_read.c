@@ -1,5 +1,5 @@
 /*
- * serde_protobuf: the strict reader and value decoding.
+ * serializer_protobuf: the strict reader and value decoding.
  *
  * protobuf_c_message_unpack() is not used to read frames: it recurses
  * once per nested message with no limit (a Value nested a million deep is

@@ -1,8 +1,8 @@
 /*
- * serde_json internals shared by its files. Not installed.
+ * serializer_json internals shared by its files. Not installed.
  */
-#ifndef SERDE_JSON_INTERNAL_H
-#define SERDE_JSON_INTERNAL_H
+#ifndef KSOCK_SERIALIZER_JSON_INTERNAL_H
+#define KSOCK_SERIALIZER_JSON_INTERNAL_H
 
 #include <ksock/serializer.h>
 #include <yajl/yajl_parse.h>
@@ -22,25 +22,25 @@ typedef struct json_inst_s {
 
 /* ---- Writing (json_write.c) ---- */
 
-/* Append, growing the buffer; 0 or KSOCK_E_NOMEM. Keeps no NUL terminator: see jw_finish. */
-static inline int jw_put(ksock_buf_t *b, const void *p, size_t n)
+/* Append, growing the buffer; 0 or KSOCK_E_NOMEM. Keeps no NUL terminator: see json_finish. */
+static inline int json_put(ksock_buf_t *b, const void *p, size_t n)
 {
     if (b->cap - b->len <= n && ksock_buf_reserve(b, n) != 0) return KSOCK_E_NOMEM;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
 }
-#define JW_LIT(b, s) jw_put((b), (s), sizeof(s) - 1)
+#define JSON_LIT(b, s) json_put((b), (s), sizeof(s) - 1)
 
 /* A JSON string literal with quotes; `s` must be valid UTF-8 (callers check). */
-int jw_string(ksock_buf_t *b, const char *s, size_t len);
-int jw_int(ksock_buf_t *b, int64_t i);
+int json_put_string(ksock_buf_t *b, const char *s, size_t len);
+int json_put_int(ksock_buf_t *b, int64_t i);
 /* Shortest round-trip form, Python repr style; KSOCK_E_ENCODE for NaN/Inf. */
-int jw_double(ksock_buf_t *b, double d);
+int json_put_double(ksock_buf_t *b, double d);
 /* Base64 (RFC 4648 section 4, padded) inside quotes. */
-int jw_base64(ksock_buf_t *b, const void *p, size_t len);
+int json_put_base64(ksock_buf_t *b, const void *p, size_t len);
 /* Restore the NUL after the data that ksock_buf_t promises. */
-void jw_finish(ksock_buf_t *b);
+void json_finish(ksock_buf_t *b);
 
 int json_encode_value(const ksock_value_t *v, ksock_buf_t *out, char *errstr, size_t errstr_size);
 int json_encode_envelope(const json_inst_t *in, const ksock_envelope_t *env, ksock_buf_t *out,

@@ -1,5 +1,5 @@
 /*
- * serde_protobuf: writing ksock.proto messages.
+ * serializer_protobuf: writing ksock.proto messages.
  *
  * Written by hand against the schema rather than by filling protoc-c's
  * structs and calling protobuf_c_message_pack(): protobuf-c takes strings

@@ -1,5 +1,5 @@
 /*
- * serde_msgpack: the "msgpack" serializer plugin (subprotocol
+ * serializer_msgpack: the "msgpack" serializer plugin (subprotocol
  * ksock.v1.msgpack, binary frames). Values map onto MessagePack types one
  * to one; envelopes are maps keyed by the JSON member names
  * (docs/protocol.md section 4). No options.
@@ -71,4 +71,4 @@ static const ksock_plugin_desc_t mp_desc = {
     .vtable = &mp_vtable,
 };
 
-KSOCK_PLUGIN_DEFINE(serde_msgpack, mp_desc)
+KSOCK_PLUGIN_DEFINE(serializer_msgpack, mp_desc)

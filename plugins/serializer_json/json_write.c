@@ -1,5 +1,5 @@
 /*
- * serde_json: writing values and envelopes.
+ * serializer_json: writing values and envelopes.
  *
  * Hand-written rather than yajl_gen: the envelope is the bridge's hot path
  * (one pass, no per-token callbacks), yajl_gen prints doubles with %.20g
@@ -31,8 +31,8 @@ static const char escape_of[256] = {
     [0x1e] = 'u', [0x1f] = 'u', ['"'] = '"',  ['\\'] = '\\',
 };
 
-/* "s", with an extra '$' after the opening quote when `dollar` (see jw_key). */
-static int jw_quoted(ksock_buf_t *b, const char *s, size_t len, bool dollar)
+/* "s", with an extra '$' after the opening quote when `dollar` (see put_key). */
+static int put_quoted(ksock_buf_t *b, const char *s, size_t len, bool dollar)
 {
     /* Worst case every byte becomes \u00xx: reserve once, then write without checks. */
     if (len > (SIZE_MAX - 3) / 6 || ksock_buf_reserve(b, len * 6 + 3) != 0) return KSOCK_E_NOMEM;
@@ -65,12 +65,12 @@ static int jw_quoted(ksock_buf_t *b, const char *s, size_t len, bool dollar)
     return 0;
 }
 
-int jw_string(ksock_buf_t *b, const char *s, size_t len)
+int json_put_string(ksock_buf_t *b, const char *s, size_t len)
 {
-    return jw_quoted(b, s, len, false);
+    return put_quoted(b, s, len, false);
 }
 
-int jw_int(ksock_buf_t *b, int64_t i)
+int json_put_int(ksock_buf_t *b, int64_t i)
 {
     char tmp[24], *p = tmp + sizeof(tmp);
     /* Negate in unsigned arithmetic so INT64_MIN works. */
@@ -80,7 +80,7 @@ int jw_int(ksock_buf_t *b, int64_t i)
         u /= 10;
     } while (u);
     if (i < 0) *--p = '-';
-    return jw_put(b, p, (size_t)(tmp + sizeof(tmp) - p));
+    return json_put(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 static locale_t c_locale;
@@ -127,7 +127,7 @@ static int shortest_digits(double d, char *digits, int *exp10)
     return n;
 }
 
-int jw_double(ksock_buf_t *b, double d)
+int json_put_double(ksock_buf_t *b, double d)
 {
     if (!isfinite(d)) return KSOCK_E_ENCODE;
     char digits[24], out[48], *o = out;
@@ -162,10 +162,10 @@ int jw_double(ksock_buf_t *b, double d)
             *o++ = '0';
         }
     }
-    return jw_put(b, out, (size_t)(o - out));
+    return json_put(b, out, (size_t)(o - out));
 }
 
-int jw_base64(ksock_buf_t *b, const void *p, size_t len)
+int json_put_base64(ksock_buf_t *b, const void *p, size_t len)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t olen = (len + 2) / 3 * 4 + 2;
@@ -193,7 +193,7 @@ int jw_base64(ksock_buf_t *b, const void *p, size_t len)
     return 0;
 }
 
-void jw_finish(ksock_buf_t *b)
+void json_finish(ksock_buf_t *b)
 {
     if (b->data) b->data[b->len] = '\0';
 }
@@ -201,66 +201,66 @@ void jw_finish(ksock_buf_t *b)
 /* ---- Values ----------------------------------------------------------------------- */
 
 /* Map keys starting with '$' get one more '$': "$bytes" alone is the bytes marker. */
-static int jw_key(ksock_buf_t *b, const char *k, size_t len)
+static int put_key(ksock_buf_t *b, const char *k, size_t len)
 {
-    return jw_quoted(b, k, len, len && k[0] == '$');
+    return put_quoted(b, k, len, len && k[0] == '$');
 }
 
-static int jw_value(ksock_buf_t *b, const ksock_value_t *v);
+static int put_value(ksock_buf_t *b, const ksock_value_t *v);
 
-static int jw_array(ksock_buf_t *b, const ksock_value_t *v)
+static int put_array(ksock_buf_t *b, const ksock_value_t *v)
 {
-    int rc = JW_LIT(b, "[");
+    int rc = JSON_LIT(b, "[");
     size_t n = ksock_value_count(v);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (i) rc = JW_LIT(b, ",");
-        if (rc == 0) rc = jw_value(b, ksock_value_array_get(v, i));
+        if (i) rc = JSON_LIT(b, ",");
+        if (rc == 0) rc = put_value(b, ksock_value_array_get(v, i));
     }
-    return rc ? rc : JW_LIT(b, "]");
+    return rc ? rc : JSON_LIT(b, "]");
 }
 
-static int jw_map(ksock_buf_t *b, const ksock_value_t *v)
+static int put_map(ksock_buf_t *b, const ksock_value_t *v)
 {
-    int rc = JW_LIT(b, "{");
+    int rc = JSON_LIT(b, "{");
     size_t n = ksock_value_count(v);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *k;
         size_t klen;
         const ksock_value_t *item = ksock_value_map_at(v, i, &k, &klen);
-        if (i) rc = JW_LIT(b, ",");
-        if (rc == 0) rc = jw_key(b, k, klen);
-        if (rc == 0) rc = JW_LIT(b, ":");
-        if (rc == 0) rc = jw_value(b, item);
+        if (i) rc = JSON_LIT(b, ",");
+        if (rc == 0) rc = put_key(b, k, klen);
+        if (rc == 0) rc = JSON_LIT(b, ":");
+        if (rc == 0) rc = put_value(b, item);
     }
-    return rc ? rc : JW_LIT(b, "}");
+    return rc ? rc : JSON_LIT(b, "}");
 }
 
-static int jw_value(ksock_buf_t *b, const ksock_value_t *v)
+static int put_value(ksock_buf_t *b, const ksock_value_t *v)
 {
     size_t len;
     const char *s;
     switch (ksock_value_type(v)) {
     case KSOCK_VALUE_NULL:
-        return JW_LIT(b, "null");
+        return JSON_LIT(b, "null");
     case KSOCK_VALUE_BOOL:
-        return ksock_value_get_bool(v) ? JW_LIT(b, "true") : JW_LIT(b, "false");
+        return ksock_value_get_bool(v) ? JSON_LIT(b, "true") : JSON_LIT(b, "false");
     case KSOCK_VALUE_INT:
-        return jw_int(b, ksock_value_get_int(v));
+        return json_put_int(b, ksock_value_get_int(v));
     case KSOCK_VALUE_DOUBLE:
-        return jw_double(b, ksock_value_get_double(v));
+        return json_put_double(b, ksock_value_get_double(v));
     case KSOCK_VALUE_STRING:
         s = ksock_value_get_string(v, &len);
-        return jw_string(b, s, len);
+        return json_put_string(b, s, len);
     case KSOCK_VALUE_BYTES: {
         const void *p = ksock_value_get_bytes(v, &len);
-        int rc = JW_LIT(b, "{\"$bytes\":");
-        if (rc == 0) rc = jw_base64(b, p, len);
-        return rc ? rc : JW_LIT(b, "}");
+        int rc = JSON_LIT(b, "{\"$bytes\":");
+        if (rc == 0) rc = json_put_base64(b, p, len);
+        return rc ? rc : JSON_LIT(b, "}");
     }
     case KSOCK_VALUE_ARRAY:
-        return jw_array(b, v);
+        return put_array(b, v);
     case KSOCK_VALUE_MAP:
-        return jw_map(b, v);
+        return put_map(b, v);
     }
     return KSOCK_E_ENCODE;
 }
@@ -268,8 +268,8 @@ static int jw_value(ksock_buf_t *b, const ksock_value_t *v)
 int json_encode_value(const ksock_value_t *v, ksock_buf_t *out, char *errstr, size_t errstr_size)
 {
     if (v == NULL) return KSOCK_E_INVAL;
-    int rc = jw_value(out, v);
-    jw_finish(out);
+    int rc = put_value(out, v);
+    json_finish(out);
     if (rc == KSOCK_E_ENCODE)
         ksock_errstr_set(errstr, errstr_size, "json: NaN and Infinity have no JSON form");
     else if (rc != 0)
@@ -280,7 +280,7 @@ int json_encode_value(const ksock_value_t *v, ksock_buf_t *out, char *errstr, si
 /* ---- Envelopes --------------------------------------------------------------------- */
 
 /* ,"name": */
-static int jw_member(ksock_buf_t *b, const char *name)
+static int put_member(ksock_buf_t *b, const char *name)
 {
     size_t n = strlen(name);
     if (ksock_buf_reserve(b, n + 4) != 0) return KSOCK_E_NOMEM;
@@ -295,16 +295,16 @@ static int jw_member(ksock_buf_t *b, const char *name)
     return 0;
 }
 
-static int jw_int_member(ksock_buf_t *b, const char *name, int64_t v)
+static int put_int_member(ksock_buf_t *b, const char *name, int64_t v)
 {
-    int rc = jw_member(b, name);
-    return rc ? rc : jw_int(b, v);
+    int rc = put_member(b, name);
+    return rc ? rc : json_put_int(b, v);
 }
 
-static int jw_str_member(ksock_buf_t *b, const char *name, const char *s, size_t len)
+static int put_str_member(ksock_buf_t *b, const char *name, const char *s, size_t len)
 {
-    int rc = jw_member(b, name);
-    return rc ? rc : jw_string(b, s, len);
+    int rc = put_member(b, name);
+    return rc ? rc : json_put_string(b, s, len);
 }
 
 /* Does `topic` match one of the patterns: exact, "prefix*", or "*"? */
@@ -326,87 +326,87 @@ static bool topic_listed(const ksock_strlist_t *l, const char *topic, size_t len
  * Kafka bytes as JSON (docs/protocol.md 3.1): `name_json` embedded when
  * allowed and valid JSON, else `name` as text when UTF-8, else `name_b64`.
  */
-static int jw_payload(ksock_buf_t *b, const char *name, const ksock_bytes_t *v, bool embed)
+static int put_payload(ksock_buf_t *b, const char *name, const ksock_bytes_t *v, bool embed)
 {
     if (!v->present) return 0;
     const char *p = v->data ? v->data : "";
     char member[24];
     if (embed && json_is_valid(p, v->len)) {
         snprintf(member, sizeof(member), "%s_json", name);
-        int rc = jw_member(b, member);
-        return rc ? rc : jw_put(b, p, v->len);
+        int rc = put_member(b, member);
+        return rc ? rc : json_put(b, p, v->len);
     }
-    if (ksock_utf8_check(p, v->len, NULL)) return jw_str_member(b, name, p, v->len);
+    if (ksock_utf8_check(p, v->len, NULL)) return put_str_member(b, name, p, v->len);
     snprintf(member, sizeof(member), "%s_b64", name);
-    int rc = jw_member(b, member);
-    return rc ? rc : jw_base64(b, p, v->len);
+    int rc = put_member(b, member);
+    return rc ? rc : json_put_base64(b, p, v->len);
 }
 
-static int jw_headers(ksock_buf_t *b, const ksock_envelope_t *e)
+static int put_headers(ksock_buf_t *b, const ksock_envelope_t *e)
 {
-    int rc = jw_member(b, "headers");
-    if (rc == 0) rc = JW_LIT(b, "[");
+    int rc = put_member(b, "headers");
+    if (rc == 0) rc = JSON_LIT(b, "[");
     for (size_t i = 0; rc == 0 && i < e->nheaders; i++) {
         const ksock_header_t *h = &e->headers[i];
-        rc = i ? JW_LIT(b, ",{\"key\":") : JW_LIT(b, "{\"key\":");
-        if (rc == 0) rc = jw_string(b, h->key ? h->key : "", h->key_len);
-        if (rc == 0) rc = jw_payload(b, "value", &h->value, false);
-        if (rc == 0) rc = JW_LIT(b, "}");
+        rc = i ? JSON_LIT(b, ",{\"key\":") : JSON_LIT(b, "{\"key\":");
+        if (rc == 0) rc = json_put_string(b, h->key ? h->key : "", h->key_len);
+        if (rc == 0) rc = put_payload(b, "value", &h->value, false);
+        if (rc == 0) rc = JSON_LIT(b, "}");
     }
-    return rc ? rc : JW_LIT(b, "]");
+    return rc ? rc : JSON_LIT(b, "]");
 }
 
-static int jw_offsets(ksock_buf_t *b, const ksock_envelope_t *e)
+static int put_offsets(ksock_buf_t *b, const ksock_envelope_t *e)
 {
-    int rc = jw_member(b, "offsets");
-    if (rc == 0) rc = JW_LIT(b, "[");
+    int rc = put_member(b, "offsets");
+    if (rc == 0) rc = JSON_LIT(b, "[");
     for (size_t i = 0; rc == 0 && i < e->noffsets; i++) {
-        rc = i ? JW_LIT(b, ",{\"partition\":") : JW_LIT(b, "{\"partition\":");
-        if (rc == 0) rc = jw_int(b, e->offsets[i].partition);
-        if (rc == 0) rc = JW_LIT(b, ",\"offset\":");
-        if (rc == 0) rc = jw_int(b, e->offsets[i].offset);
-        if (rc == 0) rc = JW_LIT(b, "}");
+        rc = i ? JSON_LIT(b, ",{\"partition\":") : JSON_LIT(b, "{\"partition\":");
+        if (rc == 0) rc = json_put_int(b, e->offsets[i].partition);
+        if (rc == 0) rc = JSON_LIT(b, ",\"offset\":");
+        if (rc == 0) rc = json_put_int(b, e->offsets[i].offset);
+        if (rc == 0) rc = JSON_LIT(b, "}");
     }
-    return rc ? rc : JW_LIT(b, "]");
+    return rc ? rc : JSON_LIT(b, "]");
 }
 
 /* Members after the payload: subscription and error fields. */
-static int jw_tail(ksock_buf_t *b, const ksock_envelope_t *e)
+static int put_tail(ksock_buf_t *b, const ksock_envelope_t *e)
 {
     int rc = 0;
-    if (e->nheaders) rc = jw_headers(b, e);
+    if (e->nheaders) rc = put_headers(b, e);
     if (rc == 0 && (e->op == KSOCK_OP_SUBSCRIBE || e->start != KSOCK_START_LATEST)) {
-        rc = jw_member(b, "start");
+        rc = put_member(b, "start");
         if (rc == 0)
-            rc = jw_string(b, ksock_start_name(e->start), strlen(ksock_start_name(e->start)));
+            rc = json_put_string(b, ksock_start_name(e->start), strlen(ksock_start_name(e->start)));
     }
-    if (rc == 0 && e->noffsets) rc = jw_offsets(b, e);
+    if (rc == 0 && e->noffsets) rc = put_offsets(b, e);
     if (rc == 0 && e->start_timestamp != -1)
-        rc = jw_int_member(b, "start_timestamp", e->start_timestamp);
-    if (rc == 0 && e->error_code != 0) rc = jw_int_member(b, "error_code", e->error_code);
+        rc = put_int_member(b, "start_timestamp", e->start_timestamp);
+    if (rc == 0 && e->error_code != 0) rc = put_int_member(b, "error_code", e->error_code);
     if (rc == 0 && e->error_message)
-        rc = jw_str_member(b, "error_message", e->error_message, e->error_message_len);
+        rc = put_str_member(b, "error_message", e->error_message, e->error_message_len);
     return rc;
 }
 
-static int jw_envelope(const json_inst_t *in, ksock_buf_t *b, const ksock_envelope_t *e)
+static int put_envelope(const json_inst_t *in, ksock_buf_t *b, const ksock_envelope_t *e)
 {
     const char *op = ksock_op_name(e->op);
-    int rc = JW_LIT(b, "{\"op\":");
-    if (rc == 0) rc = jw_string(b, op, strlen(op));
-    if (rc == 0 && e->id) rc = jw_str_member(b, "id", e->id, e->id_len);
-    if (rc == 0 && e->topic) rc = jw_str_member(b, "topic", e->topic, e->topic_len);
-    if (rc == 0 && e->partition != -1) rc = jw_int_member(b, "partition", e->partition);
-    if (rc == 0 && e->offset != -1) rc = jw_int_member(b, "offset", e->offset);
-    if (rc == 0 && e->timestamp != -1) rc = jw_int_member(b, "timestamp", e->timestamp);
+    int rc = JSON_LIT(b, "{\"op\":");
+    if (rc == 0) rc = json_put_string(b, op, strlen(op));
+    if (rc == 0 && e->id) rc = put_str_member(b, "id", e->id, e->id_len);
+    if (rc == 0 && e->topic) rc = put_str_member(b, "topic", e->topic, e->topic_len);
+    if (rc == 0 && e->partition != -1) rc = put_int_member(b, "partition", e->partition);
+    if (rc == 0 && e->offset != -1) rc = put_int_member(b, "offset", e->offset);
+    if (rc == 0 && e->timestamp != -1) rc = put_int_member(b, "timestamp", e->timestamp);
     if (rc == 0)
-        rc = jw_payload(b, "key", &e->key,
-                        topic_listed(&in->opts->json_key_topics, e->topic, e->topic_len));
+        rc = put_payload(b, "key", &e->key,
+                         topic_listed(&in->opts->json_key_topics, e->topic, e->topic_len));
     if (rc == 0)
-        rc = jw_payload(b, "value", &e->value,
-                        topic_listed(&in->opts->json_topics, e->topic, e->topic_len));
-    if (rc == 0) rc = jw_tail(b, e);
-    return rc ? rc : JW_LIT(b, "}");
+        rc = put_payload(b, "value", &e->value,
+                         topic_listed(&in->opts->json_topics, e->topic, e->topic_len));
+    if (rc == 0) rc = put_tail(b, e);
+    return rc ? rc : JSON_LIT(b, "}");
 }
 
 int json_encode_envelope(const json_inst_t *in, const ksock_envelope_t *env, ksock_buf_t *out,
@@ -417,11 +417,11 @@ int json_encode_envelope(const json_inst_t *in, const ksock_envelope_t *env, kso
     size_t before = out->len;
     /* One reservation for the common case: the payload plus room for the members. */
     rc = ksock_buf_reserve(out, env->value.len + env->key.len + env->topic_len + 160);
-    if (rc == 0) rc = jw_envelope(in, out, env);
+    if (rc == 0) rc = put_envelope(in, out, env);
     if (rc != 0) {
         out->len = before;
         ksock_errstr_set(errstr, errstr_size, "json: %s", ksock_strerror(rc));
     }
-    jw_finish(out);
+    json_finish(out);
     return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * serde_protobuf: the "protobuf" serializer plugin (subprotocol
+ * serializer_protobuf: the "protobuf" serializer plugin (subprotocol
  * ksock.v1.protobuf, binary frames), speaking ksock.proto
  * (docs/protocol.md section 5).
  */
@@ -89,4 +89,4 @@ static const ksock_plugin_desc_t pb_desc = {
     .vtable = &pb_vtable,
 };
 
-KSOCK_PLUGIN_DEFINE(serde_protobuf, pb_desc)
+KSOCK_PLUGIN_DEFINE(serializer_protobuf, pb_desc)

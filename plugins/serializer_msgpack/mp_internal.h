@@ -1,8 +1,8 @@
 /*
- * serde_msgpack internals shared by its files. Not installed.
+ * serializer_msgpack internals shared by its files. Not installed.
  */
-#ifndef SERDE_MP_INTERNAL_H
-#define SERDE_MP_INTERNAL_H
+#ifndef KSOCK_SERIALIZER_MSGPACK_INTERNAL_H
+#define KSOCK_SERIALIZER_MSGPACK_INTERNAL_H
 
 #include <ksock/serializer.h>
 

@@ -1,5 +1,5 @@
 /*
- * serde_json: the "json" serializer plugin (subprotocol ksock.v1.json,
+ * serializer_json: the "json" serializer plugin (subprotocol ksock.v1.json,
  * text frames). Values and envelopes as described in
  * docs/serialization.md and docs/protocol.md section 3.
  */
@@ -43,7 +43,7 @@ static int json_vt_encode_value(void *inst, const ksock_value_t *v, ksock_buf_t 
     int rc = json_encode_value(v, out, errstr, errstr_size);
     if (rc != 0) {
         out->len = before;
-        jw_finish(out);
+        json_finish(out);
     }
     return rc;
 }
@@ -91,4 +91,4 @@ static const ksock_plugin_desc_t json_desc = {
     .vtable = &json_vtable,
 };
 
-KSOCK_PLUGIN_DEFINE(serde_json, json_desc)
+KSOCK_PLUGIN_DEFINE(serializer_json, json_desc)

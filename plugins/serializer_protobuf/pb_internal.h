@@ -1,12 +1,12 @@
 /*
- * serde_protobuf internals shared by its files. Not installed.
+ * serializer_protobuf internals shared by its files. Not installed.
  *
  * ksock.proto is compiled by protoc-c; its generated descriptors drive the
  * strict reader (field names, numbers, types, oneof membership), and the
  * writer follows the same schema by hand (see pb_write.c for why).
  */
-#ifndef SERDE_PB_INTERNAL_H
-#define SERDE_PB_INTERNAL_H
+#ifndef KSOCK_SERIALIZER_PROTOBUF_INTERNAL_H
+#define KSOCK_SERIALIZER_PROTOBUF_INTERNAL_H
 
 #include <ksock/serializer.h>
 

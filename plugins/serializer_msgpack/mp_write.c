@@ -1,5 +1,5 @@
 /*
- * serde_msgpack: writing. Values go through msgpack-c's packer: its integer
+ * serializer_msgpack: writing. Values go through msgpack-c's packer: its integer
  * packing is the canonical shortest form, str uses str8 from 32 bytes, and
  * doubles are always float64, so the output is what other MessagePack
  * libraries produce for the same data (tests/vectors pins it). Envelopes

@@ -1,5 +1,5 @@
 /*
- * serde_protobuf: decoding a ksock.v1.Envelope into a ksock_envelope_t.
+ * serializer_protobuf: decoding a ksock.v1.Envelope into a ksock_envelope_t.
  * Strings and bytes point into the input frame (an empty one points at
  * its place in the frame, so it is never NULL, which would mean absent);
  * headers and offsets are collected in growable arrays and moved to the

@@ -1,5 +1,5 @@
 /*
- * serde_msgpack: reading, with a bounded reader of our own rather than
+ * serializer_msgpack: reading, with a bounded reader of our own rather than
  * msgpack-c's unpacker. msgpack-c 4.0 (a) reports no position, (b) stops
  * at a fixed nesting of 32 (MSGPACK_EMBED_STACK_SIZE) with a "no memory"
  * error, and (c) allocates a container's storage from its declared count

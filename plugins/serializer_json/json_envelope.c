@@ -1,5 +1,5 @@
 /*
- * serde_json: decoding an envelope (docs/protocol.md section 3) straight
+ * serializer_json: decoding an envelope (docs/protocol.md section 3) straight
  * from yajl's callbacks into a ksock_envelope_t, with no value tree.
  *
  * A small state machine follows where the parser is: the top object, the
@@ -263,7 +263,7 @@ static int emb_before(env_reader_t *r)
 {
     uint32_t d = r->emb_depth;
     if (d == 0 || r->emb_is_map[d]) return 1;
-    if (!r->emb_first[d] && JW_LIT(&r->emb, ",") != 0) return nomem(r);
+    if (!r->emb_first[d] && JSON_LIT(&r->emb, ",") != 0) return nomem(r);
     r->emb_first[d] = 0;
     return 1;
 }
@@ -277,14 +277,14 @@ static int emb_after(env_reader_t *r)
 static int emb_scalar(env_reader_t *r, const char *text, size_t len)
 {
     if (!emb_before(r)) return 0;
-    if (jw_put(&r->emb, text, len) != 0) return nomem(r);
+    if (json_put(&r->emb, text, len) != 0) return nomem(r);
     return emb_after(r);
 }
 
 static int emb_string(env_reader_t *r, const unsigned char *s, size_t len)
 {
     if (!checked_string(r, s, len) || !emb_before(r)) return 0;
-    if (jw_string(&r->emb, (const char *)s, len) != 0) return nomem(r);
+    if (json_put_string(&r->emb, (const char *)s, len) != 0) return nomem(r);
     return emb_after(r);
 }
 
@@ -293,7 +293,7 @@ static int emb_open(env_reader_t *r, bool map)
     if (r->emb_depth + 1 > r->max_depth)
         return FAIL(r, KSOCK_E_LIMIT, "nesting deeper than %u", r->max_depth);
     if (!emb_before(r)) return 0;
-    if (jw_put(&r->emb, map ? "{" : "[", 1) != 0) return nomem(r);
+    if (json_put(&r->emb, map ? "{" : "[", 1) != 0) return nomem(r);
     r->emb_depth++;
     r->emb_is_map[r->emb_depth] = map;
     r->emb_first[r->emb_depth] = 1;
@@ -304,15 +304,16 @@ static int emb_key(env_reader_t *r, const unsigned char *k, size_t len)
 {
     uint32_t d = r->emb_depth;
     if (!checked_string(r, k, len)) return 0;
-    if (!r->emb_first[d] && JW_LIT(&r->emb, ",") != 0) return nomem(r);
+    if (!r->emb_first[d] && JSON_LIT(&r->emb, ",") != 0) return nomem(r);
     r->emb_first[d] = 0;
-    if (jw_string(&r->emb, (const char *)k, len) != 0 || JW_LIT(&r->emb, ":") != 0) return nomem(r);
+    if (json_put_string(&r->emb, (const char *)k, len) != 0 || JSON_LIT(&r->emb, ":") != 0)
+        return nomem(r);
     return 1;
 }
 
 static int emb_close(env_reader_t *r)
 {
-    if (jw_put(&r->emb, r->emb_is_map[r->emb_depth] ? "}" : "]", 1) != 0) return nomem(r);
+    if (json_put(&r->emb, r->emb_is_map[r->emb_depth] ? "}" : "]", 1) != 0) return nomem(r);
     r->emb_depth--;
     return emb_after(r);
 }

@@ -1,5 +1,5 @@
 /*
- * serde_json: reading. yajl does the lexing and grammar; the callbacks here
+ * serializer_json: reading. yajl does the lexing and grammar; the callbacks here
  * build values and enforce what yajl does not: the limits, duplicate keys,
  * strict UTF-8, int64 range, and the "$bytes" / "$$" conventions of
  * docs/serialization.md.
