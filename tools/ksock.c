@@ -511,7 +511,7 @@ static int start(const args_t *a)
     if (rc == 0) rc = ksock_ws_connect(cli.mgr, a->url, &a->o, &cli.ws, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "ksock: %s\n", err[0] ? err : ksock_strerror(rc));
-        ksock_ws_manager_free(cli.mgr);
+        ksock_ws_manager_destroy(cli.mgr);
         ksock_runtime_destroy(cli.rt);
         return 2;
     }
@@ -541,7 +541,7 @@ static int run(void)
     if (cli.linger) ksock_timer_close(cli.linger);
     ksock_signal_close(s1);
     ksock_signal_close(s2);
-    ksock_ws_manager_free(cli.mgr);
+    ksock_ws_manager_destroy(cli.mgr);
     ksock_buf_free(&cli.line);
     ksock_runtime_destroy(cli.rt);
     return cli.exit_code;

@@ -440,7 +440,7 @@ static void teardown(daemon_t *d)
     if (d->producer) ksock_kafka_producer_destroy(d->producer, 5000);
     d->producer = NULL;
     if (d->bridge) log_bridge_stats(d->rt, d->bridge);
-    ksock_bridge_free(d->bridge); /* and the transport and auth instances it made */
+    ksock_bridge_destroy(d->bridge); /* and the transport and auth instances it made */
     d->bridge = NULL;
 }
 

@@ -373,7 +373,7 @@ void ksock__bridge_stats_1_0(const ksock_bridge_t *b, uint64_t out[6])
     memcpy(out, v, sizeof(v));
 }
 
-void ksock_bridge_free(ksock_bridge_t *b)
+void ksock_bridge_destroy(ksock_bridge_t *b)
 {
     if (b == NULL) return;
     ksock_bridge_stop(b);
@@ -403,4 +403,9 @@ void ksock_bridge_free(ksock_bridge_t *b)
         free((char *)b->subprotocols[i]);
     free(b->subprotocols);
     free(b);
+}
+
+void ksock_bridge_free(ksock_bridge_t *b)
+{
+    ksock_bridge_destroy(b);
 }

@@ -442,7 +442,7 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
         parts_free(&p);
         return rc;
     }
-    b->owns_instances = true; /* ksock_bridge_free() frees them from here on */
+    b->owns_instances = true; /* ksock_bridge_destroy() frees them from here on */
     b->serializers_fixed = true;
     b->cfg = cfg;
     b->drain_timeout_ms = (uint64_t)p.bs.drain_timeout;
@@ -456,7 +456,7 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
                        "websocket: no serializer plugin loads: clients could not talk to it");
     if (rc == 0) rc = make_subprotocols(b);
     if (rc != 0) {
-        ksock_bridge_free(b);
+        ksock_bridge_destroy(b);
         return rc;
     }
     *out = b;

@@ -482,7 +482,7 @@ int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport_options_json
     return 0;
 }
 
-void ksock_ws_manager_free(ksock_ws_manager_t *mgr)
+void ksock_ws_manager_destroy(ksock_ws_manager_t *mgr)
 {
     if (mgr == NULL) return;
     /* Stop I/O first; its late events die with the instance (destroy drops them). */
@@ -819,4 +819,9 @@ void ksock_ws_set_data(ksock_ws_t *ws, void *data)
 void *ksock_ws_get_data(const ksock_ws_t *ws)
 {
     return ws->data;
+}
+
+void ksock_ws_manager_free(ksock_ws_manager_t *mgr)
+{
+    ksock_ws_manager_destroy(mgr);
 }

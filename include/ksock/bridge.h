@@ -52,7 +52,7 @@ typedef struct ksock_bridge_opts_s {
 /*
  * Make a bridge. `transport` must be a transport plugin instance, `auth` an
  * authenticator instance or NULL (then opts->anonymous must be true),
- * `producer` a producer on `rt`; all borrowed until ksock_bridge_free().
+ * `producer` a producer on `rt`; all borrowed until ksock_bridge_destroy().
  * `opts` is copied and may be NULL only together with a non-NULL `auth`.
  * *out is owned by the caller. Errors: KSOCK_E_INVAL, KSOCK_E_NOMEM.
  */
@@ -67,7 +67,7 @@ KSOCK_EXTERN int ksock_bridge_start(ksock_bridge_t *b, char *errstr, size_t errs
 /*
  * Stop the transport: every connection is closed with 1001. Does not run
  * the loop, so the close events may come later or never (the transport
- * frees them); ksock_bridge_free() forgets the connections either way.
+ * frees them); ksock_bridge_destroy() forgets the connections either way.
  * Deliveries that arrive later are dropped (counted in `dropped`).
  * Idempotent.
  */
@@ -131,7 +131,7 @@ KSOCK_EXTERN const ksock_option_t *ksock_bridge_config_schema(void);
  * "allow_anonymous_on_network"), the serializers of "serializers" (or every
  * serializer plugin that loads), the bounds of "bridge", and `producer`.
  * The bridge owns the instances it creates and frees them in
- * ksock_bridge_free() (which then may run before the transport is gone: it
+ * ksock_bridge_destroy() (which then may run before the transport is gone: it
  * destroys it). 0 with *out NULL when `cfg` has no "websocket" section.
  * Errors (KSOCK_E_CONFIG and the plugins' codes) come with
  * "FILE:LINE:COL: section: reason" in errstr. `cfg` must outlive the bridge.
@@ -151,6 +151,9 @@ KSOCK_EXTERN int ksock_bridge_check_config(ksock_runtime_t *rt, const ksock_conf
  * transport instance next, before the loop runs again: close events it
  * still holds name the bridge, and a transport destroyed delivers none.
  * NULL is a no-op.
+ */
+KSOCK_EXTERN void ksock_bridge_destroy(ksock_bridge_t *b);
+/* The 1.0 name of ksock_bridge_destroy() (CONTRIBUTING.md: _destroy ends an object with activity).
  */
 KSOCK_EXTERN void ksock_bridge_free(ksock_bridge_t *b);
 

@@ -117,7 +117,7 @@ KSOCK_EXTERN void ksock_ws_opts_init(ksock_ws_opts_t *o);
  * Create a manager: loads the `ws` transport with `transport_options_json`
  * (a JSON object of transport_ws options, e.g. "{\"connect_timeout\":
  * \"5s\"}", or NULL for the defaults). *out is owned by the caller:
- * release with ksock_ws_manager_free(). Errors: KSOCK_E_NOENT (plugin not
+ * release with ksock_ws_manager_destroy(). Errors: KSOCK_E_NOENT (plugin not
  * found), KSOCK_E_CONFIG (bad options), KSOCK_E_PLUGIN/ABI, with errstr.
  */
 KSOCK_EXTERN int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport_options_json,
@@ -128,6 +128,9 @@ KSOCK_EXTERN int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport
  * once; no callback fires afterwards (not even on_close). Call before
  * ksock_runtime_destroy(). NULL is a no-op.
  */
+KSOCK_EXTERN void ksock_ws_manager_destroy(ksock_ws_manager_t *mgr);
+/* The 1.0 name of ksock_ws_manager_destroy() (CONTRIBUTING.md: _destroy ends an object with
+ * activity). */
 KSOCK_EXTERN void ksock_ws_manager_free(ksock_ws_manager_t *mgr);
 
 /* Global reconnection options for connections made afterwards (spec III configureReconnection).

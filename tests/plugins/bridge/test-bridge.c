@@ -125,7 +125,7 @@ static void bt_close(bt_t *t)
 {
     ksock_bridge_stop(t->b);
     ksock_kafka_producer_destroy(t->prod, 1000);
-    ksock_bridge_free(t->b);
+    ksock_bridge_destroy(t->b);
     ksock_plugin_instance_free(t->json);
     ksock_plugin_instance_free(t->auth);
     ksock_config_free(t->auth_doc);
@@ -749,7 +749,7 @@ TEST(delivery_after_bridge_freed_is_safe)
     for (int i = 0; i < 5; i++)
         bt_publish(&t, c, "late", TOPIC, "v");
     ASSERT_EQ(ksock_kafka_producer_pending(t.prod), 5);
-    ksock_bridge_free(t.b); /* stops the transport too */
+    ksock_bridge_destroy(t.b); /* stops the transport too */
     t.b = NULL;
     ASSERT_EQ(fake_conn(t.f, c)->state, FAKE_CONN_CLOSING);
     size_t sent = fake_nframes(t.f, c);
@@ -774,7 +774,7 @@ TEST(delivery_canceled_after_bridge_freed_is_safe)
         bt_publish(&t, c, "canceled", TOPIC, "v");
     kt_run_for(t.rt, 100);
     ASSERT_EQ(ksock_kafka_producer_pending(t.prod), 5);
-    ksock_bridge_free(t.b);
+    ksock_bridge_destroy(t.b);
     t.b = NULL;
     ksock_kafka_producer_destroy(t.prod, 0); /* five callbacks, canceled, no bridge */
     t.prod = NULL;
