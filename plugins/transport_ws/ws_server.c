@@ -1,0 +1,380 @@
+/*
+ * transport "ws": the server side of the upgrade, on the lws thread. The
+ * request headers for the authenticator, the peer's address, the
+ * subprotocol, the Host and Origin rules, HTTP refusals.
+ */
+#include "ws_internal.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* ---- lws thread: server handshake -------------------------------------- */
+
+static int hdr_dup(struct lws *wsi, enum lws_token_indexes t, char **out)
+{
+    int n = lws_hdr_total_length(wsi, t);
+    *out = NULL;
+    if (n <= 0) return 0;
+    char *s = malloc((size_t)n + 1);
+    if (s == NULL) return -1;
+    if (lws_hdr_copy(wsi, s, n + 1, t) < 0) {
+        free(s);
+        return 0;
+    }
+    *out = s;
+    return 0;
+}
+
+typedef struct hs_build_s {
+    ksock_kvpair_t *h;
+    size_t n, cap;
+    char *query;
+    ksock_buf_t q;
+} hs_build_t;
+
+static void hs_add(hs_build_t *b, char *name, char *value)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 16;
+        b->h = realloc(b->h, b->cap * sizeof(*b->h));
+        if (b->h == NULL) abort();
+    }
+    b->h[b->n].name = name;
+    b->h[b->n].value = value;
+    b->n++;
+}
+
+static void hs_free(hs_build_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free((char *)b->h[i].name);
+        free((char *)b->h[i].value);
+    }
+    free(b->h);
+    ksock_buf_free(&b->q);
+}
+
+/* Every standard header lws parsed, plus the configured custom ones. */
+static void hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
+{
+    for (int t = 0; t < (int)WSI_TOKEN_COUNT; t++) {
+        const char *nm = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+        if (nm == NULL || nm[0] == ':' || t == WSI_TOKEN_HTTP_URI_ARGS) continue;
+        size_t nl = strlen(nm);
+        if (nl < 2 || nm[nl - 1] != ':') continue; /* "get " etc. are not headers */
+        char *v = NULL;
+        if (hdr_dup(wsi, (enum lws_token_indexes)t, &v) != 0 || v == NULL) continue;
+        char *name = malloc(nl);
+        if (name == NULL) abort();
+        for (size_t i = 0; i + 1 < nl; i++)
+            name[i] = (char)tolower((unsigned char)nm[i]);
+        name[nl - 1] = '\0';
+        hs_add(b, name, v);
+    }
+    for (size_t i = 0; i < inst->o->handshake_headers.n; i++) {
+        const char *want = inst->o->handshake_headers.v[i];
+        char key[128];
+        int kl = snprintf(key, sizeof(key), "%s:", want);
+        if (kl <= 1 || (size_t)kl >= sizeof(key)) continue;
+        for (int j = 0; j < kl; j++)
+            key[j] = (char)tolower((unsigned char)key[j]);
+        int n = lws_hdr_custom_length(wsi, key, kl);
+        if (n < 0) continue;
+        char *v = malloc((size_t)n + 1);
+        if (v == NULL) abort();
+        if (lws_hdr_custom_copy(wsi, v, n + 1, key, kl) < 0) {
+            free(v);
+            continue;
+        }
+        key[kl - 1] = '\0';
+        hs_add(b, ws__strdup(key), v);
+    }
+}
+
+static void peer_address(struct lws *wsi, char *out, size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    out[0] = '\0';
+    if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&ss, &sl) != 0) return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+        snprintf(out, n, "%s:%d", ip, port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        /* An IPv4 client of a dual-stack socket: show it as IPv4. */
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+            snprintf(out, n, "%s:%d", ip + 7, port);
+        else
+            snprintf(out, n, "[%s]:%d", ip, port);
+    }
+}
+
+/* The first offered subprotocol we support; "" when none was offered, NULL when
+ * none fits. */
+static const char *pick_subprotocol(ws_inst_t *inst, const char *offered)
+{
+    if (offered == NULL || *offered == '\0') return "";
+    const char *p = offered;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t l = (size_t)(p - s);
+        for (size_t i = 0; l && i < inst->o->subprotocols.n; i++) {
+            const char *name = inst->o->subprotocols.v[i];
+            if (strlen(name) == l && memcmp(name, s, l) == 0) return name;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The listener a connection came in on, from the socket's local address:
+ * not lws_get_vhost(), which lws 4.1 may switch to another vhost on the
+ * same port by the Host header. NULL when no bound socket matches.
+ */
+static ws_listener_t *listener_of(ws_inst_t *inst, struct lws *wsi, struct sockaddr_storage *local)
+{
+    socklen_t sl = sizeof(*local);
+    if (getsockname(lws_get_socket_fd(wsi), (struct sockaddr *)local, &sl) != 0) return NULL;
+    const struct sockaddr *la = (const struct sockaddr *)local;
+    for (size_t i = 0; i < inst->nlisteners; i++) {
+        ws_listener_t *l = &inst->listeners[i];
+        for (size_t k = 0; k < l->nsocks; k++) {
+            const struct sockaddr *ba = (const struct sockaddr *)&l->socks[k].addr.ss;
+            if (l->socks[k].fd >= 0 && ba->sa_family == la->sa_family &&
+                ws__addr_port(la) == l->port && (ws__addr_is_any(ba) || ws__addr_eq(ba, la)))
+                return l;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The Host and Origin rules (docs/websocket.md): NULL when the request
+ * passes, else why not. A page on another site must not reach a local
+ * server through the browser (cross-site WebSocket hijacking), nor a name
+ * that an attacker re-pointed at this address (DNS rebinding).
+ */
+static const char *host_origin_refusal(ws_inst_t *inst, ws_listener_t *l,
+                                       const struct sockaddr_storage *local, const char *host,
+                                       const char *origin)
+{
+    ws_addr_t addrs[8];
+    size_t n = 0;
+    for (size_t k = 0; k < l->nsocks && n < 8; k++)
+        addrs[n++] = l->socks[k].addr;
+    ws_hostset_t set = {l->address, addrs, n, (const struct sockaddr *)local, &inst->o->hosts};
+    if (!ws__host_allowed(&set, host))
+        return host ? "Host not allowed (see the \"hosts\" option)" : "no Host header";
+    if (!ws__origin_allowed(&set, &inst->o->origins, origin))
+        return "Origin not allowed (see the \"origins\" option)";
+    return NULL;
+}
+
+static void log_refusal(ws_inst_t *inst, struct lws *wsi, unsigned code, const char *why,
+                        const char *host, const char *origin)
+{
+    char peer[80], h[120], o[120];
+    peer_address(wsi, peer, sizeof(peer));
+    ws__printable(host, h, sizeof(h));
+    ws__printable(origin, o, sizeof(o));
+    ksock_kv_t kv[] = {KSOCK_KV_STR("peer", peer), KSOCK_KV_I64("status", code),
+                       KSOCK_KV_STR("host", h), KSOCK_KV_STR("origin", o)};
+    ksock_log(inst->rt, KSOCK_LOG_WARN, inst->component, kv, 4, "upgrade refused: %s", why);
+}
+
+/* The query string: lws keeps the arguments as fragments, each of any length.
+ */
+static void collect_query(struct lws *wsi, hs_build_t *b)
+{
+    for (int i = 0;; i++) {
+        int n = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        char *frag = malloc((size_t)(n > 0 ? n : 0) + 1);
+        if (frag == NULL) abort();
+        int m = lws_hdr_copy_fragment(wsi, frag, (n > 0 ? n : 0) + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (m > 0) {
+            if (b->q.len) ksock_buf_append(&b->q, "&", 1);
+            ksock_buf_append(&b->q, frag, (size_t)m);
+        }
+        free(frag);
+        if (m < 0) break; /* no more fragments; an empty one ("a&&b") is skipped */
+    }
+}
+
+static const char *status_text(unsigned code)
+{
+    switch (code) {
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 426:
+        return "Upgrade Required";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+/*
+ * Answer an upgrade request with an HTTP error and close. Written by hand:
+ * lws_return_http_status() answers "HTTP/1.0" this early in the request,
+ * which strict clients (Python websockets) ws__refuse to parse.
+ */
+int ws__refuse(struct lws *wsi, unsigned code, const char *why)
+{
+    unsigned char buf[LWS_PRE + 1024];
+    char *p = (char *)buf + LWS_PRE;
+    size_t cap = sizeof(buf) - LWS_PRE;
+    int n = snprintf(p, cap,
+                     "HTTP/1.1 %u %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                     "content-length: %zu\r\nconnection: close\r\n\r\n%s\n",
+                     code, status_text(code), strlen(why) + 1, why);
+    if (n < 0 || (size_t)n >= cap) return -1;
+    lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_HTTP_HEADERS);
+    return -1; /* hang up: the response is out */
+}
+
+/*
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: path, Origin, subprotocol, then the
+ * core's on_handshake. On acceptance a connection is made and bound to the
+ * wsi; it gets its id now so the core can key its per-connection state on
+ * it from on_handshake on.
+ */
+int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
+{
+    struct sockaddr_storage local;
+    ws_listener_t *l = listener_of(inst, wsi, &local);
+    char *uri = NULL, *origin = NULL, *offered = NULL, *host = NULL;
+    const char *why_not;
+    hs_build_t b = {0};
+    int rc = 0;
+    hdr_dup(wsi, WSI_TOKEN_GET_URI, &uri);
+    hdr_dup(wsi, WSI_TOKEN_ORIGIN, &origin);
+    hdr_dup(wsi, WSI_TOKEN_PROTOCOL, &offered);
+    hdr_dup(wsi, WSI_TOKEN_HOST, &host);
+
+    if (inst->closing_all) {
+        rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
+        goto out;
+    }
+    if (inst->o->max_connections > 0) {
+        pthread_mutex_lock(&inst->lock);
+        bool full = inst->nserver >= (size_t)inst->o->max_connections;
+        pthread_mutex_unlock(&inst->lock);
+        if (full) {
+            rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
+            goto out;
+        }
+    }
+    if (l == NULL) { /* a socket lws bound late, after listen() reported it failed */
+        rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "listener not started");
+        goto out;
+    }
+    if (uri == NULL || (l->path && strcmp(l->path, uri) != 0)) {
+        rc = ws__refuse(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint at this path");
+        goto out;
+    }
+    if ((why_not = host_origin_refusal(inst, l, &local, host, origin)) != NULL) {
+        log_refusal(inst, wsi, HTTP_STATUS_FORBIDDEN, why_not, host, origin);
+        rc = ws__refuse(wsi, HTTP_STATUS_FORBIDDEN, why_not);
+        goto out;
+    }
+    const char *sub = pick_subprotocol(inst, offered);
+    if (sub == NULL || (*sub == '\0' && inst->o->require_subprotocol)) {
+        rc = ws__refuse(wsi, HTTP_STATUS_BAD_REQUEST, "no supported subprotocol offered");
+        goto out;
+    }
+
+    collect_query(wsi, &b);
+    hs_collect_headers(inst, wsi, &b);
+
+    char peer[80];
+    peer_address(wsi, peer, sizeof(peer));
+    unsigned char *der = NULL;
+    int der_len = 0;
+    SSL *ssl = lws_get_ssl(wsi);
+    if (ssl) {
+        X509 *x = SSL_get_peer_certificate(ssl);
+        if (x) {
+            der_len = i2d_X509(x, &der);
+            X509_free(x);
+            if (der_len < 0) der_len = 0;
+        }
+    }
+
+    ws_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) abort();
+    c->inst = inst;
+    c->id = atomic_fetch_add(&inst->next_id, 1);
+    c->ev = &inst->listen_ev;
+    c->max_message = (uint64_t)inst->o->max_message_size;
+    c->subprotocol = *sub ? ws__strdup(sub) : NULL;
+    if (inst->o->permessage_deflate) {
+        char ext[256];
+        c->deflate = lws_hdr_copy(wsi, ext, sizeof(ext), WSI_TOKEN_EXTENSIONS) > 0 &&
+                     strstr(ext, "permessage-deflate") != NULL;
+    }
+
+    ksock_handshake_t hs = {
+        .size = sizeof(hs),
+        .path = uri,
+        .query = b.q.len ? b.q.data : NULL,
+        .headers = b.h,
+        .nheaders = b.n,
+        .peer_addr = peer,
+        .subprotocol = c->subprotocol,
+        .origin = origin,
+        .client_cert_der = der,
+        .client_cert_len = (size_t)der_len,
+    };
+    char why[256] = "";
+    int hrc = 0;
+    if (inst->listen_ev.on_handshake)
+        hrc = inst->listen_ev.on_handshake(inst->listen_ev.data, c->id, &hs, &c->conn_data, why,
+                                           sizeof(why));
+    OPENSSL_free(der);
+    if (hrc != 0) {
+        unsigned code = hrc == KSOCK_E_AUTH        ? HTTP_STATUS_UNAUTHORIZED
+                        : hrc == KSOCK_E_FORBIDDEN ? HTTP_STATUS_FORBIDDEN
+                                                   : HTTP_STATUS_BAD_REQUEST;
+        ws__conn_free(c);
+        rc = ws__refuse(wsi, code, why[0] ? why : ksock_strerror(hrc));
+        goto out;
+    }
+    c->wsi = wsi;
+    c->counted = true;
+    lws_set_opaque_user_data(wsi, c);
+    pthread_mutex_lock(&inst->lock);
+    ws__table_insert(inst, c);
+    inst->nwsi++;
+    pthread_mutex_unlock(&inst->lock);
+out:
+    hs_free(&b);
+    free(uri);
+    free(origin);
+    free(offered);
+    free(host);
+    return rc;
+}
