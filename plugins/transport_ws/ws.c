@@ -18,62 +18,47 @@ static const char *const event_libs[] = {"poll", "libev", NULL};
 
 static const ksock_option_t ws_options[] = {
     KSOCK_OPTION("listeners", KSOCK_OPT_ARRAY, 0, NULL, ws_opts_t, listeners,
-                 "Server sockets: an array of {\"address\": \"127.0.0.1\", \"port\": "
-                 "8080, "
+                 "Server sockets: an array of {\"address\": \"127.0.0.1\", \"port\": 8080, "
                  "\"path\": \"/ws\"}. address: an IPv4 or IPv6 literal, bound exactly "
-                 "(0.0.0.0 or :: for all of one family), or a host name, resolved at "
-                 "start with "
-                 "every address bound; default 0.0.0.0. path defaults to \"/\" (any "
-                 "path); "
+                 "(0.0.0.0 or :: for all of one family), or a host name, resolved at start with "
+                 "every address bound; default 0.0.0.0. path defaults to \"/\" (any path); "
                  "port is required (0: any free port). Empty or absent: client only."),
     KSOCK_OPTION("subprotocols", KSOCK_OPT_LIST, 0,
                  "ksock.v1.json,ksock.v1.msgpack,ksock.v1.protobuf", ws_opts_t, subprotocols,
-                 "Sec-WebSocket-Protocol names the server accepts, in order of "
-                 "preference "
+                 "Sec-WebSocket-Protocol names the server accepts, in order of preference "
                  "given by the client; ksock.v1.<name> selects the serializer <name>."),
     KSOCK_OPTION("require_subprotocol", KSOCK_OPT_BOOL, 0, "false", ws_opts_t, require_subprotocol,
-                 "Refuse (HTTP 400) an upgrade that offers no subprotocol; "
-                 "when false such a "
+                 "Refuse (HTTP 400) an upgrade that offers no subprotocol; when false such a "
                  "connection opens with no subprotocol."),
     KSOCK_OPTION("origins", KSOCK_OPT_LIST, 0, "", ws_opts_t, origins,
-                 "Allowed Origin header values (exact match, or \"*\" for "
-                 "any). Empty: only "
-                 "http(s) origins whose host the Host rule allows (localhost, "
-                 "the listener's "
-                 "address, a \"hosts\" entry). Others are refused with HTTP "
-                 "403; a request "
+                 "Allowed Origin header values (exact match, or \"*\" for any). Empty: only "
+                 "http(s) origins whose host the Host rule allows (localhost, the listener's "
+                 "address, a \"hosts\" entry). Others are refused with HTTP 403; a request "
                  "without Origin (not a browser) is allowed."),
     KSOCK_OPTION("hosts", KSOCK_OPT_LIST, 0, "", ws_opts_t, hosts,
                  "Host header names accepted besides localhost and the listener's own "
-                 "address (any port), e.g. the public name of the server; \"*\": any. "
-                 "Other "
+                 "address (any port), e.g. the public name of the server; \"*\": any. Other "
                  "Host values are refused with HTTP 403 (DNS rebinding)."),
     KSOCK_OPTION("handshake_headers", KSOCK_OPT_LIST, 0, "x-ksock-token", ws_opts_t,
                  handshake_headers,
-                 "Non-standard request headers passed to the authenticator in "
-                 "addition to "
-                 "the standard ones (libwebsockets 4.1 cannot enumerate "
-                 "unknown headers)."),
+                 "Non-standard request headers passed to the authenticator in addition to "
+                 "the standard ones (libwebsockets 4.1 cannot enumerate unknown headers)."),
     KSOCK_OPTION_RANGE("max_message_size", KSOCK_OPT_SIZE, 0, "1MiB", ws_opts_t, max_message_size,
                        1, (int64_t)1 << 31,
-                       "Largest message accepted (fragments joined); larger "
-                       "closes with 1009."),
+                       "Largest message accepted (fragments joined); larger closes with 1009."),
     KSOCK_OPTION_RANGE("ping_interval", KSOCK_OPT_DURATION, 0, "30s", ws_opts_t, ping_interval, 0,
                        65535000,
-                       "Send a ping after this long without traffic (whole "
-                       "seconds; 0: never)."),
+                       "Send a ping after this long without traffic (whole seconds; 0: never)."),
     KSOCK_OPTION_RANGE("idle_timeout", KSOCK_OPT_DURATION, 0, "75s", ws_opts_t, idle_timeout, 0,
                        65535000,
                        "Drop a connection with no valid traffic or pong for this long (whole "
                        "seconds; 0: never). Must exceed ping_interval."),
     KSOCK_OPTION_RANGE("handshake_timeout", KSOCK_OPT_DURATION, 0, "10s", ws_opts_t,
                        handshake_timeout, 1000, 3600000,
-                       "Time a client has to complete TLS and the HTTP upgrade "
-                       "(whole seconds)."),
+                       "Time a client has to complete TLS and the HTTP upgrade (whole seconds)."),
     KSOCK_OPTION_RANGE("connect_timeout", KSOCK_OPT_DURATION, 0, "10s", ws_opts_t, connect_timeout,
                        1000, 3600000,
-                       "Client side: time to connect and complete the upgrade "
-                       "(whole seconds)."),
+                       "Client side: time to connect and complete the upgrade (whole seconds)."),
     KSOCK_OPTION_RANGE("max_connections", KSOCK_OPT_INT, 0, "0", ws_opts_t, max_connections, 0,
                        1 << 24,
                        "Server connections open at once across all listeners; one more is "
@@ -81,8 +66,7 @@ static const ksock_option_t ws_options[] = {
                        "descriptor limit."),
     KSOCK_OPTION_RANGE("send_queue_max_frames", KSOCK_OPT_INT, 0, "1024", ws_opts_t,
                        send_queue_max_frames, 1, 1 << 24,
-                       "Frames queued per connection before send() answers "
-                       "KSOCK_E_QUEUE_FULL."),
+                       "Frames queued per connection before send() answers KSOCK_E_QUEUE_FULL."),
     KSOCK_OPTION_RANGE("send_queue_max_bytes", KSOCK_OPT_SIZE, 0, "4MiB", ws_opts_t,
                        send_queue_max_bytes, 1, (int64_t)1 << 34,
                        "Bytes queued per connection before send() answers KSOCK_E_QUEUE_FULL "
@@ -91,11 +75,9 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_RANGE("receive_queue_max_bytes", KSOCK_OPT_SIZE, 0, "4MiB", ws_opts_t,
                        receive_queue_max_bytes, 1, (int64_t)1 << 34,
                        "Bytes of a connection's messages read and not yet handled by the host "
-                       "(also those held while the host paused reading it) before the "
-                       "transport "
+                       "(also those held while the host paused reading it) before the transport "
                        "stops reading its socket, so TCP pushes back on the client; reading "
-                       "resumes below half. The message that crosses the bound is kept "
-                       "whole."),
+                       "resumes below half. The message that crosses the bound is kept whole."),
     KSOCK_OPTION_RANGE("receive_queue_max_total", KSOCK_OPT_SIZE, 0, "256MiB", ws_opts_t,
                        receive_queue_max_total, 1, (int64_t)1 << 40,
                        "The same across all connections: a connection that receives while the "
@@ -110,8 +92,7 @@ static const ksock_option_t ws_options[] = {
     KSOCK_OPTION_RANGE("shutdown_grace", KSOCK_OPT_DURATION, 0, "1s", ws_opts_t, shutdown_grace, 0,
                        60000, "On stop, how long to wait for closing handshakes (1001) to finish."),
     KSOCK_OPTION("tls_cert", KSOCK_OPT_STRING, 0, NULL, ws_opts_t, tls_cert,
-                 "PEM certificate chain for wss:// listeners (with tls_key). "
-                 "Checked at start: "
+                 "PEM certificate chain for wss:// listeners (with tls_key). Checked at start: "
                  "loads, matches the key, not expired."),
     KSOCK_OPTION("tls_key", KSOCK_OPT_STRING, KSOCK_OPT_SECRET, NULL, ws_opts_t, tls_key,
                  "PEM private key (unencrypted) for tls_cert."),
@@ -121,10 +102,8 @@ static const ksock_option_t ws_options[] = {
                       "Ask clients for a certificate: none, optional (verified if sent) or "
                       "required. Needs tls_ca."),
     KSOCK_OPTION("permessage_deflate", KSOCK_OPT_BOOL, 0, "false", ws_opts_t, permessage_deflate,
-                 "Offer (client) and accept (server) RFC 7692 compression. "
-                 "Costs CPU and zlib "
-                 "state on every connection that uses it; max_message_size "
-                 "applies to the "
+                 "Offer (client) and accept (server) RFC 7692 compression. Costs CPU and zlib "
+                 "state on every connection that uses it; max_message_size applies to the "
                  "inflated size."),
     KSOCK_OPTION_ENUM("event_lib", 0, "libev", ws_opts_t, event_lib, event_libs,
                       "libwebsockets event loop: libev (Debian's libwebsockets-evlib_ev "
@@ -162,10 +141,9 @@ static void lws_log_to_nowhere(int level, const char *line)
     (void)line;
 }
 
-static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **out, char *errstr,
-                     size_t errstr_size)
+/* What the option table alone cannot say. */
+static int check_options(const ws_opts_t *o, char *errstr, size_t errstr_size)
 {
-    const ws_opts_t *o = options;
     if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
         ksock_errstr_set(errstr, errstr_size, "tls_cert and tls_key go together");
         return KSOCK_E_CONFIG;
@@ -179,26 +157,15 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
         ksock_errstr_set(errstr, errstr_size, "idle_timeout must exceed ping_interval");
         return KSOCK_E_CONFIG;
     }
-    if (o->tls_cert) {
-        int rc = ws__tls_check(o->tls_cert, o->tls_key, o->tls_ca, NULL, errstr, errstr_size);
-        if (rc != 0) return rc;
-    }
-    ws_inst_t *inst = calloc(1, sizeof(*inst));
-    if (inst == NULL) return KSOCK_E_NOMEM;
-    inst->rt = ctx->rt;
-    inst->component = ctx->component;
-    inst->o = o;
-    atomic_init(&inst->refs, 1);
-    atomic_init(&inst->next_id, 1);
-    pthread_mutex_init(&inst->lock, NULL);
-    pthread_mutex_init(&inst->evlock, NULL);
-    pthread_cond_init(&inst->cond, NULL);
-    int rc = ws__parse_listeners(inst, ctx, errstr, errstr_size);
-    if (rc != 0) {
-        *out = inst;
-        return rc; /* destroy is not called on failure: */
-    }
+    if (o->tls_cert)
+        return ws__tls_check(o->tls_cert, o->tls_key, o->tls_ca, NULL, errstr, errstr_size);
+    return 0;
+}
 
+/* The ping/idle policy and the lws protocol tables (one per subprotocol). */
+static void setup_protocols(ws_inst_t *inst)
+{
+    const ws_opts_t *o = inst->o;
     inst->retry.secs_since_valid_ping = (uint16_t)((o->ping_interval + 999) / 1000);
     inst->retry.secs_since_valid_hangup = (uint16_t)((o->idle_timeout + 999) / 1000);
     if (inst->retry.secs_since_valid_ping == 0) inst->retry.secs_since_valid_ping = 0xffff;
@@ -215,7 +182,12 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
             o->subprotocols.v[i], ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
     inst->client_protocols[0] = (struct lws_protocols){
         WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
+}
 
+/* The lws context (no vhost of its own) and the default client vhost. */
+static int create_context(ws_inst_t *inst, char *errstr, size_t errstr_size)
+{
+    const ws_opts_t *o = inst->o;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;
@@ -236,18 +208,41 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
                              "needs nothing more)");
         else
             ksock_errstr_set(errstr, errstr_size, "cannot create the libwebsockets context");
-        *out = inst;
         return KSOCK_E_INTERNAL;
     }
-    /* The default client vhost now: wake-ups need at least one vhost to land on.
-     */
+    /* The default client vhost now: wake-ups need at least one vhost to land on. */
     if (ws__client_vhost(inst, NULL, NULL, NULL) == NULL) {
         ksock_errstr_set(errstr, errstr_size, "cannot create the client vhost");
-        *out = inst;
         return KSOCK_E_INTERNAL;
     }
-    *out = inst;
     return 0;
+}
+
+/*
+ * On failure *out may still be set: ws_create_checked() destroys what was
+ * made (the loader calls no destroy after a failed create).
+ */
+static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **out, char *errstr,
+                     size_t errstr_size)
+{
+    const ws_opts_t *o = options;
+    int rc = check_options(o, errstr, errstr_size);
+    if (rc != 0) return rc;
+    ws_inst_t *inst = calloc(1, sizeof(*inst));
+    if (inst == NULL) return KSOCK_E_NOMEM;
+    inst->rt = ctx->rt;
+    inst->component = ctx->component;
+    inst->o = o;
+    atomic_init(&inst->refs, 1);
+    atomic_init(&inst->next_id, 1);
+    pthread_mutex_init(&inst->lock, NULL);
+    pthread_mutex_init(&inst->evlock, NULL);
+    pthread_cond_init(&inst->cond, NULL);
+    *out = inst;
+    rc = ws__parse_listeners(inst, ctx, errstr, errstr_size);
+    if (rc != 0) return rc;
+    setup_protocols(inst);
+    return create_context(inst, errstr, errstr_size);
 }
 
 /* Run fn on the lws thread (directly when it is not running) and wait. */
@@ -298,8 +293,7 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
            ev->size < sizeof(inst->listen_ev) ? ev->size : sizeof(inst->listen_ev));
     listen_call_t lc = {0, errstr, errstr_size};
     if (inst->thread_running) {
-        /* Vhost creation is not thread-safe: lock out the callback path meanwhile.
-         */
+        /* Vhost creation is not thread-safe: lock out the callback path meanwhile. */
         ws_call(inst, listen_on_thread, &lc);
     } else {
         listen_on_thread(inst, &lc);
@@ -517,8 +511,7 @@ static void ws_stop(void *p)
         inst->closing_all = true;
         pthread_mutex_unlock(&inst->lock);
     }
-    /* Destroying the context closes every remaining wsi: their close events
-     * follow. */
+    /* Destroying the context closes every remaining wsi: their close events follow. */
     lws_context_destroy(inst->ctx);
     inst->ctx = NULL;
     /* Connections that never reached lws (connect not yet started). */
@@ -606,8 +599,7 @@ static int ws_plugin_init(char *errstr, size_t errstr_size)
     (void)errstr_size;
     /*
      * libwebsockets logs process-wide to stderr; the transport reports what
-     * matters itself. KSOCK_WS_LWS_LOG=<lws level mask> turns it on for
-     * debugging.
+     * matters itself. KSOCK_WS_LWS_LOG=<lws level mask> turns it on for debugging.
      */
     const char *dbg = getenv("KSOCK_WS_LWS_LOG");
     if (dbg)

@@ -42,8 +42,7 @@ struct lws_vhost *ws__client_vhost(ws_inst_t *inst, const char *ca_file, const c
     info.client_ssl_ca_filepath = v->ca_file;
     info.client_ssl_cert_filepath = v->cert_file;
     info.client_ssl_private_key_filepath = v->key_file;
-    /* lws 4.1 sets up a vhost's TLS only when the vhost's own options ask for it.
-     */
+    /* lws 4.1 sets up a vhost's TLS only when the vhost's own options ask for it. */
     info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.connect_timeout_secs = (unsigned)((inst->o->connect_timeout + 999) / 1000);
     info.timeout_secs = info.connect_timeout_secs;
@@ -128,7 +127,7 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
     c->wsi = w;
 }
 
-int ws__map_client_error(struct lws *wsi, const char *msg)
+static int map_client_error(struct lws *wsi, const char *msg)
 {
     unsigned status = wsi ? lws_http_client_http_response(wsi) : 0;
     if (status == 401 || (msg && strstr(msg, "unauthorized"))) return KSOCK_E_AUTH;
@@ -143,4 +142,28 @@ int ws__map_client_error(struct lws *wsi, const char *msg)
         return KSOCK_E_TLS;
     if (strstr(msg, "HS:")) return KSOCK_E_PROTO;
     return KSOCK_E_CONNREFUSED;
+}
+
+/* CLIENT_CONNECTION_ERROR: the connect failed; lws's text becomes the reason. */
+void ws__client_error(ws_conn_t *c, struct lws *wsi, const char *msg)
+{
+    int err = map_client_error(wsi, msg);
+    char why[200];
+    snprintf(why, sizeof(why), "%s", msg ? msg : "connection failed");
+    ws__conn_finish(c, wsi, 1006, why, err);
+}
+
+/* CLIENT_APPEND_HANDSHAKE_HEADER: the headers connect() was given. */
+int ws__client_append_headers(ws_conn_t *c, struct lws *wsi, void *in, size_t len)
+{
+    unsigned char **p = (unsigned char **)in, *end = (*p) + len;
+    for (size_t i = 0; i < c->nheaders; i++) {
+        char name[128];
+        snprintf(name, sizeof(name), "%s:", c->headers[i].name);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                        (const unsigned char *)c->headers[i].value,
+                                        (int)strlen(c->headers[i].value), p, end))
+            return -1;
+    }
+    return 0;
 }

@@ -380,8 +380,11 @@ struct lws_vhost *ws__client_vhost(ws_inst_t *inst, const char *ca_file, const c
 /* Start a connect() request; failures end in c's close event. */
 void ws__client_start(ws_inst_t *inst, ws_conn_t *c);
 
-/* A KSOCK_E_* for lws's CLIENT_CONNECTION_ERROR text (and HTTP status). */
-int ws__map_client_error(struct lws *wsi, const char *msg);
+/* CLIENT_CONNECTION_ERROR: end c with a KSOCK_E_* made of lws's text (and HTTP status). */
+void ws__client_error(ws_conn_t *c, struct lws *wsi, const char *msg);
+
+/* CLIENT_APPEND_HANDSHAKE_HEADER: add c's request headers; -1 when they do not fit. */
+int ws__client_append_headers(ws_conn_t *c, struct lws *wsi, void *in, size_t len);
 
 /* ---- ws_thread.c: the service thread and the lws callback -------------- */
 

@@ -122,8 +122,7 @@ static void peer_address(struct lws *wsi, char *out, size_t n)
     }
 }
 
-/* The first offered subprotocol we support; "" when none was offered, NULL when
- * none fits. */
+/* The first offered subprotocol we support; "" when none was offered, NULL when none fits. */
 static const char *pick_subprotocol(ws_inst_t *inst, const char *offered)
 {
     if (offered == NULL || *offered == '\0') return "";
@@ -199,8 +198,7 @@ static void log_refusal(ws_inst_t *inst, struct lws *wsi, unsigned code, const c
     ksock_log(inst->rt, KSOCK_LOG_WARN, inst->component, kv, 4, "upgrade refused: %s", why);
 }
 
-/* The query string: lws keeps the arguments as fragments, each of any length.
- */
+/* The query string: lws keeps the arguments as fragments, each of any length. */
 static void collect_query(struct lws *wsi, hs_build_t *b)
 {
     for (int i = 0;; i++) {
@@ -256,74 +254,67 @@ int ws__refuse(struct lws *wsi, unsigned code, const char *why)
     return -1; /* hang up: the response is out */
 }
 
+/* The request line and the headers the upgrade decision reads. */
+typedef struct {
+    char *uri, *origin, *offered, *host;
+} hs_request_t;
+
+static void request_read(struct lws *wsi, hs_request_t *r)
+{
+    hdr_dup(wsi, WSI_TOKEN_GET_URI, &r->uri);
+    hdr_dup(wsi, WSI_TOKEN_ORIGIN, &r->origin);
+    hdr_dup(wsi, WSI_TOKEN_PROTOCOL, &r->offered);
+    hdr_dup(wsi, WSI_TOKEN_HOST, &r->host);
+}
+
+static void request_free(hs_request_t *r)
+{
+    free(r->uri);
+    free(r->origin);
+    free(r->offered);
+    free(r->host);
+}
+
 /*
- * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: path, Origin, subprotocol, then the
- * core's on_handshake. On acceptance a connection is made and bound to the
- * wsi; it gets its id now so the core can key its per-connection state on
- * it from on_handshake on.
+ * What is checked before the host hears of a request, in this order:
+ * shutting down, max_connections and the listener (503), the path (404),
+ * Host and Origin (403, logged), the subprotocol (400). NULL when the
+ * request passes, with *sub the subprotocol picked ("" for none); else
+ * why not, with *code the HTTP status.
  */
-int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
+static const char *upgrade_precheck(ws_inst_t *inst, struct lws *wsi, const hs_request_t *r,
+                                    unsigned *code, const char **sub)
 {
     struct sockaddr_storage local;
     ws_listener_t *l = listener_of(inst, wsi, &local);
-    char *uri = NULL, *origin = NULL, *offered = NULL, *host = NULL;
     const char *why_not;
-    hs_build_t b = {0};
-    int rc = 0;
-    hdr_dup(wsi, WSI_TOKEN_GET_URI, &uri);
-    hdr_dup(wsi, WSI_TOKEN_ORIGIN, &origin);
-    hdr_dup(wsi, WSI_TOKEN_PROTOCOL, &offered);
-    hdr_dup(wsi, WSI_TOKEN_HOST, &host);
-
-    if (inst->closing_all) {
-        rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
-        goto out;
-    }
+    *code = HTTP_STATUS_SERVICE_UNAVAILABLE;
+    if (inst->closing_all) return "shutting down";
     if (inst->o->max_connections > 0) {
         pthread_mutex_lock(&inst->lock);
         bool full = inst->nserver >= (size_t)inst->o->max_connections;
         pthread_mutex_unlock(&inst->lock);
-        if (full) {
-            rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
-            goto out;
-        }
+        if (full) return "too many connections";
     }
-    if (l == NULL) { /* a socket lws bound late, after listen() reported it failed */
-        rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "listener not started");
-        goto out;
+    if (l == NULL) return "listener not started"; /* lws bound it late, after listen() failed */
+    *code = HTTP_STATUS_NOT_FOUND;
+    if (r->uri == NULL || (l->path && strcmp(l->path, r->uri) != 0))
+        return "no WebSocket endpoint at this path";
+    *code = HTTP_STATUS_FORBIDDEN;
+    if ((why_not = host_origin_refusal(inst, l, &local, r->host, r->origin)) != NULL) {
+        log_refusal(inst, wsi, HTTP_STATUS_FORBIDDEN, why_not, r->host, r->origin);
+        return why_not;
     }
-    if (uri == NULL || (l->path && strcmp(l->path, uri) != 0)) {
-        rc = ws__refuse(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint at this path");
-        goto out;
-    }
-    if ((why_not = host_origin_refusal(inst, l, &local, host, origin)) != NULL) {
-        log_refusal(inst, wsi, HTTP_STATUS_FORBIDDEN, why_not, host, origin);
-        rc = ws__refuse(wsi, HTTP_STATUS_FORBIDDEN, why_not);
-        goto out;
-    }
-    const char *sub = pick_subprotocol(inst, offered);
-    if (sub == NULL || (*sub == '\0' && inst->o->require_subprotocol)) {
-        rc = ws__refuse(wsi, HTTP_STATUS_BAD_REQUEST, "no supported subprotocol offered");
-        goto out;
-    }
+    *code = HTTP_STATUS_BAD_REQUEST;
+    *sub = pick_subprotocol(inst, r->offered);
+    if (*sub == NULL || (**sub == '\0' && inst->o->require_subprotocol))
+        return "no supported subprotocol offered";
+    return NULL;
+}
 
-    collect_query(wsi, &b);
-    hs_collect_headers(inst, wsi, &b);
-
-    char peer[80];
-    peer_address(wsi, peer, sizeof(peer));
-    unsigned char *der = NULL;
-    int der_len = 0;
-    SSL *ssl = lws_get_ssl(wsi);
-    if (ssl) {
-        X509 *x = SSL_get_peer_certificate(ssl);
-        if (x) {
-            der_len = i2d_X509(x, &der);
-            X509_free(x);
-            if (der_len < 0) der_len = 0;
-        }
-    }
-
+/* The server connection an accepted upgrade will get; its id is taken now. */
+static ws_conn_t *server_conn_new(ws_inst_t *inst, struct lws *wsi, const char *sub)
+{
     ws_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) abort();
     c->inst = inst;
@@ -336,29 +327,82 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
         c->deflate = lws_hdr_copy(wsi, ext, sizeof(ext), WSI_TOKEN_EXTENSIONS) > 0 &&
                      strstr(ext, "permessage-deflate") != NULL;
     }
+    return c;
+}
 
+/* The TLS client certificate as DER (OPENSSL_free it), or NULL with 0. */
+static int client_cert_der(struct lws *wsi, unsigned char **der)
+{
+    int der_len = 0;
+    *der = NULL;
+    SSL *ssl = lws_get_ssl(wsi);
+    X509 *x = ssl ? SSL_get_peer_certificate(ssl) : NULL;
+    if (x) {
+        der_len = i2d_X509(x, der);
+        X509_free(x);
+        if (der_len < 0) der_len = 0;
+    }
+    return der_len;
+}
+
+/*
+ * The host's on_handshake, with everything it may judge the request by.
+ * 0 accepts; else the KSOCK_E_* it answered, its reason in why.
+ */
+static int ask_host(ws_inst_t *inst, struct lws *wsi, ws_conn_t *c, const hs_request_t *r,
+                    const hs_build_t *b, char *why, size_t why_size)
+{
+    char peer[80];
+    peer_address(wsi, peer, sizeof(peer));
+    unsigned char *der;
+    int der_len = client_cert_der(wsi, &der);
     ksock_handshake_t hs = {
         .size = sizeof(hs),
-        .path = uri,
-        .query = b.q.len ? b.q.data : NULL,
-        .headers = b.h,
-        .nheaders = b.n,
+        .path = r->uri,
+        .query = b->q.len ? b->q.data : NULL,
+        .headers = b->h,
+        .nheaders = b->n,
         .peer_addr = peer,
         .subprotocol = c->subprotocol,
-        .origin = origin,
+        .origin = r->origin,
         .client_cert_der = der,
         .client_cert_len = (size_t)der_len,
     };
-    char why[256] = "";
     int hrc = 0;
     if (inst->listen_ev.on_handshake)
         hrc = inst->listen_ev.on_handshake(inst->listen_ev.data, c->id, &hs, &c->conn_data, why,
-                                           sizeof(why));
+                                           why_size);
     OPENSSL_free(der);
+    return hrc;
+}
+
+/*
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: path, Host, Origin, subprotocol, then
+ * the core's on_handshake. On acceptance a connection is made and bound to
+ * the wsi; it gets its id before on_handshake so the core can key its
+ * per-connection state on it from there on.
+ */
+int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
+{
+    hs_request_t r = {0};
+    hs_build_t b = {0};
+    const char *sub = NULL, *why_not;
+    unsigned code;
+    int rc = 0;
+    request_read(wsi, &r);
+    if ((why_not = upgrade_precheck(inst, wsi, &r, &code, &sub)) != NULL) {
+        rc = ws__refuse(wsi, code, why_not);
+        goto out;
+    }
+    collect_query(wsi, &b);
+    hs_collect_headers(inst, wsi, &b);
+    ws_conn_t *c = server_conn_new(inst, wsi, sub);
+    char why[256] = "";
+    int hrc = ask_host(inst, wsi, c, &r, &b, why, sizeof(why));
     if (hrc != 0) {
-        unsigned code = hrc == KSOCK_E_AUTH        ? HTTP_STATUS_UNAUTHORIZED
-                        : hrc == KSOCK_E_FORBIDDEN ? HTTP_STATUS_FORBIDDEN
-                                                   : HTTP_STATUS_BAD_REQUEST;
+        code = hrc == KSOCK_E_AUTH        ? HTTP_STATUS_UNAUTHORIZED
+               : hrc == KSOCK_E_FORBIDDEN ? HTTP_STATUS_FORBIDDEN
+                                          : HTTP_STATUS_BAD_REQUEST;
         ws__conn_free(c);
         rc = ws__refuse(wsi, code, why[0] ? why : ksock_strerror(hrc));
         goto out;
@@ -372,9 +416,6 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     pthread_mutex_unlock(&inst->lock);
 out:
     hs_free(&b);
-    free(uri);
-    free(origin);
-    free(offered);
-    free(host);
+    request_free(&r);
     return rc;
 }

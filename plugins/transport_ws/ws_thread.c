@@ -12,40 +12,45 @@
 
 /* ---- lws thread: wake-ups ---------------------------------------------- */
 
-static void on_wait_cancelled(ws_inst_t *inst)
+/* Under lock: run the function ws_call() handed over, and tell it it ran. */
+static void run_call(ws_inst_t *inst)
 {
-    ws__rx_resume(inst);
-    pthread_mutex_lock(&inst->lock);
     ws_call_fn fn = inst->call_fn;
     void *arg = inst->call_arg;
     inst->call_fn = NULL;
-    if (fn) {
-        /* Run without the lock: vhost creation calls back into ws__callback. */
-        pthread_mutex_unlock(&inst->lock);
-        fn(inst, arg);
-        pthread_mutex_lock(&inst->lock);
-        inst->call_done = true;
-        pthread_cond_broadcast(&inst->cond);
-    }
-    bool closing = inst->closing_all;
-    if (closing) {
-        /*
-         * Ask every connection to close with 1001 after its queue drains,
-         * reading it meanwhile: lws closes a connection that has unread
-         * input without waiting for the peer's close, and the reset that
-         * follows can destroy the replies and the close frame on their way.
-         */
-        for (size_t s = 0; s < inst->tcap; s++)
-            for (ws_conn_t *c = inst->table[s]; c; c = c->hnext) {
-                if (c->wsi) ws__rx_unthrottle(inst, c, c->wsi);
-                if (!c->close_req) {
-                    c->close_req = true;
-                    c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;
-                    snprintf(c->close_reason, sizeof(c->close_reason), "server shutting down");
-                }
-                ws__pending_add(inst, c);
+    if (fn == NULL) return;
+    /* Run without the lock: vhost creation calls back into ws__callback. */
+    pthread_mutex_unlock(&inst->lock);
+    fn(inst, arg);
+    pthread_mutex_lock(&inst->lock);
+    inst->call_done = true;
+    pthread_cond_broadcast(&inst->cond);
+}
+
+/*
+ * Under lock, once ws_stop() set closing_all: ask every connection to
+ * close with 1001 after its queue drains, reading it meanwhile: lws closes
+ * a connection that has unread input without waiting for the peer's close,
+ * and the reset that follows can destroy the replies and the close frame
+ * on their way.
+ */
+static void close_all(ws_inst_t *inst)
+{
+    for (size_t s = 0; s < inst->tcap; s++)
+        for (ws_conn_t *c = inst->table[s]; c; c = c->hnext) {
+            if (c->wsi) ws__rx_unthrottle(inst, c, c->wsi);
+            if (!c->close_req) {
+                c->close_req = true;
+                c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;
+                snprintf(c->close_reason, sizeof(c->close_reason), "server shutting down");
             }
-    }
+            ws__pending_add(inst, c);
+        }
+}
+
+/* Under lock (dropped around each entry): start connects, ask for WRITEABLE. */
+static void serve_pending(ws_inst_t *inst, bool closing)
+{
     /* Take the whole list; entries may be re-added while we work. */
     ws_conn_t *list = inst->pending;
     if (list) list->pprev = &list;
@@ -64,11 +69,65 @@ static void on_wait_cancelled(ws_inst_t *inst)
             lws_callback_on_writable(c->wsi);
         pthread_mutex_lock(&inst->lock);
     }
+}
+
+/*
+ * LWS_CALLBACK_EVENT_WAIT_CANCELLED: the loop thread woke us. lws 4.1 runs
+ * its own libev loop inside lws_service() until the loop is broken; a
+ * first lws_context_destroy() on this thread breaks it (ws_stop finishes
+ * it), and since that cancels the service again, it is done once (quit
+ * 1 -> 2).
+ */
+static void on_wait_cancelled(ws_inst_t *inst, struct lws *wsi)
+{
+    if (inst->o->event_lib == 1 && atomic_load(&inst->quit)) {
+        if (atomic_exchange(&inst->quit, 2) == 1) lws_context_destroy(lws_get_context(wsi));
+        return;
+    }
+    ws__rx_resume(inst);
+    pthread_mutex_lock(&inst->lock);
+    run_call(inst);
+    bool closing = inst->closing_all;
+    if (closing) close_all(inst);
+    serve_pending(inst, closing);
     pthread_mutex_unlock(&inst->lock);
 }
 
 /* ---- The protocol callback --------------------------------------------- */
 
+/* ESTABLISHED: tell the host, and write what was queued before the open. */
+static int conn_established(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
+{
+    c->opened = true;
+    c->last_rx_ns = ksock_now_ns();
+    const char *sp = c->client ? c->sub_req : c->subprotocol;
+    ws_event_t *e = ws__event_new(EV_OPEN, c, NULL, 0);
+    e->str = sp && *sp ? ws__strdup(sp) : NULL;
+    ws__event_push(inst, e);
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+/*
+ * WSI_DESTROY, the last word on any wsi: it also covers upgrades that
+ * failed after acceptance. ws_stop() waits for every counted server wsi.
+ */
+static void wsi_destroyed(ws_inst_t *inst, ws_conn_t *c, bool gone, struct lws *wsi)
+{
+    bool counted = gone || (c && c->counted); /* read before c may be freed */
+    if (c) ws__conn_closed(c, wsi);
+    if (counted) {
+        pthread_mutex_lock(&inst->lock);
+        if (--inst->nwsi == 0 && inst->closing_all) pthread_cond_broadcast(&inst->cond);
+        pthread_mutex_unlock(&inst->lock);
+    }
+}
+
+/*
+ * The one callback of every protocol, server and client. A wsi's opaque
+ * user data is its connection, WS_GONE once the connection finished while
+ * lws still holds the socket, or NULL before a server upgrade is accepted.
+ */
 int ws__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                  size_t len)
 {
@@ -80,101 +139,42 @@ int ws__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        /* lws 4.1 runs its own libev loop inside lws_service() until the loop is
-         * broken; a first lws_context_destroy() on this thread breaks it (ws_stop
-         * finishes it). */
-        if (inst->o->event_lib == 1 && atomic_load(&inst->quit)) {
-            /* It cancels the service again: destroy once (quit 1 -> 2). */
-            if (atomic_exchange(&inst->quit, 2) == 1) lws_context_destroy(lws_get_context(wsi));
-            return 0;
-        }
-        on_wait_cancelled(inst);
+        on_wait_cancelled(inst, wsi);
         return 0;
-
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         if (in == NULL || strcasecmp((const char *)in, "websocket") != 0)
             return ws__refuse(wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades");
         return ws__server_confirm_upgrade(inst, wsi);
-
-    case LWS_CALLBACK_HTTP:
-        /* Plain HTTP on a WebSocket endpoint. */
+    case LWS_CALLBACK_HTTP: /* plain HTTP on a WebSocket endpoint */
         return ws__refuse(wsi, 426, "WebSocket upgrade required");
-
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (c == NULL) return -1;
-        c->opened = true;
-        c->last_rx_ns = ksock_now_ns();
-        {
-            const char *sp = c->client ? c->sub_req : c->subprotocol;
-            ws_event_t *e = ws__event_new(EV_OPEN, c, NULL, 0);
-            e->str = sp && *sp ? ws__strdup(sp) : NULL;
-            ws__event_push(inst, e);
-        }
-        /* Frames queued before the connection opened. */
-        lws_callback_on_writable(wsi);
-        return 0;
-
-    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-        if (c == NULL) return 0;
-        unsigned char **p = (unsigned char **)in, *end = (*p) + len;
-        for (size_t i = 0; i < c->nheaders; i++) {
-            char name[128];
-            snprintf(name, sizeof(name), "%s:", c->headers[i].name);
-            if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-                                            (const unsigned char *)c->headers[i].value,
-                                            (int)strlen(c->headers[i].value), p, end))
-                return -1;
-        }
-        return 0;
-    }
-
+        return c ? conn_established(inst, c, wsi) : -1;
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+        return c ? ws__client_append_headers(c, wsi, in, len) : 0;
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (c == NULL) return -1;
-        return ws__conn_receive(inst, c, wsi, in, len);
-
+        return c ? ws__conn_receive(inst, c, wsi, in, len) : -1;
     case LWS_CALLBACK_RECEIVE_PONG:
     case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
         if (c) c->last_rx_ns = ksock_now_ns();
         return 0;
-
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
-        if (c == NULL) return 0;
-        return ws__conn_write(inst, c, wsi);
-
+        return c ? ws__conn_write(inst, c, wsi) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (c && !c->local_closed) return ws__conn_peer_close(c, wsi, in, len);
         return 0;
-
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (c) {
-            int err = ws__map_client_error(wsi, in);
-            char why[200];
-            snprintf(why, sizeof(why), "%s", in ? (const char *)in : "connection failed");
-            ws__conn_finish(c, wsi, 1006, why, err);
-        }
+        if (c) ws__client_error(c, wsi, in);
         return 0;
-
     case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_CLIENT_CLOSED:
         if (c) ws__conn_closed(c, wsi);
         return 0;
-
-    case LWS_CALLBACK_WSI_DESTROY: {
-        /* The last word on any wsi: covers upgrades that failed after acceptance.
-         */
-        bool counted = gone || (c && c->counted); /* read before c may be freed */
-        if (c) ws__conn_closed(c, wsi);
-        if (counted) {
-            pthread_mutex_lock(&inst->lock);
-            if (--inst->nwsi == 0 && inst->closing_all) pthread_cond_broadcast(&inst->cond);
-            pthread_mutex_unlock(&inst->lock);
-        }
+    case LWS_CALLBACK_WSI_DESTROY:
+        wsi_destroyed(inst, c, gone, wsi);
         return 0;
-    }
-
     default:
         return 0;
     }
