@@ -123,14 +123,12 @@ const struct lws_extension ws__extensions[] = {
      "permessage-deflate; client_no_context_takeover; client_max_window_bits"},
     {NULL, NULL, NULL},
 };
+
 /* ---- Small helpers ------------------------------------------------------ */
 
 char *ws__strdup(const char *s)
 {
-    if (s == NULL) return NULL;
-    char *d = strdup(s);
-    if (d == NULL) abort();
-    return d;
+    return s ? strdup(s) : NULL;
 }
 
 /* ---- Vtable ------------------------------------------------------------- */
@@ -163,7 +161,7 @@ static int check_options(const ws_opts_t *o, char *errstr, size_t errstr_size)
 }
 
 /* The ping/idle policy and the lws protocol tables (one per subprotocol). */
-static void setup_protocols(ws_inst_t *inst)
+static int setup_protocols(ws_inst_t *inst)
 {
     const ws_opts_t *o = inst->o;
     inst->retry.secs_since_valid_ping = (uint16_t)((o->ping_interval + 999) / 1000);
@@ -173,7 +171,7 @@ static void setup_protocols(ws_inst_t *inst)
 
     size_t np = o->subprotocols.n;
     inst->server_protocols = calloc(np + 2, sizeof(struct lws_protocols));
-    if (inst->server_protocols == NULL) abort();
+    if (inst->server_protocols == NULL) return KSOCK_E_NOMEM;
     /* protocols[0] also serves HTTP and "no subprotocol offered" upgrades. */
     inst->server_protocols[0] = (struct lws_protocols){
         "ksock-default", ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
@@ -182,6 +180,7 @@ static void setup_protocols(ws_inst_t *inst)
             o->subprotocols.v[i], ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
     inst->client_protocols[0] = (struct lws_protocols){
         WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
+    return 0;
 }
 
 /* The lws context (no vhost of its own) and the default client vhost. */
@@ -211,9 +210,12 @@ static int create_context(ws_inst_t *inst, char *errstr, size_t errstr_size)
         return KSOCK_E_INTERNAL;
     }
     /* The default client vhost now: wake-ups need at least one vhost to land on. */
-    if (ws__client_vhost(inst, NULL, NULL, NULL) == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "cannot create the client vhost");
-        return KSOCK_E_INTERNAL;
+    struct lws_vhost *vh;
+    int rc = ws__client_vhost(inst, NULL, NULL, NULL, &vh);
+    if (rc != 0) {
+        ksock_errstr_set(errstr, errstr_size, "cannot create the client vhost%s",
+                         rc == KSOCK_E_NOMEM ? ": out of memory" : "");
+        return rc == KSOCK_E_NOMEM ? rc : KSOCK_E_INTERNAL;
     }
     return 0;
 }
@@ -239,10 +241,14 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     pthread_mutex_init(&inst->evlock, NULL);
     pthread_cond_init(&inst->cond, NULL);
     *out = inst;
+    /* The table starts with room, so an insert never needs memory (see ws__table_insert). */
+    inst->table = calloc(WS_TABLE_MIN, sizeof(*inst->table));
+    if (inst->table == NULL) return KSOCK_E_NOMEM;
+    inst->tcap = WS_TABLE_MIN;
     rc = ws__parse_listeners(inst, ctx, errstr, errstr_size);
-    if (rc != 0) return rc;
-    setup_protocols(inst);
-    return create_context(inst, errstr, errstr_size);
+    if (rc == 0) rc = setup_protocols(inst);
+    if (rc == 0) rc = create_context(inst, errstr, errstr_size);
+    return rc;
 }
 
 /* Run fn on the lws thread (directly when it is not running) and wait. */
@@ -319,6 +325,48 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
     return ws__thread_start(inst, errstr, errstr_size);
 }
 
+/*
+ * Copy what connect() was given into c: everything the lws thread reads
+ * later. KSOCK_E_INVAL or KSOCK_E_TLS (with a message) for a bad client
+ * certificate, KSOCK_E_NOMEM.
+ */
+static int connect_copy_opts(ws_conn_t *c, const ksock_connect_opts_t *opts, char *errstr,
+                             size_t errstr_size)
+{
+    c->url = ws__strdup(opts->url);
+    c->sub_req = ws__strdup(opts->subprotocol);
+    c->ca_file = ws__strdup(opts->ca_file);
+    c->insecure = opts->insecure;
+    if (c->url == NULL || (opts->subprotocol && c->sub_req == NULL) ||
+        (opts->ca_file && c->ca_file == NULL))
+        return KSOCK_E_NOMEM;
+    if (KSOCK_HAS_FIELD(opts, ksock_connect_opts_t, key_file)) {
+        if ((opts->cert_file == NULL) != (opts->key_file == NULL)) {
+            ksock_errstr_set(errstr, errstr_size, "a client certificate needs its key, and back");
+            return KSOCK_E_INVAL;
+        }
+        static const ws_tls_names_t names = {"client certificate", "client key", "CA file"};
+        int trc = opts->cert_file ? ws__tls_check(opts->cert_file, opts->key_file, NULL, &names,
+                                                  errstr, errstr_size)
+                                  : 0;
+        if (trc != 0) return trc;
+        c->cert_file = ws__strdup(opts->cert_file);
+        c->key_file = ws__strdup(opts->key_file);
+        if (opts->cert_file && (c->cert_file == NULL || c->key_file == NULL)) return KSOCK_E_NOMEM;
+    }
+    if (opts->nheaders) {
+        c->headers = calloc(opts->nheaders, sizeof(*c->headers));
+        if (c->headers == NULL) return KSOCK_E_NOMEM;
+        c->nheaders = opts->nheaders;
+        for (size_t i = 0; i < opts->nheaders; i++) {
+            c->headers[i].name = ws__strdup(opts->headers[i].name);
+            c->headers[i].value = ws__strdup(opts->headers[i].value);
+            if (c->headers[i].name == NULL || c->headers[i].value == NULL) return KSOCK_E_NOMEM;
+        }
+    }
+    return 0;
+}
+
 static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_transport_events_t *ev,
                       void *conn_data, ksock_conn_id_t *id, char *errstr, size_t errstr_size)
 {
@@ -332,53 +380,27 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_tra
         ksock_errstr_set(errstr, errstr_size, "transport stopped");
         return KSOCK_E_STATE;
     }
-    ws_conn_t *c = calloc(1, sizeof(*c));
+    ws_conn_t *c = ws__conn_new(inst);
     if (c == NULL) return KSOCK_E_NOMEM;
-    c->inst = inst;
     c->client = true;
     c->conn_data = conn_data;
     memcpy(&c->own_ev, ev, ev->size < sizeof(c->own_ev) ? ev->size : sizeof(c->own_ev));
     c->ev = &c->own_ev;
-    c->url = ws__strdup(opts->url);
-    c->sub_req = ws__strdup(opts->subprotocol);
-    c->ca_file = ws__strdup(opts->ca_file);
-    c->insecure = opts->insecure;
-    if (KSOCK_HAS_FIELD(opts, ksock_connect_opts_t, key_file)) {
-        if ((opts->cert_file == NULL) != (opts->key_file == NULL)) {
-            ksock_errstr_set(errstr, errstr_size, "a client certificate needs its key, and back");
-            ws__conn_free(c);
-            return KSOCK_E_INVAL;
-        }
-        static const ws_tls_names_t names = {"client certificate", "client key", "CA file"};
-        int trc = opts->cert_file ? ws__tls_check(opts->cert_file, opts->key_file, NULL, &names,
-                                                  errstr, errstr_size)
-                                  : 0;
-        if (trc != 0) {
-            ws__conn_free(c);
-            return trc;
-        }
-        c->cert_file = ws__strdup(opts->cert_file);
-        c->key_file = ws__strdup(opts->key_file);
+    int rc = connect_copy_opts(c, opts, errstr, errstr_size);
+    if (rc != 0) {
+        if (rc == KSOCK_E_NOMEM) ksock_errstr_set(errstr, errstr_size, "out of memory");
+        ws__conn_free(c);
+        return rc;
     }
     c->max_message =
         opts->max_message_size ? opts->max_message_size : (uint64_t)inst->o->max_message_size;
-    if (opts->nheaders) {
-        c->headers = calloc(opts->nheaders, sizeof(*c->headers));
-        if (c->headers == NULL) abort();
-        for (size_t i = 0; i < opts->nheaders; i++) {
-            c->headers[i].name = ws__strdup(opts->headers[i].name);
-            c->headers[i].value = ws__strdup(opts->headers[i].value);
-        }
-        c->nheaders = opts->nheaders;
-    }
-    c->id = atomic_fetch_add(&inst->next_id, 1);
     c->connect_req = true;
     pthread_mutex_lock(&inst->lock);
     ws__table_insert(inst, c);
     ws__pending_add(inst, c);
     pthread_mutex_unlock(&inst->lock);
     *id = c->id;
-    int rc = ws__thread_start(inst, errstr, errstr_size);
+    rc = ws__thread_start(inst, errstr, errstr_size);
     if (rc != 0) {
         pthread_mutex_lock(&inst->lock);
         ws__table_remove(inst, c);

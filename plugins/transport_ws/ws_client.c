@@ -20,19 +20,33 @@ static bool str_eq(const char *a, const char *b)
  * lws keeps TLS client settings per vhost: one client vhost per distinct
  * (CA, certificate, key), made on first use and kept until the context goes.
  */
-struct lws_vhost *ws__client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file,
-                                   const char *key_file)
+static void client_vhost_free(ws_client_vhost_t *v)
+{
+    free(v->ca_file);
+    free(v->cert_file);
+    free(v->key_file);
+    free(v);
+}
+
+int ws__client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file,
+                     const char *key_file, struct lws_vhost **out)
 {
     size_t n = 0;
     for (ws_client_vhost_t *v = inst->client_vhosts; v; v = v->next, n++)
         if (str_eq(v->ca_file, ca_file) && str_eq(v->cert_file, cert_file) &&
-            str_eq(v->key_file, key_file))
-            return v->vh;
+            str_eq(v->key_file, key_file)) {
+            *out = v->vh;
+            return 0;
+        }
     ws_client_vhost_t *v = calloc(1, sizeof(*v));
-    if (v == NULL) abort();
+    if (v == NULL) return KSOCK_E_NOMEM;
     v->ca_file = ws__strdup(ca_file);
     v->cert_file = ws__strdup(cert_file);
     v->key_file = ws__strdup(key_file);
+    if ((ca_file && !v->ca_file) || (cert_file && !v->cert_file) || (key_file && !v->key_file)) {
+        client_vhost_free(v);
+        return KSOCK_E_NOMEM;
+    }
     snprintf(v->name, sizeof(v->name), "ksock-client-%zu", n);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -52,16 +66,14 @@ struct lws_vhost *ws__client_vhost(ws_inst_t *inst, const char *ca_file, const c
     info.user = inst;
     struct lws_vhost *vh = lws_create_vhost(inst->ctx, &info);
     if (vh == NULL) {
-        free(v->ca_file);
-        free(v->cert_file);
-        free(v->key_file);
-        free(v);
-        return NULL;
+        client_vhost_free(v);
+        return KSOCK_E_TLS;
     }
     v->vh = vh;
     v->next = inst->client_vhosts;
     inst->client_vhosts = v;
-    return vh;
+    *out = vh;
+    return 0;
 }
 
 void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
@@ -70,6 +82,10 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
     const char *prot = NULL, *addr = NULL, *path = NULL;
     int port = 0;
     char pathbuf[2048];
+    if (u == NULL) {
+        ws__conn_finish(c, NULL, 1006, "out of memory", KSOCK_E_NOMEM);
+        return;
+    }
     if (lws_parse_uri(u, &prot, &addr, &port, &path) != 0 || addr == NULL || *addr == '\0') {
         free(u);
         ws__conn_finish(c, NULL, 1006, "malformed URL", KSOCK_E_INVAL);
@@ -77,8 +93,14 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
     }
     bool tls = strcmp(prot, "wss") == 0 || strcmp(prot, "https") == 0;
     snprintf(pathbuf, sizeof(pathbuf), "/%s", path ? path : "");
-    struct lws_vhost *vh = ws__client_vhost(inst, c->ca_file, c->cert_file, c->key_file);
-    if (vh == NULL) {
+    struct lws_vhost *vh = NULL;
+    int vrc = ws__client_vhost(inst, c->ca_file, c->cert_file, c->key_file, &vh);
+    if (vrc == KSOCK_E_NOMEM) {
+        free(u);
+        ws__conn_finish(c, NULL, 1006, "out of memory", KSOCK_E_NOMEM);
+        return;
+    }
+    if (vrc != 0) {
         free(u);
         ws__conn_finish(c, NULL, 1006,
                         c->cert_file

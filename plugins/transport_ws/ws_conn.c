@@ -19,12 +19,18 @@ static size_t slot_of(const ws_inst_t *inst, ksock_conn_id_t id)
     return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 20) & (inst->tcap - 1);
 }
 
+/*
+ * The table is made with WS_TABLE_MIN slots by create and grows here with
+ * the number of connections. Growing is only for speed: when there is no
+ * memory for a larger table the chains just get longer, so an insert
+ * never fails.
+ */
 void ws__table_insert(ws_inst_t *inst, ws_conn_t *c)
 {
     if (inst->tcount + 1 > inst->tcap) {
-        size_t ncap = inst->tcap ? inst->tcap * 2 : 64;
+        size_t ncap = inst->tcap * 2;
         ws_conn_t **nt = calloc(ncap, sizeof(*nt));
-        if (nt == NULL) abort();
+        if (nt == NULL) goto insert;
         ws_conn_t **old = inst->table;
         size_t ocap = inst->tcap;
         inst->table = nt;
@@ -41,6 +47,7 @@ void ws__table_insert(ws_inst_t *inst, ws_conn_t *c)
         }
         free(old);
     }
+insert:;
     size_t s = slot_of(inst, c->id);
     c->hnext = inst->table[s];
     inst->table[s] = c;
@@ -122,6 +129,29 @@ int ws__queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len)
     return 0;
 }
 
+/*
+ * A connection with its id and its close event. The close event is
+ * allocated now, with room for any reason, so that ending a connection
+ * never needs memory: on the lws thread, where an allocation failure
+ * cannot be returned to anyone, it is answered by closing the connection,
+ * and that close must always reach the host.
+ */
+ws_conn_t *ws__conn_new(ws_inst_t *inst)
+{
+    ws_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) return NULL;
+    c->close_ev = calloc(1, sizeof(*c->close_ev) + WS_REASON_ROOM);
+    if (c->close_ev == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->close_ev->kind = EV_CLOSE;
+    c->close_ev->c = c;
+    c->inst = inst;
+    c->id = atomic_fetch_add(&inst->next_id, 1);
+    return c;
+}
+
 void ws__conn_free(ws_conn_t *c)
 {
     while (c->held_head) {
@@ -129,6 +159,7 @@ void ws__conn_free(ws_conn_t *c)
         c->held_head = e->next;
         ws__event_free(e);
     }
+    free(c->close_ev); /* still here when the connection never finished */
     ksock_frame_t *f;
     while ((f = queue_pop(c)) != NULL)
         ksock_frame_unref(f);
@@ -153,8 +184,12 @@ void ws__conn_free(ws_conn_t *c)
 
 static void drain_events(ksock_runtime_t *rt, void *arg);
 
-/* NULL on ENOMEM: for messages, whose loss the caller answers by closing the connection. */
-static ws_event_t *event_try_new(int kind, ws_conn_t *c, const void *data, size_t len)
+/*
+ * NULL when out of memory: the lws thread then closes the connection
+ * (see ws__conn_fail_nomem); a close event never needs memory, it was
+ * allocated with its connection (ws__conn_new).
+ */
+ws_event_t *ws__event_new(int kind, ws_conn_t *c, const void *data, size_t len)
 {
     ws_event_t *e = malloc(sizeof(*e) + len + 1);
     if (e == NULL) return NULL;
@@ -164,13 +199,6 @@ static ws_event_t *event_try_new(int kind, ws_conn_t *c, const void *data, size_
     e->len = len;
     if (len) memcpy(e->data, data, len);
     e->data[len] = '\0';
-    return e;
-}
-
-ws_event_t *ws__event_new(int kind, ws_conn_t *c, const void *data, size_t len)
-{
-    ws_event_t *e = event_try_new(kind, c, data, len);
-    if (e == NULL) abort(); /* an open or close lost would leak a connection */
     return e;
 }
 
@@ -204,7 +232,6 @@ void ws__event_free(ws_event_t *e)
         }
         ws__conn_free(c);
     }
-    free(e->str);
     free(e);
 }
 
@@ -415,10 +442,14 @@ void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason
     pthread_mutex_lock(&inst->evlock);
     throttled_del(c);
     pthread_mutex_unlock(&inst->evlock);
-    ws_event_t *e = ws__event_new(EV_CLOSE, c, NULL, 0);
+    ws_event_t *e = c->close_ev; /* set by ws__conn_new; gone makes this the one use */
+    c->close_ev = NULL;
     e->code = code;
     e->err = err;
-    e->str = reason ? ws__strdup(reason) : NULL;
+    if (reason) {
+        snprintf((char *)e->data, WS_REASON_ROOM, "%s", reason);
+        e->str = (const char *)e->data;
+    }
     /*
      * Inside lws_client_connect_via_info() the caller still uses c after
      * the call returns: it pushes the event itself (see ws__client_start).
@@ -467,20 +498,29 @@ void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
     if (was) lws_rx_flow_control(wsi, 1);
 }
 
+/* Close from inside a callback with code and why (the host's on_close says the same). */
+static int close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why)
+{
+    c->local_closed = true;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
+    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
+    return -1;
+}
+
+int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi)
+{
+    return close_now(c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+}
+
 int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
-    if (c->rx_close) {
-        const char *why = c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE ? "message too large"
-                          : c->rx_close == LWS_CLOSE_STATUS_INVALID_PAYLOAD
-                              ? "invalid UTF-8 in a text message"
-                              : "out of memory";
-        c->local_closed = true;
-        c->close_code = c->rx_close;
-        snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
-        lws_close_reason(wsi, (enum lws_close_status)c->rx_close, (unsigned char *)why,
-                         strlen(why));
-        return -1;
-    }
+    if (c->rx_close)
+        return close_now(c, wsi, c->rx_close,
+                         c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE ? "message too large"
+                         : c->rx_close == LWS_CLOSE_STATUS_INVALID_PAYLOAD
+                             ? "invalid UTF-8 in a text message"
+                             : "out of memory");
     for (int i = 0; i < WS_MAX_WRITES_PER_CALLBACK; i++) {
         bool owed = false, want_close = false, more;
         pthread_mutex_lock(&inst->lock);
@@ -494,7 +534,14 @@ int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
         want_close = f == NULL && c->close_req;
         more = c->qlen > 0;
         pthread_mutex_unlock(&inst->lock);
-        if (owed) ws__event_push(inst, ws__event_new(EV_WRITABLE, c, NULL, 0));
+        if (owed) {
+            ws_event_t *e = ws__event_new(EV_WRITABLE, c, NULL, 0);
+            if (e == NULL) {
+                if (f) ksock_frame_unref(f);
+                return ws__conn_fail_nomem(c, wsi);
+            }
+            ws__event_push(inst, e);
+        }
         if (want_close) {
             c->local_closed = true;
             ws__rx_unthrottle(inst, c, wsi); /* the peer's close frame must still be read */
@@ -511,7 +558,7 @@ int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
             unsigned char *nb = realloc(inst->wbuf, ncap);
             if (nb == NULL) {
                 ksock_frame_unref(f);
-                return -1;
+                return ws__conn_fail_nomem(c, wsi);
             }
             inst->wbuf = nb;
             inst->wbuf_cap = ncap;
@@ -576,14 +623,15 @@ int ws__conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void 
     const void *msg = in;
     size_t mlen = len;
     if (!final || c->rx.len > 0) {
-        if (ksock_buf_append(&c->rx, in, len) != 0) return -1;
+        if (ksock_buf_append(&c->rx, in, len) != 0)
+            return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
         if (!final) return 0;
         msg = c->rx.data;
         mlen = c->rx.len;
     }
     if (type == KSOCK_FRAME_TEXT && !ksock_utf8_check(msg, mlen, NULL))
         return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD);
-    ws_event_t *e = event_try_new(EV_MESSAGE, c, msg, mlen); /* common case: no copy into rx */
+    ws_event_t *e = ws__event_new(EV_MESSAGE, c, msg, mlen); /* common case: no copy into rx */
     if (e == NULL) /* out of memory: close this connection rather than the process */
         return conn_refuse_rx(inst, c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
     if (msg == c->rx.data) {
@@ -617,13 +665,7 @@ int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, s
         code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
         why = "close reason is not UTF-8";
     }
-    if (code) {
-        c->local_closed = true;
-        c->close_code = code;
-        snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
-        lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
-        return -1;
-    }
+    if (code) return close_now(c, wsi, code, why);
     c->peer_closed = true;
     c->peer_code = len >= 2 ? (b[0] << 8 | b[1]) : 1005;
     free(c->peer_reason);

@@ -124,6 +124,13 @@ void ws__printable(const char *s, char *out, size_t n);
  * on_handshake is called on the lws thread from
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, where the request headers are still
  * available and a refusal can still be an HTTP status (401/403/404/400).
+ *
+ * Out of memory is never an abort(). The loop thread's calls (create,
+ * listen, connect, send) return KSOCK_E_NOMEM. The lws thread has no one
+ * to return it to, so it refuses the upgrade (503) or closes the
+ * connection (1011, ws__conn_fail_nomem); each connection's close event is
+ * allocated with the connection (ws__conn_new), so that close always
+ * reaches the host.
  */
 
 #define WS_CLIENT_PROTOCOL         "ksock-client"
@@ -137,6 +144,8 @@ void ws__printable(const char *s, char *out, size_t n);
  * without an answer.
  */
 #define WS_MAX_REQUEST_HEADERS 16384
+#define WS_TABLE_MIN           64  /* connection table slots made by create (a power of 2) */
+#define WS_REASON_ROOM         200 /* a close event's reason: lws's client error texts fit */
 
 /* A wsi's opaque data once its connection finished, while lws still holds the socket. */
 extern char ws__gone_mark; /* defined in ws_conn.c */
@@ -242,6 +251,7 @@ typedef struct ws_conn_s {
     bool in_start; /* inside lws_client_connect_via_info() */
     bool counted;  /* server wsi counted in inst->nwsi until lws destroys it */
     struct ws_event_s *deferred_close;
+    struct ws_event_s *close_ev; /* allocated with c, used once by ws__conn_finish */
 
     /* Inbound bound, under inst->evlock. */
     size_t rxq_bytes;                 /* message bytes read, not yet delivered (queued or held) */
@@ -262,7 +272,7 @@ typedef struct ws_event_s {
     ws_conn_t *c;
     int code, err;
     ksock_frame_type_t type;
-    char *str; /* subprotocol or reason */
+    const char *str; /* NULL or in data[]: subprotocol or reason */
     size_t len;
     unsigned char data[];
 } ws_event_t;
@@ -320,7 +330,7 @@ struct ws_inst_s {
 
 /* ---- ws.c: options, instance, vtable ----------------------------------- */
 
-/* strdup(s), or NULL for NULL. */
+/* strdup(s), the caller frees it: NULL for NULL, and when out of memory (the caller checks). */
 char *ws__strdup(const char *s);
 
 /* Drop one reference (the creator's, or a posted drain's); the last frees inst. Loop thread. */
@@ -344,7 +354,17 @@ int ws__queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len);
 /* Free a connection and everything it holds (not in the table). */
 void ws__conn_free(ws_conn_t *c);
 
+/* A zeroed connection of inst with its id and its close event; NULL when out of memory. */
+ws_conn_t *ws__conn_new(ws_inst_t *inst);
+
+/*
+ * lws thread, out of memory for c (an event, the write buffer): close c
+ * with 1011 "out of memory". Returns -1, for the callback to return.
+ */
+int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi);
+
 /* Events to the loop thread. */
+/* An event carrying a copy of data (NUL-terminated); NULL when out of memory. */
 ws_event_t *ws__event_new(int kind, ws_conn_t *c, const void *data, size_t len);
 void ws__event_push(ws_inst_t *inst, ws_event_t *e);
 void ws__event_free(ws_event_t *e); /* a close event frees its connection too */
@@ -373,9 +393,12 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi);
 
 /* ---- ws_client.c: client connections (lws thread) ---------------------- */
 
-/* The client vhost for these TLS files, made on first use; NULL if lws refuses it. */
-struct lws_vhost *ws__client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file,
-                                   const char *key_file);
+/*
+ * The client vhost for these TLS files (each may be NULL), made on first
+ * use: 0 with *out set, KSOCK_E_NOMEM, or KSOCK_E_TLS when lws refuses it.
+ */
+int ws__client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file,
+                     const char *key_file, struct lws_vhost **out);
 
 /* Start a connect() request; failures end in c's close event. */
 void ws__client_start(ws_inst_t *inst, ws_conn_t *c);

@@ -108,7 +108,11 @@ int ws__resolve(const char *address, ws_addr_t **out, size_t *nout, char *errstr
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
         n++;
     ws_addr_t *v = calloc(n ? n : 1, sizeof(*v));
-    if (v == NULL) abort();
+    if (v == NULL) {
+        freeaddrinfo(res);
+        ksock_errstr_set(errstr, errstr_size, "out of memory");
+        return KSOCK_E_NOMEM;
+    }
     size_t k = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
@@ -309,10 +313,14 @@ static int resolve_listener(ws_inst_t *inst, ws_listener_t *l, char *errstr, siz
     int rc = ws__resolve(l->address ? l->address : "0.0.0.0", &v, &n, why, sizeof(why));
     if (rc != 0) {
         ksock_errstr_set(errstr, errstr_size, "listeners[%zu]: %s", l->index, why);
-        return KSOCK_E_CONFIG;
+        return rc == KSOCK_E_NOMEM ? rc : KSOCK_E_CONFIG;
     }
     l->socks = calloc(n, sizeof(*l->socks));
-    if (l->socks == NULL) abort();
+    if (l->socks == NULL) {
+        free(v);
+        ksock_errstr_set(errstr, errstr_size, "out of memory");
+        return KSOCK_E_NOMEM;
+    }
     for (size_t k = 0; k < n; k++) {
         l->socks[k].addr = v[k];
         l->socks[k].fd = -1;
@@ -358,12 +366,19 @@ int ws__parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *er
         for (size_t k = 0; k < ksock_cfg_count(e); k++) {
             const char *key = NULL;
             const ksock_cfg_t *v = ksock_cfg_at(e, k, &key);
+            char **str = NULL;
             if (strcmp(key, "address") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
-                l->address = ws__strdup(ksock_cfg_string(v));
+                str = &l->address;
             else if (strcmp(key, "path") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
-                l->path = ws__strdup(ksock_cfg_string(v));
-            else if (strcmp(key, "port") == 0 && ksock_cfg_type(v) == KSOCK_CFG_INT &&
-                     ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535)
+                str = &l->path;
+            if (str) {
+                free(*str);
+                if ((*str = ws__strdup(ksock_cfg_string(v))) == NULL) {
+                    ksock_errstr_set(errstr, errstr_size, "out of memory");
+                    return KSOCK_E_NOMEM;
+                }
+            } else if (strcmp(key, "port") == 0 && ksock_cfg_type(v) == KSOCK_CFG_INT &&
+                       ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535)
                 l->port = (int)ksock_cfg_int(v) ? (int)ksock_cfg_int(v) : -2;
             else {
                 ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: key \"%s\": %s",
@@ -428,6 +443,10 @@ static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, c
     snprintf(name, sizeof(name), "ksock-%s-%d", ip, port);
     free(sk->vhost_name);
     sk->vhost_name = ws__strdup(name);
+    if (sk->vhost_name == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "%s: out of memory", lname);
+        return KSOCK_E_NOMEM;
+    }
     info.vhost_name = sk->vhost_name;
     info.port = port;
     info.iface = ip;

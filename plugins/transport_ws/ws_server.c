@@ -16,6 +16,7 @@
 
 /* ---- lws thread: server handshake -------------------------------------- */
 
+/* *out: a malloc'd copy of header t, or NULL when absent. -1 when out of memory. */
 static int hdr_dup(struct lws *wsi, enum lws_token_indexes t, char **out)
 {
     int n = lws_hdr_total_length(wsi, t);
@@ -38,16 +39,26 @@ typedef struct hs_build_s {
     ksock_buf_t q;
 } hs_build_t;
 
-static void hs_add(hs_build_t *b, char *name, char *value)
+/* Takes name and value (malloc'd; NULL means out of memory). -1 when out of memory. */
+static int hs_add(hs_build_t *b, char *name, char *value)
 {
-    if (b->n == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 16;
-        b->h = realloc(b->h, b->cap * sizeof(*b->h));
-        if (b->h == NULL) abort();
+    if (name && value && b->n == b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 16;
+        ksock_kvpair_t *nh = realloc(b->h, ncap * sizeof(*b->h));
+        if (nh) {
+            b->h = nh;
+            b->cap = ncap;
+        }
+    }
+    if (name == NULL || value == NULL || b->n == b->cap) {
+        free(name);
+        free(value);
+        return -1;
     }
     b->h[b->n].name = name;
     b->h[b->n].value = value;
     b->n++;
+    return 0;
 }
 
 static void hs_free(hs_build_t *b)
@@ -60,8 +71,8 @@ static void hs_free(hs_build_t *b)
     ksock_buf_free(&b->q);
 }
 
-/* Every standard header lws parsed, plus the configured custom ones. */
-static void hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
+/* Every standard header lws parsed, plus the configured custom ones. -1: out of memory. */
+static int hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
 {
     for (int t = 0; t < (int)WSI_TOKEN_COUNT; t++) {
         const char *nm = (const char *)lws_token_to_string((enum lws_token_indexes)t);
@@ -69,13 +80,13 @@ static void hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
         size_t nl = strlen(nm);
         if (nl < 2 || nm[nl - 1] != ':') continue; /* "get " etc. are not headers */
         char *v = NULL;
-        if (hdr_dup(wsi, (enum lws_token_indexes)t, &v) != 0 || v == NULL) continue;
+        if (hdr_dup(wsi, (enum lws_token_indexes)t, &v) != 0) return -1;
+        if (v == NULL) continue;
         char *name = malloc(nl);
-        if (name == NULL) abort();
-        for (size_t i = 0; i + 1 < nl; i++)
+        for (size_t i = 0; name && i + 1 < nl; i++)
             name[i] = (char)tolower((unsigned char)nm[i]);
-        name[nl - 1] = '\0';
-        hs_add(b, name, v);
+        if (name) name[nl - 1] = '\0';
+        if (hs_add(b, name, v) != 0) return -1;
     }
     for (size_t i = 0; i < inst->o->handshake_headers.n; i++) {
         const char *want = inst->o->handshake_headers.v[i];
@@ -87,14 +98,15 @@ static void hs_collect_headers(ws_inst_t *inst, struct lws *wsi, hs_build_t *b)
         int n = lws_hdr_custom_length(wsi, key, kl);
         if (n < 0) continue;
         char *v = malloc((size_t)n + 1);
-        if (v == NULL) abort();
+        if (v == NULL) return -1;
         if (lws_hdr_custom_copy(wsi, v, n + 1, key, kl) < 0) {
             free(v);
             continue;
         }
         key[kl - 1] = '\0';
-        hs_add(b, ws__strdup(key), v);
+        if (hs_add(b, ws__strdup(key), v) != 0) return -1;
     }
+    return 0;
 }
 
 static void peer_address(struct lws *wsi, char *out, size_t n)
@@ -198,20 +210,23 @@ static void log_refusal(ws_inst_t *inst, struct lws *wsi, unsigned code, const c
     ksock_log(inst->rt, KSOCK_LOG_WARN, inst->component, kv, 4, "upgrade refused: %s", why);
 }
 
-/* The query string: lws keeps the arguments as fragments, each of any length. */
-static void collect_query(struct lws *wsi, hs_build_t *b)
+/*
+ * The query string: lws keeps the arguments as fragments, each of any
+ * length. -1 when out of memory.
+ */
+static int collect_query(struct lws *wsi, hs_build_t *b)
 {
     for (int i = 0;; i++) {
         int n = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
         char *frag = malloc((size_t)(n > 0 ? n : 0) + 1);
-        if (frag == NULL) abort();
+        if (frag == NULL) return -1;
         int m = lws_hdr_copy_fragment(wsi, frag, (n > 0 ? n : 0) + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (m > 0) {
-            if (b->q.len) ksock_buf_append(&b->q, "&", 1);
-            ksock_buf_append(&b->q, frag, (size_t)m);
-        }
+        int rc = 0;
+        if (m > 0 && b->q.len) rc = ksock_buf_append(&b->q, "&", 1);
+        if (m > 0 && rc == 0) rc = ksock_buf_append(&b->q, frag, (size_t)m);
         free(frag);
-        if (m < 0) break; /* no more fragments; an empty one ("a&&b") is skipped */
+        if (rc != 0) return -1;
+        if (m < 0) return 0; /* no more fragments; an empty one ("a&&b") is skipped */
     }
 }
 
@@ -259,12 +274,13 @@ typedef struct {
     char *uri, *origin, *offered, *host;
 } hs_request_t;
 
-static void request_read(struct lws *wsi, hs_request_t *r)
+/* -1 when out of memory: a header lost would pass for an absent one (Origin!). */
+static int request_read(struct lws *wsi, hs_request_t *r)
 {
-    hdr_dup(wsi, WSI_TOKEN_GET_URI, &r->uri);
-    hdr_dup(wsi, WSI_TOKEN_ORIGIN, &r->origin);
-    hdr_dup(wsi, WSI_TOKEN_PROTOCOL, &r->offered);
-    hdr_dup(wsi, WSI_TOKEN_HOST, &r->host);
+    if (hdr_dup(wsi, WSI_TOKEN_GET_URI, &r->uri) != 0) return -1;
+    if (hdr_dup(wsi, WSI_TOKEN_ORIGIN, &r->origin) != 0) return -1;
+    if (hdr_dup(wsi, WSI_TOKEN_PROTOCOL, &r->offered) != 0) return -1;
+    return hdr_dup(wsi, WSI_TOKEN_HOST, &r->host);
 }
 
 static void request_free(hs_request_t *r)
@@ -312,16 +328,17 @@ static const char *upgrade_precheck(ws_inst_t *inst, struct lws *wsi, const hs_r
     return NULL;
 }
 
-/* The server connection an accepted upgrade will get; its id is taken now. */
+/* The server connection an accepted upgrade will get; NULL when out of memory. */
 static ws_conn_t *server_conn_new(ws_inst_t *inst, struct lws *wsi, const char *sub)
 {
-    ws_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) abort();
-    c->inst = inst;
-    c->id = atomic_fetch_add(&inst->next_id, 1);
+    ws_conn_t *c = ws__conn_new(inst);
+    if (c == NULL) return NULL;
     c->ev = &inst->listen_ev;
     c->max_message = (uint64_t)inst->o->max_message_size;
-    c->subprotocol = *sub ? ws__strdup(sub) : NULL;
+    if (*sub && (c->subprotocol = ws__strdup(sub)) == NULL) {
+        ws__conn_free(c);
+        return NULL;
+    }
     if (inst->o->permessage_deflate) {
         char ext[256];
         c->deflate = lws_hdr_copy(wsi, ext, sizeof(ext), WSI_TOKEN_EXTENSIONS) > 0 &&
@@ -389,14 +406,14 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     const char *sub = NULL, *why_not;
     unsigned code;
     int rc = 0;
-    request_read(wsi, &r);
+    ws_conn_t *c = NULL;
+    if (request_read(wsi, &r) != 0) goto nomem;
     if ((why_not = upgrade_precheck(inst, wsi, &r, &code, &sub)) != NULL) {
         rc = ws__refuse(wsi, code, why_not);
         goto out;
     }
-    collect_query(wsi, &b);
-    hs_collect_headers(inst, wsi, &b);
-    ws_conn_t *c = server_conn_new(inst, wsi, sub);
+    if (collect_query(wsi, &b) != 0 || hs_collect_headers(inst, wsi, &b) != 0) goto nomem;
+    if ((c = server_conn_new(inst, wsi, sub)) == NULL) goto nomem;
     char why[256] = "";
     int hrc = ask_host(inst, wsi, c, &r, &b, why, sizeof(why));
     if (hrc != 0) {
@@ -414,6 +431,10 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     ws__table_insert(inst, c);
     inst->nwsi++;
     pthread_mutex_unlock(&inst->lock);
+    goto out;
+nomem: /* before the host heard of the connection: refuse it, as when it is full */
+    log_refusal(inst, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "out of memory", r.host, r.origin);
+    rc = ws__refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "out of memory");
 out:
     hs_free(&b);
     request_free(&r);

@@ -95,14 +95,21 @@ static void on_wait_cancelled(ws_inst_t *inst, struct lws *wsi)
 
 /* ---- The protocol callback --------------------------------------------- */
 
-/* ESTABLISHED: tell the host, and write what was queued before the open. */
+/*
+ * ESTABLISHED: tell the host, and write what was queued before the open.
+ * With no memory for the open event the connection closes (1011) before
+ * the host heard of it: on_close without on_open, as for an upgrade that
+ * fails after on_handshake accepted it.
+ */
 static int conn_established(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
+    const char *sp = c->client ? c->sub_req : c->subprotocol;
+    size_t sl = sp && *sp ? strlen(sp) : 0;
+    ws_event_t *e = ws__event_new(EV_OPEN, c, sp, sl);
+    if (e == NULL) return ws__conn_fail_nomem(c, wsi);
+    e->str = sl ? (const char *)e->data : NULL;
     c->opened = true;
     c->last_rx_ns = ksock_now_ns();
-    const char *sp = c->client ? c->sub_req : c->subprotocol;
-    ws_event_t *e = ws__event_new(EV_OPEN, c, NULL, 0);
-    e->str = sp && *sp ? ws__strdup(sp) : NULL;
     ws__event_push(inst, e);
     lws_callback_on_writable(wsi);
     return 0;
