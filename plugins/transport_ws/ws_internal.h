@@ -1,10 +1,25 @@
-/* transport_ws internals shared between its files. Not installed. */
+/*
+ * transport_ws internals shared between its files. Not installed.
+ *
+ * Files: ws.c (options, create/destroy, the vtable), ws_conn.c (connection
+ * table, send queues, events to the loop, inbound flow control, reading and
+ * writing), ws_server.c (the server handshake), ws_client.c (client
+ * connections), ws_thread.c (the service thread and the lws callback),
+ * ws_listen.c (listeners: addresses, vhosts, Host and Origin), ws_tls.c
+ * (certificate checks). Functions one file offers the others are named
+ * ws__*, like the ones ws_listen.c and ws_tls.c already had.
+ */
 #ifndef KSOCK_TRANSPORT_WS_INTERNAL_H
 #define KSOCK_TRANSPORT_WS_INTERNAL_H
 
+#include <ksock/runtime.h>
 #include <ksock/transport.h>
 
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /*
@@ -73,5 +88,342 @@ bool ws__origin_allowed(const ws_hostset_t *set, const ksock_strlist_t *origins,
 
 /* A client-supplied string made safe for a log line: printable ASCII, cut at n - 4. */
 void ws__printable(const char *s, char *out, size_t n);
+
+/* ---- The instance and its connections --------------------------------- */
+
+/*
+ * Threads. Debian's libwebsockets cannot join a libevent loop, so each
+ * instance runs one libwebsockets context in a service thread of its own
+ * (the "lws thread"). The vtable (send, close, connect...) is called on the
+ * core's loop thread and never touches a libwebsockets object except
+ * through lws_cancel_service(), the one call libwebsockets allows from
+ * another thread:
+ *
+ *   loop thread                         lws thread
+ *   send(): frame into conn->queue,     LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+ *   conn onto the pending list,    -->  take the pending list, ask for
+ *   lws_cancel_service()                WRITEABLE (or start a connect)
+ *                                       WRITEABLE: pop frames, lws_write()
+ *   drain_events(): on_open,       <--  events appended to inst->events,
+ *   on_message, on_writable,            one ksock_runtime_post() per batch
+ *   on_close, in order
+ *
+ * `lock` guards the connection table, every connection's queue and flags,
+ * and the pending list; `evlock` guards the event list. A connection is
+ * freed only on the loop thread, after its close event was delivered, and
+ * that event is queued only by the lws thread once it has forgotten the
+ * wsi, so neither thread can see a freed connection.
+ *
+ * Inbound bound: the bytes of messages read and not yet delivered (queued
+ * for the loop, or held while the host paused the connection) are counted
+ * per connection and per instance under `evlock`. The lws thread stops
+ * reading a connection (lws_rx_flow_control) that pushes either count over
+ * its bound; the loop, delivering, asks it (resume_req and a wake-up) to
+ * read again once both are back under half their bound.
+ *
+ * on_handshake is called on the lws thread from
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, where the request headers are still
+ * available and a refusal can still be an HTTP status (401/403/404/400).
+ *
+ * Out of memory is never an abort(). The loop thread's calls (create,
+ * listen, connect, send) return KSOCK_E_NOMEM. The lws thread has no one
+ * to return it to, so it refuses the upgrade (503) or closes the
+ * connection (1011, ws__conn_fail_nomem); each connection's close event is
+ * allocated with the connection (ws__conn_new), so that close always
+ * reaches the host.
+ */
+
+#define WS_CLIENT_PROTOCOL         "ksock-client"
+#define WS_MAX_WRITES_PER_CALLBACK 64
+#define WS_TICK_MS                 250 /* libev wake-up period, see tick_cb */
+/*
+ * Request line and headers lws keeps for one upgrade request (allocated
+ * per handshake in progress, freed after it). Room for a token of the
+ * JWT authenticator's default max_token_size (8 KiB) in the query or a
+ * header besides the usual headers; a larger request is dropped by lws
+ * without an answer.
+ */
+#define WS_MAX_REQUEST_HEADERS 16384
+#define WS_TABLE_MIN           64  /* connection table slots made by create (a power of 2) */
+#define WS_REASON_ROOM         200 /* a close event's reason: lws's client error texts fit */
+
+/* A wsi's opaque data once its connection finished, while lws still holds the socket. */
+extern char ws__gone_mark; /* defined in ws_conn.c */
+#define WS_GONE ((void *)&ws__gone_mark)
+
+/* ---- Options ----------------------------------------------------------- */
+
+typedef struct ws_opts_s {
+    const ksock_cfg_t *listeners; /* array of {address, port, path} */
+    ksock_strlist_t subprotocols;
+    bool require_subprotocol;
+    ksock_strlist_t origins;
+    ksock_strlist_t hosts;
+    ksock_strlist_t handshake_headers;
+    int64_t max_message_size;
+    int64_t ping_interval;
+    int64_t idle_timeout;
+    int64_t handshake_timeout;
+    int64_t connect_timeout;
+    int64_t max_connections;
+    int64_t send_queue_max_frames;
+    int64_t send_queue_max_bytes;
+    int64_t receive_queue_max_bytes;
+    int64_t receive_queue_max_total;
+    int64_t rx_buffer_size;
+    int64_t shutdown_grace;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ca;
+    int tls_client_cert; /* 0 none, 1 optional, 2 required */
+    int event_lib;       /* 0 poll, 1 libev (the default) */
+    bool permessage_deflate;
+} ws_opts_t;
+
+typedef struct ws_inst_s ws_inst_t;
+
+/* One bound socket of a listener: one lws vhost. */
+typedef struct ws_sock_s {
+    ws_addr_t addr;               /* port filled in once bound */
+    char *vhost_name;             /* lws keeps the pointer */
+    char iface[INET6_ADDRSTRLEN]; /* the numeric address for lws, which keeps the pointer too */
+    struct lws_vhost *vh;
+    int fd; /* the listening socket lws made; -1 until found */
+} ws_sock_t;
+
+typedef struct ws_listener_s {
+    ws_inst_t *inst;
+    size_t index;  /* in the listeners array, for messages */
+    char *address; /* as configured; NULL: 0.0.0.0 */
+    int port;
+    char *path;       /* NULL: any */
+    ws_sock_t *socks; /* one per address it resolved to */
+    size_t nsocks;
+} ws_listener_t;
+
+typedef struct ws_client_vhost_s {
+    struct ws_client_vhost_s *next;
+    char *ca_file;              /* NULL: the system store */
+    char *cert_file, *key_file; /* client certificate, NULL: none */
+    char name[32];              /* lws keeps the vhost name pointer */
+    struct lws_vhost *vh;
+} ws_client_vhost_t;
+
+typedef struct ws_conn_s {
+    ws_inst_t *inst;
+    ksock_conn_id_t id;
+    void *conn_data;
+    const ksock_transport_events_t *ev; /* inst->listen_ev or own_ev */
+    ksock_transport_events_t own_ev;
+    struct ws_conn_s *hnext;          /* table chain */
+    struct ws_conn_s *pnext, **pprev; /* pending list, under lock */
+    bool client;
+
+    /* Under inst->lock. */
+    ksock_frame_t **q; /* ring of frames */
+    size_t qcap, qhead, qlen, qbytes;
+    bool writable_owed; /* send() refused: tell the core when it drains */
+    bool close_req;
+    bool connect_req;
+    bool gone; /* finished: out of the table, close event queued */
+    int close_code;
+    char close_reason[124];
+
+    /* lws thread only. */
+    struct lws *wsi;
+    ksock_buf_t rx;
+    bool rx_binary;
+    int rx_close; /* 1009 (too large) or 1007 (bad UTF-8): close at the next WRITEABLE */
+    bool deflate; /* server: permessage-deflate offered and enabled */
+    bool opened;
+    uint64_t last_rx_ns; /* last message or pong: tells an idle hang-up from a reset */
+    bool peer_closed, local_closed;
+    int peer_code;
+    char *peer_reason;
+    char *subprotocol;
+    uint64_t max_message;
+
+    /* Client request, lws thread after connect(). */
+    char *url, *sub_req, *ca_file, *cert_file, *key_file;
+    ksock_kvpair_t *headers;
+    size_t nheaders;
+    bool insecure;
+    bool in_start; /* inside lws_client_connect_via_info() */
+    bool counted;  /* server wsi counted in inst->nwsi until lws destroys it */
+    struct ws_event_s *deferred_close;
+    struct ws_event_s *close_ev; /* allocated with c, used once by ws__conn_finish */
+
+    /* Inbound bound, under inst->evlock. */
+    size_t rxq_bytes;                 /* message bytes read, not yet delivered (queued or held) */
+    bool rx_throttled;                /* lws_rx_flow_control(wsi, 0) in effect */
+    struct ws_conn_s *tnext, **tprev; /* inst->throttled */
+
+    /* Loop thread only: pause_read. */
+    bool read_paused;
+    struct ws_event_s *held_head, *held_tail; /* messages read while paused, in order */
+    struct ws_conn_s *rnext, **rprev;         /* inst->resumed */
+} ws_conn_t;
+
+enum { EV_OPEN, EV_MESSAGE, EV_WRITABLE, EV_CLOSE };
+
+typedef struct ws_event_s {
+    struct ws_event_s *next;
+    int kind;
+    ws_conn_t *c;
+    int code, err;
+    ksock_frame_type_t type;
+    const char *str; /* NULL or in data[]: subprotocol or reason */
+    size_t len;
+    unsigned char data[];
+} ws_event_t;
+
+typedef void (*ws_call_fn)(ws_inst_t *inst, void *arg);
+
+struct ws_inst_s {
+    ksock_runtime_t *rt;
+    const char *component;
+    const ws_opts_t *o;
+    _Atomic unsigned refs; /* creator + one per posted drain */
+
+    struct lws_context *ctx;
+    pthread_t thread;
+    bool thread_running;
+    ksock_timer_t *tick; /* libev only: wakes the service thread, see tick_cb */
+    _Atomic int quit;
+    lws_retry_bo_t retry; /* ping/idle policy */
+    struct lws_protocols *server_protocols;
+    struct lws_protocols client_protocols[2];
+    ws_listener_t *listeners;
+    size_t nlisteners, nlisteners_alloc;
+    ws_client_vhost_t *client_vhosts; /* lws thread */
+    unsigned char *wbuf;              /* LWS_PRE + frame, lws thread */
+    size_t wbuf_cap;
+
+    ksock_transport_events_t listen_ev;
+    bool listening;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ws_conn_t **table;
+    size_t tcap, tcount;
+    size_t nserver; /* server connections in the table */
+    size_t nwsi;    /* server wsis not yet destroyed by lws (ws_stop waits for them) */
+    ws_conn_t *pending;
+    _Atomic uint64_t next_id;
+    bool closing_all;
+    ws_call_fn call_fn; /* a function to run on the lws thread, see ws_call */
+    void *call_arg;
+    bool call_done;
+
+    pthread_mutex_t evlock;
+    ws_event_t *ev_head, *ev_tail;
+    size_t rxq_total;     /* under evlock: sum of every connection's rxq_bytes */
+    ws_conn_t *throttled; /* under evlock: connections not being read */
+    _Atomic bool resume_req;
+    _Atomic bool stopping; /* ws_stop: read every connection, so close handshakes complete */
+
+    ws_conn_t *resumed; /* loop thread: resumed connections with held messages */
+    bool resume_posted;
+
+    bool destroyed; /* loop thread */
+};
+
+/* ---- ws.c: options, instance, vtable ----------------------------------- */
+
+/* strdup(s), the caller frees it: NULL for NULL, and when out of memory (the caller checks). */
+char *ws__strdup(const char *s);
+
+/* Drop one reference (the creator's, or a posted drain's); the last frees inst. Loop thread. */
+void ws__inst_unref(ws_inst_t *inst);
+
+/* The permessage-deflate offer, for server and client vhosts. */
+extern const struct lws_extension ws__extensions[];
+
+/* ---- ws_conn.c: connections, queues, events, reading and writing ------- */
+
+/* The connection table and the pending list: under inst->lock. */
+void ws__table_insert(ws_inst_t *inst, ws_conn_t *c);
+ws_conn_t *ws__table_find(ws_inst_t *inst, ksock_conn_id_t id);
+void ws__table_remove(ws_inst_t *inst, ws_conn_t *c);
+bool ws__pending_add(ws_inst_t *inst, ws_conn_t *c);
+void ws__pending_del(ws_conn_t *c);
+
+/* Queue a reference to f (len bytes) on c's send queue; KSOCK_E_NOMEM. Under inst->lock. */
+int ws__queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len);
+
+/* Free a connection and everything it holds (not in the table). */
+void ws__conn_free(ws_conn_t *c);
+
+/* A zeroed connection of inst with its id and its close event; NULL when out of memory. */
+ws_conn_t *ws__conn_new(ws_inst_t *inst);
+
+/*
+ * lws thread, out of memory for c (an event, the write buffer): close c
+ * with 1011 "out of memory". Returns -1, for the callback to return.
+ */
+int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi);
+
+/* Events to the loop thread. */
+/* An event carrying a copy of data (NUL-terminated); NULL when out of memory. */
+ws_event_t *ws__event_new(int kind, ws_conn_t *c, const void *data, size_t len);
+void ws__event_push(ws_inst_t *inst, ws_event_t *e);
+void ws__event_free(ws_event_t *e); /* a close event frees its connection too */
+
+/* Posted by pause_read(false): deliver what resumed connections held. Loop thread. */
+void ws__deliver_held(ksock_runtime_t *rt, void *arg);
+
+/* lws thread: inbound flow control. */
+void ws__rx_resume(ws_inst_t *inst);
+void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
+
+/* lws thread: the end of a connection, and its reading and writing. */
+void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason, int err);
+void ws__conn_closed(ws_conn_t *c, struct lws *wsi);
+int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
+int ws__conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void *in, size_t len);
+int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, size_t len);
+
+/* ---- ws_server.c: the server handshake (lws thread) -------------------- */
+
+/* Answer an upgrade request with an HTTP error; returns -1 (hang up). */
+int ws__refuse(struct lws *wsi, unsigned code, const char *why);
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: accept (0) or refuse (-1) the upgrade. */
+int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi);
+
+/* ---- ws_client.c: client connections (lws thread) ---------------------- */
+
+/*
+ * The client vhost for these TLS files (each may be NULL), made on first
+ * use: 0 with *out set, KSOCK_E_NOMEM, or KSOCK_E_TLS when lws refuses it.
+ */
+int ws__client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file,
+                     const char *key_file, struct lws_vhost **out);
+
+/* Start a connect() request; failures end in c's close event. */
+void ws__client_start(ws_inst_t *inst, ws_conn_t *c);
+
+/* CLIENT_CONNECTION_ERROR: end c with a KSOCK_E_* made of lws's text (and HTTP status). */
+void ws__client_error(ws_conn_t *c, struct lws *wsi, const char *msg);
+
+/* CLIENT_APPEND_HANDSHAKE_HEADER: add c's request headers; -1 when they do not fit. */
+int ws__client_append_headers(ws_conn_t *c, struct lws *wsi, void *in, size_t len);
+
+/* ---- ws_thread.c: the service thread and the lws callback -------------- */
+
+int ws__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                 size_t len);
+
+/* Start the lws thread (and the libev tick) once; loop thread. */
+int ws__thread_start(ws_inst_t *inst, char *errstr, size_t errstr_size);
+
+/* ---- ws_listen.c: listeners from the options, their vhosts ------------- */
+
+/* Parse and resolve the "listeners" option into inst->listeners. KSOCK_E_CONFIG with a message. */
+int ws__parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *errstr,
+                        size_t errstr_size);
+
+/* Bind every address of l (one lws vhost each). Thread: the lws thread when it runs. */
+int ws__create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size);
 
 #endif

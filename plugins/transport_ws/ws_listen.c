@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,11 @@ int ws__resolve(const char *address, ws_addr_t **out, size_t *nout, char *errstr
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
         n++;
     ws_addr_t *v = calloc(n ? n : 1, sizeof(*v));
-    if (v == NULL) abort();
+    if (v == NULL) {
+        freeaddrinfo(res);
+        ksock_errstr_set(errstr, errstr_size, "out of memory");
+        return KSOCK_E_NOMEM;
+    }
     size_t k = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
@@ -291,4 +296,212 @@ void ws__printable(const char *s, char *out, size_t n)
         k += 3;
     }
     out[k] = '\0';
+}
+
+/* ---- Listeners ---------------------------------------------------------- */
+
+/*
+ * A listener's address, resolved once, here: a literal is itself, a host
+ * name every address it has. Each gets a socket of its own, so the same
+ * address and port twice (in one listener or two) is refused.
+ */
+static int resolve_listener(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size)
+{
+    ws_addr_t *v = NULL;
+    size_t n = 0;
+    char why[300];
+    int rc = ws__resolve(l->address ? l->address : "0.0.0.0", &v, &n, why, sizeof(why));
+    if (rc != 0) {
+        ksock_errstr_set(errstr, errstr_size, "listeners[%zu]: %s", l->index, why);
+        return rc == KSOCK_E_NOMEM ? rc : KSOCK_E_CONFIG;
+    }
+    l->socks = calloc(n, sizeof(*l->socks));
+    if (l->socks == NULL) {
+        free(v);
+        ksock_errstr_set(errstr, errstr_size, "out of memory");
+        return KSOCK_E_NOMEM;
+    }
+    for (size_t k = 0; k < n; k++) {
+        l->socks[k].addr = v[k];
+        l->socks[k].fd = -1;
+    }
+    l->nsocks = n;
+    free(v);
+    for (size_t j = 0; l->port != 0 && j < l->index; j++) {
+        const ws_listener_t *o = &inst->listeners[j];
+        for (size_t a = 0; o->port == l->port && a < o->nsocks; a++)
+            for (size_t b = 0; b < l->nsocks; b++)
+                if (ws__addr_eq((struct sockaddr *)&o->socks[a].addr.ss,
+                                (struct sockaddr *)&l->socks[b].addr.ss)) {
+                    char as[INET6_ADDRSTRLEN];
+                    ws__addr_str((struct sockaddr *)&l->socks[b].addr.ss, false, as, sizeof(as));
+                    ksock_errstr_set(errstr, errstr_size,
+                                     "listeners[%zu]: %s port %d is already listeners[%zu]",
+                                     l->index, as, l->port, j);
+                    return KSOCK_E_CONFIG;
+                }
+    }
+    return 0;
+}
+
+int ws__parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *errstr,
+                        size_t errstr_size)
+{
+    const ksock_cfg_t *arr = inst->o->listeners;
+    size_t n = arr ? ksock_cfg_count(arr) : 0;
+    inst->listeners = calloc(n ? n : 1, sizeof(*inst->listeners));
+    if (inst->listeners == NULL) return KSOCK_E_NOMEM;
+    inst->nlisteners_alloc = n;
+    for (size_t i = 0; i < n; i++) {
+        const ksock_cfg_t *e = ksock_cfg_at(arr, i, NULL);
+        ws_listener_t *l = &inst->listeners[i];
+        l->inst = inst;
+        l->index = i;
+        if (ksock_cfg_type(e) != KSOCK_CFG_OBJECT) {
+            ksock_errstr_set(errstr, errstr_size,
+                             "line %d: listeners[%zu]: expected an object {address, port, path}",
+                             ksock_cfg_line(e), i);
+            return KSOCK_E_CONFIG;
+        }
+        for (size_t k = 0; k < ksock_cfg_count(e); k++) {
+            const char *key = NULL;
+            const ksock_cfg_t *v = ksock_cfg_at(e, k, &key);
+            char **str = NULL;
+            if (strcmp(key, "address") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
+                str = &l->address;
+            else if (strcmp(key, "path") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
+                str = &l->path;
+            if (str) {
+                free(*str);
+                if ((*str = ws__strdup(ksock_cfg_string(v))) == NULL) {
+                    ksock_errstr_set(errstr, errstr_size, "out of memory");
+                    return KSOCK_E_NOMEM;
+                }
+            } else if (strcmp(key, "port") == 0 && ksock_cfg_type(v) == KSOCK_CFG_INT &&
+                       ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535)
+                l->port = (int)ksock_cfg_int(v) ? (int)ksock_cfg_int(v) : -2;
+            else {
+                ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: key \"%s\": %s",
+                                 ksock_cfg_line(v), i, key,
+                                 strcmp(key, "address") && strcmp(key, "path") &&
+                                         strcmp(key, "port")
+                                     ? "unknown key (expected address, port, path)"
+                                     : "wrong type or out of range");
+                return KSOCK_E_CONFIG;
+            }
+        }
+        if (l->port == 0) {
+            ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: \"port\" is required",
+                             ksock_cfg_line(e), i);
+            return KSOCK_E_CONFIG;
+        }
+        if (l->port == -2) l->port = 0; /* 0 asks the kernel for a port */
+        if (l->path && (strcmp(l->path, "/") == 0 || *l->path == '\0')) {
+            free(l->path);
+            l->path = NULL;
+        }
+        inst->nlisteners++;
+        int rc = resolve_listener(inst, l, errstr, errstr_size);
+        if (rc != 0) return rc;
+    }
+    (void)ctx;
+    return 0;
+}
+
+/* "listeners[0] (\"localhost\" port 8080)": how messages name a listener. */
+static void listener_name(const ws_listener_t *l, char *out, size_t n)
+{
+    snprintf(out, n, "listeners[%zu] (\"%s\" port %d)", l->index,
+             l->address ? l->address : "0.0.0.0", l->port);
+}
+
+/*
+ * One vhost for one address of a listener. The address goes to lws as a
+ * numeric string with its family pinned (see ws_listen.c for why); the
+ * bind is tried first with a socket of our own, so a failure has its
+ * errno, and afterwards the socket lws made is found and kept.
+ */
+static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, char *errstr,
+                             size_t errstr_size)
+{
+    const ws_opts_t *o = inst->o;
+    char lname[320], why[300];
+    char *ip = sk->iface;
+    listener_name(l, lname, sizeof(lname));
+    int port = l->port;
+    int rc = ws__bind_probe(&sk->addr, l->port, &port, why, sizeof(why));
+    if (rc != 0) {
+        ksock_errstr_set(errstr, errstr_size, "%s: %s", lname, why);
+        return rc;
+    }
+    l->port = port; /* port 0: every address of the listener gets the first one's port */
+    struct sockaddr *sa = (struct sockaddr *)&sk->addr.ss;
+    ws__addr_str(sa, false, ip, sizeof(sk->iface));
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    char name[128];
+    snprintf(name, sizeof(name), "ksock-%s-%d", ip, port);
+    free(sk->vhost_name);
+    sk->vhost_name = ws__strdup(name);
+    if (sk->vhost_name == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "%s: out of memory", lname);
+        return KSOCK_E_NOMEM;
+    }
+    info.vhost_name = sk->vhost_name;
+    info.port = port;
+    info.iface = ip;
+    info.protocols = inst->server_protocols;
+    info.user = l;
+    /* UTF-8 is checked by ws__conn_receive. */
+    info.options = sa->sa_family == AF_INET
+                       ? LWS_SERVER_OPTION_DISABLE_IPV6
+                       : LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
+    if (o->tls_cert) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.timeout_secs = (unsigned)((o->handshake_timeout + 999) / 1000);
+    info.timeout_secs_ah_idle = info.timeout_secs;
+    info.keepalive_timeout = (int)info.timeout_secs;
+    info.retry_and_idle_policy = &inst->retry;
+    if (o->permessage_deflate) info.extensions = ws__extensions;
+    if (o->tls_cert) {
+        info.ssl_cert_filepath = o->tls_cert;
+        info.ssl_private_key_filepath = o->tls_key;
+        info.ssl_ca_filepath = o->tls_ca;
+        /* TLS 1.2 and 1.3 only. */
+        info.ssl_options_set =
+            SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+        if (o->tls_client_cert >= 1)
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        if (o->tls_client_cert == 1) info.options |= LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
+    }
+    sk->vh = lws_create_vhost(inst->ctx, &info);
+    if (sk->vh == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "%s: cannot listen on %s port %d%s", lname, ip, port,
+                         o->tls_cert ? " (or the TLS setup failed)" : " (address in use?)");
+        return KSOCK_E_IO;
+    }
+    /*
+     * lws 4.1 returns a vhost even when it bound nothing (it retries every
+     * 30 s): only a socket listening on exactly this address counts.
+     */
+    sk->fd = ws__find_listen_fd(&sk->addr);
+    if (sk->fd < 0) {
+        ksock_errstr_set(errstr, errstr_size,
+                         "%s: libwebsockets did not bind %s port %d (set KSOCK_WS_LWS_LOG=15 "
+                         "to see why)",
+                         lname, ip, port);
+        return KSOCK_E_IO;
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    if (getsockname(sk->fd, (struct sockaddr *)&got, &gl) == 0) memcpy(&sk->addr.ss, &got, gl);
+    return 0;
+}
+
+int ws__create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size)
+{
+    for (size_t k = 0; k < l->nsocks; k++) {
+        int rc = create_sock_vhost(inst, l, &l->socks[k], errstr, errstr_size);
+        if (rc != 0) return rc;
+    }
+    return 0;
 }
