@@ -23,10 +23,12 @@ static const ksock_option_t ws_options[] = {
                  "(0.0.0.0 or :: for all of one family), or a host name, resolved at start with "
                  "every address bound; default 0.0.0.0. path defaults to \"/\" (any path); "
                  "port is required (0: any free port). Empty or absent: client only."),
-    KSOCK_OPTION("subprotocols", KSOCK_OPT_LIST, 0,
-                 "ksock.v1.json,ksock.v1.msgpack,ksock.v1.protobuf", ws_opts_t, subprotocols,
-                 "Sec-WebSocket-Protocol names the server accepts, in order of preference "
-                 "given by the client; ksock.v1.<name> selects the serializer <name>."),
+    KSOCK_OPTION("subprotocols", KSOCK_OPT_LIST, 0, "", ws_opts_t, subprotocols,
+                 "Sec-WebSocket-Protocol names the server accepts; the first one the client "
+                 "offers wins. ksock.v1.<name> selects the serializer <name>. Empty: what the "
+                 "host serves (ksockd: ksock.v1.<name> for every serializer it loaded), or "
+                 "ksock.v1.json, ksock.v1.msgpack and ksock.v1.protobuf for a host that says "
+                 "nothing."),
     KSOCK_OPTION("require_subprotocol", KSOCK_OPT_BOOL, 0, "false", ws_opts_t, require_subprotocol,
                  "Refuse (HTTP 400) an upgrade that offers no subprotocol; when false such a "
                  "connection opens with no subprotocol."),
@@ -160,7 +162,7 @@ static int check_options(const ws_opts_t *o, char *errstr, size_t errstr_size)
     return 0;
 }
 
-/* The ping/idle policy and the lws protocol tables (one per subprotocol). */
+/* The ping/idle policy and the client protocol table (the server one is made at listen). */
 static int setup_protocols(ws_inst_t *inst)
 {
     const ws_opts_t *o = inst->o;
@@ -169,17 +171,57 @@ static int setup_protocols(ws_inst_t *inst)
     if (inst->retry.secs_since_valid_ping == 0) inst->retry.secs_since_valid_ping = 0xffff;
     if (inst->retry.secs_since_valid_hangup == 0) inst->retry.secs_since_valid_hangup = 0xffff;
 
-    size_t np = o->subprotocols.n;
-    inst->server_protocols = calloc(np + 2, sizeof(struct lws_protocols));
-    if (inst->server_protocols == NULL) return KSOCK_E_NOMEM;
-    /* protocols[0] also serves HTTP and "no subprotocol offered" upgrades. */
-    inst->server_protocols[0] = (struct lws_protocols){
-        "ksock-default", ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
-    for (size_t i = 0; i < np; i++)
-        inst->server_protocols[i + 1] = (struct lws_protocols){
-            o->subprotocols.v[i], ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
     inst->client_protocols[0] = (struct lws_protocols){
         WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
+    return 0;
+}
+
+static const char *const default_served[] = {"ksock.v1.json", "ksock.v1.msgpack",
+                                             "ksock.v1.protobuf", NULL};
+
+static void served_free(ws_inst_t *inst)
+{
+    for (size_t i = 0; i < inst->nserved; i++)
+        free(inst->served[i]);
+    free(inst->served);
+    free(inst->server_protocols);
+    inst->served = NULL;
+    inst->nserved = 0;
+    inst->server_protocols = NULL;
+}
+
+int ws__served_set(ws_inst_t *inst, const ksock_transport_events_t *ev)
+{
+    const ws_opts_t *o = inst->o;
+    const char *const *list = default_served;
+    if (o->subprotocols.n > 0)
+        list = (const char *const *)o->subprotocols.v;
+    else if (KSOCK_HAS_FIELD(ev, ksock_transport_events_t, subprotocols) && ev->subprotocols)
+        list = ev->subprotocols;
+    size_t n = 0;
+    while (o->subprotocols.n > 0 ? n < o->subprotocols.n : list[n] != NULL)
+        n++;
+    served_free(inst);
+    inst->served = calloc(n + 1, sizeof(char *));
+    /* protocols[0] also serves HTTP and "no subprotocol offered" upgrades. */
+    inst->server_protocols = calloc(n + 2, sizeof(struct lws_protocols));
+    if (inst->served == NULL || inst->server_protocols == NULL) {
+        served_free(inst);
+        return KSOCK_E_NOMEM;
+    }
+    size_t rx = (size_t)o->rx_buffer_size;
+    inst->server_protocols[0] =
+        (struct lws_protocols){"ksock-default", ws__callback, 0, rx, 0, NULL, 0};
+    for (size_t i = 0; i < n; i++) {
+        if ((inst->served[i] = strdup(list[i])) == NULL) {
+            inst->nserved = i;
+            served_free(inst);
+            return KSOCK_E_NOMEM;
+        }
+        inst->nserved = i + 1;
+        inst->server_protocols[i + 1] =
+            (struct lws_protocols){inst->served[i], ws__callback, 0, rx, 0, NULL, 0};
+    }
     return 0;
 }
 
@@ -297,6 +339,11 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
     memset(&inst->listen_ev, 0, sizeof(inst->listen_ev));
     memcpy(&inst->listen_ev, ev,
            ev->size < sizeof(inst->listen_ev) ? ev->size : sizeof(inst->listen_ev));
+    int rc = ws__served_set(inst, ev);
+    if (rc != 0) {
+        ksock_errstr_set(errstr, errstr_size, "out of memory");
+        return rc;
+    }
     listen_call_t lc = {0, errstr, errstr_size};
     if (inst->thread_running) {
         /* Vhost creation is not thread-safe: lock out the callback path meanwhile. */
@@ -578,7 +625,7 @@ void ws__inst_unref(ws_inst_t *inst)
         free(v->key_file);
         free(v);
     }
-    free(inst->server_protocols);
+    served_free(inst);
     free(inst->table);
     free(inst->wbuf);
     pthread_mutex_destroy(&inst->lock);

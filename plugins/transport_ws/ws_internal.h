@@ -292,6 +292,8 @@ struct ws_inst_s {
     _Atomic int quit;
     lws_retry_bo_t retry; /* ping/idle policy */
     struct lws_protocols *server_protocols;
+    char **served; /* subprotocols accepted, NULL-terminated (ws__served_set) */
+    size_t nserved;
     struct lws_protocols client_protocols[2];
     ws_listener_t *listeners;
     size_t nlisteners, nlisteners_alloc;
@@ -426,4 +428,11 @@ int ws__parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *er
 /* Bind every address of l (one lws vhost each). Thread: the lws thread when it runs. */
 int ws__create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size);
 
+/*
+ * ws.c: the subprotocols a listening instance accepts, fixed at listen():
+ * its own "subprotocols" option if set, else the host's list
+ * (ksock_transport_events_t.subprotocols), else json, msgpack, protobuf.
+ * Rebuilds the lws protocol table. KSOCK_E_NOMEM.
+ */
+int ws__served_set(ws_inst_t *inst, const ksock_transport_events_t *ev);
 #endif

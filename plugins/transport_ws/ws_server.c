@@ -146,8 +146,8 @@ static const char *pick_subprotocol(ws_inst_t *inst, const char *offered)
         while (*p && *p != ',' && *p != ' ' && *p != '\t')
             p++;
         size_t l = (size_t)(p - s);
-        for (size_t i = 0; l && i < inst->o->subprotocols.n; i++) {
-            const char *name = inst->o->subprotocols.v[i];
+        for (size_t i = 0; l && i < inst->nserved; i++) {
+            const char *name = inst->served[i];
             if (strlen(name) == l && memcmp(name, s, l) == 0) return name;
         }
     }
@@ -291,6 +291,22 @@ static void request_free(hs_request_t *r)
     free(r->host);
 }
 
+/* Say why an upgrade got 400: what was offered, what is served. */
+static void log_subprotocol_refusal(ws_inst_t *inst, struct lws *wsi, const char *offered)
+{
+    char peer[80], off[200];
+    ksock_buf_t served = KSOCK_BUF_INIT;
+    for (size_t i = 0; i < inst->nserved; i++)
+        ksock_buf_appendf(&served, "%s%s", i ? "," : "", inst->served[i]);
+    peer_address(wsi, peer, sizeof(peer));
+    ws__printable(offered ? offered : "", off, sizeof(off));
+    ksock_kv_t kv[] = {KSOCK_KV_STR("peer", peer), KSOCK_KV_STR("offered", off),
+                       KSOCK_KV_STR("served", served.data ? served.data : "")};
+    ksock_log(inst->rt, KSOCK_LOG_INFO, inst->component, kv, 3, "upgrade refused (400): %s",
+              offered && *offered ? "no offered subprotocol is served" : "no subprotocol offered");
+    ksock_buf_free(&served);
+}
+
 /*
  * What is checked before the host hears of a request, in this order:
  * shutting down, max_connections and the listener (503), the path (404),
@@ -323,8 +339,10 @@ static const char *upgrade_precheck(ws_inst_t *inst, struct lws *wsi, const hs_r
     }
     *code = HTTP_STATUS_BAD_REQUEST;
     *sub = pick_subprotocol(inst, r->offered);
-    if (*sub == NULL || (**sub == '\0' && inst->o->require_subprotocol))
+    if (*sub == NULL || (**sub == '\0' && inst->o->require_subprotocol)) {
+        log_subprotocol_refusal(inst, wsi, r->offered);
         return "no supported subprotocol offered";
+    }
     return NULL;
 }
 
