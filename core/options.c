@@ -170,7 +170,7 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
         char **slot = (char **)((char *)t + o->offset);
         free(*slot);
         *slot = ksock__strdup(text);
-        return 0;
+        return *slot || text == NULL ? 0 : KSOCK_E_NOMEM;
     }
     case KSOCK_OPT_INT: {
         char *end;
@@ -301,8 +301,12 @@ static int set_from_node(ctx_t *c, const ksock_cfg_t *n, const ksock_option_t *o
         }
         l->v = cnt ? calloc(cnt, sizeof(char *)) : NULL;
         if (cnt && l->v == NULL) return KSOCK_E_NOMEM;
-        for (size_t i = 0; i < cnt; i++)
-            l->v[l->n++] = ksock__strdup(ksock_cfg_string(ksock_cfg_at(n, i, NULL)));
+        /* On failure l->n counts what ksock_options_free() releases. */
+        for (size_t i = 0; i < cnt; i++) {
+            if ((l->v[l->n] = ksock__strdup(ksock_cfg_string(ksock_cfg_at(n, i, NULL)))) == NULL)
+                return KSOCK_E_NOMEM;
+            l->n++;
+        }
         return 0;
     }
     case KSOCK_OPT_OBJECT:
