@@ -503,6 +503,45 @@ const ksock_option_t *ksock__log_console_schema(void)
 static const char *const sink_core_keys[] = {"type", "name", "level", "format", NULL};
 
 /*
+ * A sink of a log-sink plugin: its options (all but the core keys) are
+ * validated against the plugin's schema before create() runs. With
+ * check_only, only validated: *out stays NULL.
+ */
+static int plugin_sink(ksock_runtime_t *rt, const ksock_config_t *doc, const ksock_cfg_t *obj,
+                       const char *name, const char *type, ksock_log_level_t level,
+                       ksock_log_format_t format, bool check_only, ksock__sink_t **out,
+                       char *errstr, size_t errstr_size)
+{
+    ksock_plugin_t *p;
+    int rc = ksock_plugin_find(rt, KSOCK_PLUGIN_LOGSINK, type, &p, errstr, errstr_size);
+    if (rc != 0) return rc;
+    if (check_only)
+        return ksock_plugin_check_options(p, name, doc, obj, sink_core_keys, errstr, errstr_size);
+    ksock_plugin_instance_t *pi;
+    rc = ksock_plugin_instance_new(rt, p, name, doc, obj, sink_core_keys, &pi, errstr, errstr_size);
+    if (rc != 0) return rc;
+    ksock__sink_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        ksock_plugin_instance_free(pi);
+        return KSOCK_E_NOMEM;
+    }
+    s->name = ksock__strdup(name);
+    s->type = ksock__strdup(type);
+    s->level = level;
+    s->format = format;
+    s->fd = -1;
+    s->pi = pi;
+    s->vt = pi->vtable;
+    if (s->name == NULL || s->type == NULL) {
+        sink_free(s);
+        return KSOCK_E_NOMEM;
+    }
+    if (s->vt->set_format) s->vt->set_format(pi->inst, format);
+    *out = s;
+    return 0;
+}
+
+/*
  * Build one sink from a config object. The core keys (type, name, level,
  * format) are validated here; the rest is the plugin's and is validated
  * against its schema before its create() runs.
@@ -541,50 +580,17 @@ static int build_sink(ksock_runtime_t *rt, const ksock_config_t *doc, const ksoc
     char owner[160];
     snprintf(owner, sizeof(owner), "log sink \"%s\" (type %s)", name, common.type);
 
-    ksock__sink_t *s;
     if (strcmp(common.type, "console") == 0) {
         console_opts_t co = {0};
         rc = ksock_options_apply(console_schema, sizeof(ksock_option_t), doc, obj, owner,
                                  sink_core_keys, &co, errstr, errstr_size);
         if (rc != 0 || check_only) goto out;
-        s = console_sink(name, level, format, co.stream == 1 ? STDOUT_FILENO : STDERR_FILENO);
-        if (s == NULL) {
-            rc = KSOCK_E_NOMEM;
-            goto out;
-        }
+        *out = console_sink(name, level, format, co.stream == 1 ? STDOUT_FILENO : STDERR_FILENO);
+        if (*out == NULL) rc = KSOCK_E_NOMEM;
     } else {
-        ksock_plugin_t *p;
-        rc = ksock_plugin_find(rt, KSOCK_PLUGIN_LOGSINK, common.type, &p, errstr, errstr_size);
-        if (rc != 0) goto out;
-        if (check_only) {
-            rc = ksock_plugin_check_options(p, name, doc, obj, sink_core_keys, errstr, errstr_size);
-            goto out;
-        }
-        ksock_plugin_instance_t *pi;
-        rc = ksock_plugin_instance_new(rt, p, name, doc, obj, sink_core_keys, &pi, errstr,
-                                       errstr_size);
-        if (rc != 0) goto out;
-        s = calloc(1, sizeof(*s));
-        if (s == NULL) {
-            ksock_plugin_instance_free(pi);
-            rc = KSOCK_E_NOMEM;
-            goto out;
-        }
-        s->name = ksock__strdup(name);
-        s->type = ksock__strdup(common.type);
-        s->level = level;
-        s->format = format;
-        s->fd = -1;
-        s->pi = pi;
-        s->vt = pi->vtable;
-        if (s->name == NULL || s->type == NULL) {
-            sink_free(s);
-            rc = KSOCK_E_NOMEM;
-            goto out;
-        }
-        if (s->vt->set_format) s->vt->set_format(pi->inst, format);
+        rc = plugin_sink(rt, doc, obj, name, common.type, level, format, check_only, out, errstr,
+                         errstr_size);
     }
-    *out = s;
 out:
     ksock_options_free(sink_common_schema, sizeof(ksock_option_t), &common);
     return rc;
