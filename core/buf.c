@@ -76,7 +76,7 @@ char *ksock__strdup(const char *s)
     if (s == NULL) return NULL;
     size_t n = strlen(s) + 1;
     char *p = malloc(n);
-    if (p == NULL) abort(); /* small config strings: failing here is not recoverable */
+    if (p == NULL) return NULL;
     memcpy(p, s, n);
     return p;
 }

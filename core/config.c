@@ -40,6 +40,8 @@ struct ksock_cfg_node_s {
 struct ksock_config_s {
     char *name;
     ksock_cfg_t *root;
+    /* Adoption links documents here, so ksock_runtime_adopt_config() cannot fail. */
+    ksock_config_t *adopted_next;
 };
 
 #define MAX_DEPTH 64
@@ -60,6 +62,7 @@ typedef struct {
     char *pending_key; /* object key waiting for its value */
     int pending_line, pending_col;
     char err[512];
+    bool nomem; /* an allocation failed: KSOCK_E_NOMEM, not a syntax error */
 } parser_t;
 
 /* Advance the cursor to `off`, counting lines; offsets only grow. */
@@ -157,7 +160,7 @@ static int attach(parser_t *p, ksock_cfg_t *n)
     return 1;
 nomem:
     node_free(n);
-    snprintf(p->err, sizeof(p->err), "out of memory");
+    p->nomem = true;
     return 0;
 }
 
@@ -165,7 +168,7 @@ static ksock_cfg_t *new_node(parser_t *p, ksock_cfg_type_t t)
 {
     ksock_cfg_t *n = calloc(1, sizeof(*n));
     if (n == NULL) {
-        snprintf(p->err, sizeof(p->err), "out of memory");
+        p->nomem = true;
         return NULL;
     }
     n->type = t;
@@ -215,6 +218,7 @@ static int cb_string(void *ctx, const unsigned char *s, size_t len)
     n->u.str.s = malloc(len + 1);
     if (n->u.str.s == NULL) {
         free(n);
+        p->nomem = true;
         return 0;
     }
     memcpy(n->u.str.s, s, len);
@@ -273,7 +277,10 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t len)
     }
     free(p->pending_key);
     p->pending_key = malloc(len + 1);
-    if (p->pending_key == NULL) return 0;
+    if (p->pending_key == NULL) {
+        p->nomem = true;
+        return 0;
+    }
     memcpy(p->pending_key, k, len);
     p->pending_key[len] = '\0';
     return 1;
@@ -314,6 +321,13 @@ int ksock_config_load_string(const char *name, const char *text, size_t len, kso
         /* An error here is a premature end; yajl then reports 0 bytes consumed. */
         at_end = true;
     }
+    if (st != yajl_status_ok && p.nomem) {
+        node_free(p.root);
+        free(p.pending_key);
+        yajl_free(p.h);
+        ksock_errstr_set(errstr, errstr_size, "%s: out of memory", name);
+        return KSOCK_E_NOMEM;
+    }
     if (st != yajl_status_ok) {
         if (p.err[0] == '\0' || st == yajl_status_error) {
             bool empty = len == 0 || token_start(&(parser_t){.text = text, .len = len}) == len;
@@ -350,6 +364,10 @@ int ksock_config_load_string(const char *name, const char *text, size_t len, kso
     }
     cfg->name = ksock__strdup(name);
     cfg->root = p.root;
+    if (name && cfg->name == NULL) {
+        ksock_config_free(cfg);
+        return KSOCK_E_NOMEM;
+    }
     *out = cfg;
     return 0;
 }
@@ -382,6 +400,11 @@ int ksock_config_load_file(const char *path, ksock_config_t **out, char *errstr,
         rc = ksock_config_load_string(path, b.data ? b.data : "", b.len, out, errstr, errstr_size);
     ksock_buf_free(&b);
     return rc;
+}
+
+ksock_config_t **ksock__config_adopted_next(ksock_config_t *doc)
+{
+    return &doc->adopted_next;
 }
 
 void ksock_config_free(ksock_config_t *cfg)

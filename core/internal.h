@@ -45,8 +45,7 @@ struct ksock_runtime_s {
     size_t plugin_path_n;
 
     /* configuration kept alive for the instances that borrow from it */
-    ksock_config_t **owned_cfgs; /* adopted documents, freed at destroy */
-    size_t n_owned_cfgs;
+    ksock_config_t *owned_cfgs; /* adopted documents, linked through the documents */
 
     /* slots for other subsystems (serialization strategy state, ...) */
     void *serde_state;
@@ -75,6 +74,8 @@ int ksock__plugins_configure(ksock_runtime_t *rt, const ksock_config_t *doc,
 
 /* Config internals (config.c) used by options.c for messages. */
 const char *ksock__cfg_doc_name(const ksock_config_t *doc);
+/* The link that chains the documents a runtime adopted (runtime.c); NULL when not adopted. */
+ksock_config_t **ksock__config_adopted_next(ksock_config_t *doc);
 
 /* Per-runtime slot for the serialization API (core/serde). */
 void *ksock__runtime_serde_state(ksock_runtime_t *rt);
@@ -84,7 +85,11 @@ void ksock__runtime_set_serde_state(ksock_runtime_t *rt, void *state, void (*fre
 void *ksock__runtime_kafka_state(ksock_runtime_t *rt);
 void ksock__runtime_set_kafka_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *));
 
-/* Duplicate a string or die trying: NULL in, NULL out. */
+/*
+ * Duplicate a string (malloc'ed, freed by the caller). NULL in, NULL out;
+ * NULL for a non-NULL `s` means out of memory, which callers return as
+ * KSOCK_E_NOMEM (docs/errors.md): `if (s && copy == NULL)`.
+ */
 char *ksock__strdup(const char *s);
 
 /*

@@ -283,23 +283,32 @@ ksock_log_level_t ksock_log_threshold(const ksock_runtime_t *rt)
                                                    memory_order_relaxed);
 }
 
-static ksock__sink_t *console_sink(ksock_log_level_t level, ksock_log_format_t fmt, int fd)
+/* A console sink named `name`; NULL when out of memory. */
+static ksock__sink_t *console_sink(const char *name, ksock_log_level_t level,
+                                   ksock_log_format_t fmt, int fd)
 {
     ksock__sink_t *s = calloc(1, sizeof(*s));
     if (s == NULL) return NULL;
-    s->name = ksock__strdup("console");
+    s->name = ksock__strdup(name);
     s->type = ksock__strdup("console");
     s->level = level;
     s->format = fmt;
     s->fd = fd;
+    if (s->name == NULL || s->type == NULL) {
+        sink_free(s);
+        return NULL;
+    }
     return s;
 }
 
 int ksock__log_init(ksock_runtime_t *rt)
 {
     pthread_mutex_init(&rt->log.lock, NULL);
-    rt->log.sinks = console_sink(KSOCK_LOG_INFO, KSOCK_LOG_FORMAT_TEXT, STDERR_FILENO);
-    if (rt->log.sinks == NULL) return KSOCK_E_NOMEM;
+    rt->log.sinks = console_sink("console", KSOCK_LOG_INFO, KSOCK_LOG_FORMAT_TEXT, STDERR_FILENO);
+    if (rt->log.sinks == NULL) {
+        pthread_mutex_destroy(&rt->log.lock);
+        return KSOCK_E_NOMEM;
+    }
     recompute_threshold(rt);
     return 0;
 }
@@ -372,8 +381,9 @@ static void sink_write(ksock_runtime_t *rt, ksock__sink_t *s, const ksock_log_re
         s->last_report_ns = now;
         drop_report_t *d = calloc(1, sizeof(*d));
         if (d) {
+            /* Out of memory: no report this time; the dropped counter still counts. */
             d->sink = ksock__strdup(s->name);
-            if (ksock_runtime_post(rt, report_drop, d) != 0) {
+            if (d->sink == NULL || ksock_runtime_post(rt, report_drop, d) != 0) {
                 free(d->sink);
                 free(d);
             }
@@ -493,6 +503,45 @@ const ksock_option_t *ksock__log_console_schema(void)
 static const char *const sink_core_keys[] = {"type", "name", "level", "format", NULL};
 
 /*
+ * A sink of a log-sink plugin: its options (all but the core keys) are
+ * validated against the plugin's schema before create() runs. With
+ * check_only, only validated: *out stays NULL.
+ */
+static int plugin_sink(ksock_runtime_t *rt, const ksock_config_t *doc, const ksock_cfg_t *obj,
+                       const char *name, const char *type, ksock_log_level_t level,
+                       ksock_log_format_t format, bool check_only, ksock__sink_t **out,
+                       char *errstr, size_t errstr_size)
+{
+    ksock_plugin_t *p;
+    int rc = ksock_plugin_find(rt, KSOCK_PLUGIN_LOGSINK, type, &p, errstr, errstr_size);
+    if (rc != 0) return rc;
+    if (check_only)
+        return ksock_plugin_check_options(p, name, doc, obj, sink_core_keys, errstr, errstr_size);
+    ksock_plugin_instance_t *pi;
+    rc = ksock_plugin_instance_new(rt, p, name, doc, obj, sink_core_keys, &pi, errstr, errstr_size);
+    if (rc != 0) return rc;
+    ksock__sink_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        ksock_plugin_instance_free(pi);
+        return KSOCK_E_NOMEM;
+    }
+    s->name = ksock__strdup(name);
+    s->type = ksock__strdup(type);
+    s->level = level;
+    s->format = format;
+    s->fd = -1;
+    s->pi = pi;
+    s->vt = pi->vtable;
+    if (s->name == NULL || s->type == NULL) {
+        sink_free(s);
+        return KSOCK_E_NOMEM;
+    }
+    if (s->vt->set_format) s->vt->set_format(pi->inst, format);
+    *out = s;
+    return 0;
+}
+
+/*
  * Build one sink from a config object. The core keys (type, name, level,
  * format) are validated here; the rest is the plugin's and is validated
  * against its schema before its create() runs.
@@ -531,47 +580,17 @@ static int build_sink(ksock_runtime_t *rt, const ksock_config_t *doc, const ksoc
     char owner[160];
     snprintf(owner, sizeof(owner), "log sink \"%s\" (type %s)", name, common.type);
 
-    ksock__sink_t *s;
     if (strcmp(common.type, "console") == 0) {
         console_opts_t co = {0};
         rc = ksock_options_apply(console_schema, sizeof(ksock_option_t), doc, obj, owner,
                                  sink_core_keys, &co, errstr, errstr_size);
         if (rc != 0 || check_only) goto out;
-        s = console_sink(level, format, co.stream == 1 ? STDOUT_FILENO : STDERR_FILENO);
-        if (s == NULL) {
-            rc = KSOCK_E_NOMEM;
-            goto out;
-        }
-        free(s->name);
-        s->name = ksock__strdup(name);
+        *out = console_sink(name, level, format, co.stream == 1 ? STDOUT_FILENO : STDERR_FILENO);
+        if (*out == NULL) rc = KSOCK_E_NOMEM;
     } else {
-        ksock_plugin_t *p;
-        rc = ksock_plugin_find(rt, KSOCK_PLUGIN_LOGSINK, common.type, &p, errstr, errstr_size);
-        if (rc != 0) goto out;
-        if (check_only) {
-            rc = ksock_plugin_check_options(p, name, doc, obj, sink_core_keys, errstr, errstr_size);
-            goto out;
-        }
-        ksock_plugin_instance_t *pi;
-        rc = ksock_plugin_instance_new(rt, p, name, doc, obj, sink_core_keys, &pi, errstr,
-                                       errstr_size);
-        if (rc != 0) goto out;
-        s = calloc(1, sizeof(*s));
-        if (s == NULL) {
-            ksock_plugin_instance_free(pi);
-            rc = KSOCK_E_NOMEM;
-            goto out;
-        }
-        s->name = ksock__strdup(name);
-        s->type = ksock__strdup(common.type);
-        s->level = level;
-        s->format = format;
-        s->fd = -1;
-        s->pi = pi;
-        s->vt = pi->vtable;
-        if (s->vt->set_format) s->vt->set_format(pi->inst, format);
+        rc = plugin_sink(rt, doc, obj, name, common.type, level, format, check_only, out, errstr,
+                         errstr_size);
     }
-    *out = s;
 out:
     ksock_options_free(sink_common_schema, sizeof(ksock_option_t), &common);
     return rc;
@@ -614,7 +633,7 @@ int ksock__log_configure(ksock_runtime_t *rt, const ksock_config_t *doc, const k
 
     ksock__sink_t *head = NULL, **tail = &head;
     if (lo.sinks == NULL) {
-        head = console_sink(level, format, STDERR_FILENO);
+        head = console_sink("console", level, format, STDERR_FILENO);
         if (head == NULL) return KSOCK_E_NOMEM;
     }
     for (size_t i = 0; i < ksock_cfg_count(lo.sinks); i++) {
@@ -635,15 +654,13 @@ int ksock__log_configure(ksock_runtime_t *rt, const ksock_config_t *doc, const k
         }
         if (check_only) {
             /* Names must still be unique; remember them in a scratch sink. */
-            s = console_sink(level, format, -1);
+            const ksock_cfg_t *nm = ksock_cfg_get(so, "name");
+            s = console_sink(ksock_cfg_string(nm ? nm : ksock_cfg_get(so, "type")), level, format,
+                             -1);
             if (s == NULL) {
                 free_list(head);
                 return KSOCK_E_NOMEM;
             }
-            const ksock_cfg_t *nm = ksock_cfg_get(so, "name");
-            free(s->name);
-            s->name = ksock__strdup(nm ? ksock_cfg_string(nm)
-                                       : ksock_cfg_string(ksock_cfg_get(so, "type")));
         }
         for (ksock__sink_t *o = head; o; o = o->next) {
             if (strcmp(o->name, s->name) == 0) {
@@ -688,9 +705,13 @@ static int configure_one(ksock_runtime_t *rt, const ksock_log_options_t *opts, b
     inner++;
     while (*inner == ' ' || *inner == '\n' || *inner == '\t')
         inner++;
-    ksock_buf_append(&b, "{\"type\":\"", 9);
-    log_escape(&b, opts->output, strlen(opts->output), ESC_JSON);
-    ksock_buf_appendf(&b, "\"%s%s", *inner == '}' ? "" : ",", inner);
+    int nomem = ksock_buf_append(&b, "{\"type\":\"", 9);
+    nomem |= log_escape(&b, opts->output, strlen(opts->output), ESC_JSON);
+    nomem |= ksock_buf_appendf(&b, "\"%s%s", *inner == '}' ? "" : ",", inner);
+    if (nomem) {
+        ksock_buf_free(&b);
+        return KSOCK_E_NOMEM;
+    }
     ksock__sink_t *s = NULL;
     ksock_config_t *doc;
     /* The plugin options borrow from this document: the runtime keeps it. */

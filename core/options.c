@@ -160,6 +160,41 @@ static int check_range(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *o,
     return 0;
 }
 
+/* An enum option from its name; a miss lists the allowed names. */
+static int set_enum(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *o, const char *text,
+                    void *t)
+{
+    for (int i = 0; o->enum_values && o->enum_values[i]; i++) {
+        if (strcmp(o->enum_values[i], text) == 0) {
+            *(int *)((char *)t + o->offset) = i;
+            return 0;
+        }
+    }
+    char allowed[256] = "";
+    size_t len = 0;
+    for (int i = 0; o->enum_values && o->enum_values[i]; i++)
+        len += (size_t)snprintf(allowed + len, len < sizeof(allowed) ? sizeof(allowed) - len : 0,
+                                "%s%s", i ? ", " : "", o->enum_values[i]);
+    return fail(c, at, o->name, "\"%s\" is not one of: %s", text, allowed);
+}
+
+/* A textual default for a list is comma-separated. On failure l->n counts what is to free. */
+static int set_list_from_text(ksock_strlist_t *l, const char *text)
+{
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, ",");
+        char **v = realloc(l->v, (l->n + 1) * sizeof(char *));
+        if (v == NULL) return KSOCK_E_NOMEM;
+        l->v = v;
+        l->v[l->n] = malloc(n + 1);
+        if (l->v[l->n] == NULL) return KSOCK_E_NOMEM;
+        memcpy(l->v[l->n], p, n);
+        l->v[l->n++][n] = '\0';
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
 /* Set a value from text (defaults, and string forms of durations/sizes). */
 static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *o, const char *text,
                          void *t)
@@ -170,7 +205,7 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
         char **slot = (char **)((char *)t + o->offset);
         free(*slot);
         *slot = ksock__strdup(text);
-        return 0;
+        return *slot || text == NULL ? 0 : KSOCK_E_NOMEM;
     }
     case KSOCK_OPT_INT: {
         char *end;
@@ -214,37 +249,9 @@ static int set_from_text(ctx_t *c, const ksock_cfg_t *at, const ksock_option_t *
         *slot_i64(t, o) = num;
         return check_range(c, at, o, num);
     case KSOCK_OPT_ENUM:
-        for (int i = 0; o->enum_values && o->enum_values[i]; i++) {
-            if (strcmp(o->enum_values[i], text) == 0) {
-                *(int *)((char *)t + o->offset) = i;
-                return 0;
-            }
-        }
-        {
-            char allowed[256] = "";
-            size_t len = 0;
-            for (int i = 0; o->enum_values && o->enum_values[i]; i++)
-                len += (size_t)snprintf(allowed + len,
-                                        len < sizeof(allowed) ? sizeof(allowed) - len : 0, "%s%s",
-                                        i ? ", " : "", o->enum_values[i]);
-            return fail(c, at, o->name, "\"%s\" is not one of: %s", text, allowed);
-        }
-    case KSOCK_OPT_LIST: {
-        /* A textual default for a list is comma-separated. */
-        ksock_strlist_t *l = (ksock_strlist_t *)((char *)t + o->offset);
-        for (const char *p = text; *p;) {
-            size_t n = strcspn(p, ",");
-            char **v = realloc(l->v, (l->n + 1) * sizeof(char *));
-            if (v == NULL) return KSOCK_E_NOMEM;
-            l->v = v;
-            l->v[l->n] = malloc(n + 1);
-            if (l->v[l->n] == NULL) return KSOCK_E_NOMEM;
-            memcpy(l->v[l->n], p, n);
-            l->v[l->n++][n] = '\0';
-            p += n + (p[n] == ',');
-        }
-        return 0;
-    }
+        return set_enum(c, at, o, text, t);
+    case KSOCK_OPT_LIST:
+        return set_list_from_text((ksock_strlist_t *)((char *)t + o->offset), text);
     case KSOCK_OPT_OBJECT:
     case KSOCK_OPT_ARRAY:
         return fail(c, at, o->name, "an object or array option cannot have a textual default");
@@ -301,8 +308,12 @@ static int set_from_node(ctx_t *c, const ksock_cfg_t *n, const ksock_option_t *o
         }
         l->v = cnt ? calloc(cnt, sizeof(char *)) : NULL;
         if (cnt && l->v == NULL) return KSOCK_E_NOMEM;
-        for (size_t i = 0; i < cnt; i++)
-            l->v[l->n++] = ksock__strdup(ksock_cfg_string(ksock_cfg_at(n, i, NULL)));
+        /* On failure l->n counts what ksock_options_free() releases. */
+        for (size_t i = 0; i < cnt; i++) {
+            if ((l->v[l->n] = ksock__strdup(ksock_cfg_string(ksock_cfg_at(n, i, NULL)))) == NULL)
+                return KSOCK_E_NOMEM;
+            l->n++;
+        }
         return 0;
     }
     case KSOCK_OPT_OBJECT:

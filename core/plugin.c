@@ -327,14 +327,7 @@ static int add_plugin(ksock_runtime_t *rt, const ksock_plugin_desc_t *d, const c
         rc = KSOCK_E_EXIST;
         goto fail;
     }
-    if (d->init) {
-        char why[300] = "";
-        if ((rc = d->init(why, sizeof(why))) != 0) {
-            ksock_errstr_set(errstr, errstr_size, "plugin %s: init failed: %s", file,
-                             why[0] ? why : ksock_strerror(rc));
-            goto fail;
-        }
-    }
+    /* Allocate before init(): a plugin that was initialised is never dropped unfinished. */
     ksock_plugin_t *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         rc = KSOCK_E_NOMEM;
@@ -342,18 +335,31 @@ static int add_plugin(ksock_runtime_t *rt, const ksock_plugin_desc_t *d, const c
     }
     size_t n = d->struct_size < sizeof(p->desc) ? d->struct_size : sizeof(p->desc);
     memcpy(&p->desc, d, n);
-    if ((p->vtable = vtable_copy(d->kind, d->vtable)) == NULL) {
-        free(p);
+    p->vtable = vtable_copy(d->kind, d->vtable);
+    p->file = ksock__strdup(file);
+    if (p->vtable == NULL || p->file == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "plugin %s: out of memory", file);
         rc = KSOCK_E_NOMEM;
-        goto fail;
+        goto fail_free;
     }
     p->desc.vtable = p->vtable;
-    p->file = ksock__strdup(file);
+    if (d->init) {
+        char why[300] = "";
+        if ((rc = d->init(why, sizeof(why))) != 0) {
+            ksock_errstr_set(errstr, errstr_size, "plugin %s: init failed: %s", file,
+                             why[0] ? why : ksock_strerror(rc));
+            goto fail_free;
+        }
+    }
     p->handle = handle;
     p->next = rt->plugins;
     rt->plugins = p;
     *out = p;
     return 0;
+fail_free:
+    free(p->vtable);
+    free(p->file);
+    free(p);
 fail:
     if (handle) dlclose(handle);
     return rc;
@@ -413,11 +419,16 @@ int ksock_plugin_path_add(ksock_runtime_t *rt, const char *dir)
     /* A reload applies the same plugin_path again: keep one entry per directory. */
     for (size_t i = 0; i < rt->plugin_path_n; i++)
         if (strcmp(rt->plugin_path[i], dir) == 0) return 0;
+    char *copy = ksock__strdup(dir);
+    if (copy == NULL) return KSOCK_E_NOMEM;
     char **v = realloc(rt->plugin_path, (rt->plugin_path_n + 1) * sizeof(char *));
-    if (v == NULL) return KSOCK_E_NOMEM;
+    if (v == NULL) {
+        free(copy);
+        return KSOCK_E_NOMEM;
+    }
     rt->plugin_path = v;
     memmove(v + 1, v, rt->plugin_path_n * sizeof(char *));
-    v[0] = ksock__strdup(dir);
+    v[0] = copy;
     rt->plugin_path_n++;
     return 0;
 }
@@ -454,12 +465,18 @@ static void each_dir(ksock_runtime_t *rt, dir_cb cb, void *data)
 {
     for (size_t i = 0; i < rt->plugin_path_n; i++)
         cb(rt->plugin_path[i], data);
+    /* Split $KSOCK_PLUGIN_PATH without allocating: a search must not fail for memory. */
     const char *env = getenv("KSOCK_PLUGIN_PATH");
-    if (env && *env) {
-        char *copy = ksock__strdup(env), *save = NULL;
-        for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save))
-            cb(d, data);
-        free(copy);
+    for (const char *s = env; s && *s;) {
+        size_t len = strcspn(s, ":");
+        char dir[PATH_MAX];
+        if (len > 0 && len < sizeof(dir)) {
+            memcpy(dir, s, len);
+            dir[len] = '\0';
+            cb(dir, data);
+        }
+        s += len;
+        if (*s == ':') s++;
     }
 #ifdef KSOCK_BUILD_PLUGIN_DIR
     if (running_from_build_tree()) cb(KSOCK_BUILD_PLUGIN_DIR, data);
@@ -560,7 +577,10 @@ int ksock__plugins_configure(ksock_runtime_t *rt, const ksock_config_t *doc,
                              ksock__cfg_doc_name(doc), ksock_cfg_line(d), ksock_cfg_column(d), i);
             return KSOCK_E_CONFIG;
         }
-        ksock_plugin_path_add(rt, ksock_cfg_string(d));
+        if (ksock_plugin_path_add(rt, ksock_cfg_string(d)) != 0) {
+            ksock_errstr_set(errstr, errstr_size, "key \"plugin_path\": out of memory");
+            return KSOCK_E_NOMEM;
+        }
     }
     return 0;
 }
@@ -579,14 +599,14 @@ static ksock_plugin_instance_t *instance_alloc(ksock_plugin_t *p, const char *in
     pi->name = ksock__strdup(iname);
     pi->options = calloc(1, d->options_struct_size ? d->options_struct_size : 1);
     ksock_buf_t comp = KSOCK_BUF_INIT;
-    ksock_buf_appendf(&comp, "%s:%s", ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind),
-                      d->name);
-    if (strcmp(iname, d->name) != 0) ksock_buf_appendf(&comp, "/%s", iname);
+    int rc = ksock_buf_appendf(&comp, "%s:%s", ksock_plugin_kind_name((ksock_plugin_kind_t)d->kind),
+                               d->name);
+    if (rc == 0 && strcmp(iname, d->name) != 0) rc = ksock_buf_appendf(&comp, "/%s", iname);
     pi->component = comp.data;
-    if (pi->name == NULL || pi->options == NULL || pi->component == NULL) {
+    if (pi->name == NULL || pi->options == NULL || rc != 0) {
         free(pi->options);
         free(pi->name);
-        free(pi->component);
+        ksock_buf_free(&comp);
         free(pi);
         return NULL;
     }
@@ -759,9 +779,14 @@ static void scan_dir(const char *dir, void *data)
         size_t len = strlen(e->d_name);
         if (len < 4 || strcmp(e->d_name + len - 3, ".so") != 0) continue;
         char **v = realloc(names, (n + 1) * sizeof(char *));
-        if (v == NULL) break;
-        names = v;
-        names[n++] = ksock__strdup(e->d_name);
+        char *name = v ? ksock__strdup(e->d_name) : NULL;
+        if (v) names = v;
+        if (name == NULL) {
+            /* Reported like a file that failed to load; the listing goes on without it. */
+            s->cb(dir, NULL, KSOCK_E_NOMEM, "out of memory listing the directory", s->data);
+            break;
+        }
+        names[n++] = name;
     }
     closedir(d);
     qsort(names, n, sizeof(char *), cmp_str);

@@ -30,6 +30,10 @@ ksock_principal_t *ksock_principal_new(const char *subject)
     if (p == NULL) return NULL;
     p->size = sizeof(*p);
     p->subject = ksock__strdup(subject ? subject : "");
+    if (p->subject == NULL) {
+        free(p);
+        return NULL;
+    }
     return p;
 }
 

@@ -106,6 +106,8 @@ int ksock_runtime_new(ksock_runtime_t **rtp, char *errstr, size_t errstr_size)
     *rtp = NULL;
     ksock_runtime_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) return KSOCK_E_NOMEM;
+    int rc = KSOCK_E_IO;
+    bool log_ready = false;
     pthread_mutex_init(&rt->post_lock, NULL);
     rt->post_fd = -1;
 
@@ -130,22 +132,25 @@ int ksock_runtime_new(ksock_runtime_t **rtp, char *errstr, size_t errstr_size)
         ksock_errstr_set(errstr, errstr_size, "cannot watch the post eventfd");
         goto fail;
     }
-    if (ksock__log_init(rt) != 0) {
-        ksock_errstr_set(errstr, errstr_size, "cannot initialise logging");
+    if ((rc = ksock__log_init(rt)) != 0) {
+        ksock_errstr_set(errstr, errstr_size, "cannot initialise logging: %s", ksock_strerror(rc));
         goto fail;
     }
+    log_ready = true;
     /* The client API's default reconnect policy is part of the library. */
-    if (ksock_plugins_register_builtin(rt, ksock__backoff_entry, errstr, errstr_size) != 0)
-        goto fail;
+    rc = ksock_plugins_register_builtin(rt, ksock__backoff_entry, errstr, errstr_size);
+    if (rc != 0) goto fail;
     *rtp = rt;
     return 0;
 fail:
+    if (log_ready) ksock__log_destroy(rt);
+    ksock__plugins_destroy(rt);
     if (rt->post_ev) event_free(rt->post_ev);
     if (rt->post_fd >= 0) close(rt->post_fd);
     if (rt->base) event_base_free(rt->base);
     pthread_mutex_destroy(&rt->post_lock);
     free(rt);
-    return KSOCK_E_IO;
+    return rc;
 }
 
 /* ---- Configuration ---------------------------------------------------------- */
@@ -243,13 +248,15 @@ int ksock_config_check(ksock_runtime_t *rt, const ksock_config_t *cfg, char *err
 
 void ksock_runtime_adopt_config(ksock_runtime_t *rt, ksock_config_t *cfg)
 {
-    /* Kept until destroy: instances created from a document borrow its nodes. */
-    for (size_t i = 0; i < rt->n_owned_cfgs; i++)
-        if (rt->owned_cfgs[i] == cfg) return;
-    ksock_config_t **v = realloc(rt->owned_cfgs, (rt->n_owned_cfgs + 1) * sizeof(*v));
-    if (v == NULL) abort();
-    rt->owned_cfgs = v;
-    rt->owned_cfgs[rt->n_owned_cfgs++] = cfg;
+    /*
+     * Kept until destroy: instances created from a document borrow its nodes.
+     * The list is linked through the documents themselves, so adopting
+     * allocates nothing and cannot fail (the API returns void).
+     */
+    for (ksock_config_t *c = rt->owned_cfgs; c; c = *ksock__config_adopted_next(c))
+        if (c == cfg) return;
+    *ksock__config_adopted_next(cfg) = rt->owned_cfgs;
+    rt->owned_cfgs = cfg;
 }
 
 int ksock_runtime_run(ksock_runtime_t *rt)
@@ -305,9 +312,11 @@ void ksock_runtime_destroy(ksock_runtime_t *rt)
     close(rt->post_fd);
     event_base_free(rt->base);
     pthread_mutex_destroy(&rt->post_lock);
-    for (size_t i = 0; i < rt->n_owned_cfgs; i++)
-        ksock_config_free(rt->owned_cfgs[i]);
-    free(rt->owned_cfgs);
+    while (rt->owned_cfgs) {
+        ksock_config_t *next = *ksock__config_adopted_next(rt->owned_cfgs);
+        ksock_config_free(rt->owned_cfgs);
+        rt->owned_cfgs = next;
+    }
     free(rt);
 }
 
@@ -519,7 +528,9 @@ void ksock_report_error(ksock_runtime_t *rt, int code, const char *component, co
     pe->code = code;
     pe->component = ksock__strdup(component ? component : "core");
     pe->message = ksock__strdup(msg);
-    if (ksock_runtime_post(rt, deliver_error, pe) != 0) {
+    /* Out of memory: the error was logged above; only the handler call is lost. */
+    if (pe->component == NULL || pe->message == NULL ||
+        ksock_runtime_post(rt, deliver_error, pe) != 0) {
         free(pe->component);
         free(pe->message);
         free(pe);

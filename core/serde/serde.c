@@ -147,6 +147,10 @@ static int plugin_strategy_new(ksock_runtime_t *rt, serde_state_t *st, const cha
     if (rc == 0) {
         ps->name = ksock__strdup(name);
         ps->options = ksock__strdup(options);
+        if (ps->name == NULL || (options && ps->options == NULL)) {
+            plugin_strategy_free(ps);
+            return KSOCK_E_NOMEM;
+        }
         ps->state = st;
         ps->strategy = (ksock_serde_strategy_t){
             .size = sizeof(ksock_serde_strategy_t),

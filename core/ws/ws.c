@@ -77,7 +77,7 @@ struct ksock_ws_s {
     ksock_timer_t *timer;
     bool final_pending; /* the timer delivers the final on_close */
     int final_code, final_err;
-    char *final_reason;
+    const char *final_reason; /* close_reason or a literal: delivering it allocates nothing */
 
     /* the queue kept while disconnected */
     ws_qmsg_t *q_head, *q_tail;
@@ -253,7 +253,6 @@ static void ws_free(ksock_ws_t *ws)
     q_clear(ws);
     policy_free(ws);
     free(ws->close_reason);
-    free(ws->final_reason);
     free(ws->url);
     free(ws->subprotocol_req);
     free(ws->ca_file);
@@ -310,11 +309,7 @@ static void ws_timer_cb(ksock_timer_t *t, void *data)
     (void)t;
     if (ws->final_pending) {
         ws->final_pending = false;
-        char *r = ws->final_reason;
-        ws->final_reason = NULL;
-        int code = ws->final_code, err = ws->final_err;
-        ws_final(ws, code, r, err);
-        free(r);
+        ws_final(ws, ws->final_code, ws->final_reason, ws->final_err);
         return;
     }
     if (ws->state != KSOCK_WS_WAITING) return;
@@ -324,15 +319,17 @@ static void ws_timer_cb(ksock_timer_t *t, void *data)
     if (rc != 0) ws_lost(ws, 1006, why, rc);
 }
 
-/* Deliver the final on_close from the loop, not from inside the caller. */
+/*
+ * Deliver the final on_close from the loop, not from inside the caller.
+ * `reason` must live as long as ws: ws->close_reason or a literal.
+ */
 static void ws_final_later(ksock_ws_t *ws, int code, const char *reason, int err)
 {
     ws->state = KSOCK_WS_CLOSING;
     ws->final_pending = true;
     ws->final_code = code;
     ws->final_err = err;
-    free(ws->final_reason);
-    ws->final_reason = reason ? ksock__strdup(reason) : NULL;
+    ws->final_reason = reason;
     ksock_timer_start(ws->timer, 0, 0);
 }
 
@@ -388,10 +385,21 @@ static void ev_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
     if (id != ws->conn_id) return;
     bool again = ws->ever_opened;
     bool closing = ws->state == KSOCK_WS_CLOSING;
-    ws->ever_opened = true;
-    ws->opened_at_ns = ksock_now_ns();
     free(ws->subprotocol);
     ws->subprotocol = subprotocol ? ksock__strdup(subprotocol) : NULL;
+    if (subprotocol && ws->subprotocol == NULL && !closing) {
+        /*
+         * Out of memory on an event that cannot return it: end this
+         * connection (1011) rather than report no subprotocol; its on_close
+         * event then runs the reconnection policy as for any loss.
+         */
+        ksock_report_error(ws->mgr->rt, KSOCK_E_NOMEM, WS_COMPONENT, "%s: out of memory on open",
+                           ws->url);
+        ws->mgr->tv->close(ws->mgr->transport->inst, id, 1011, "out of memory");
+        return;
+    }
+    ws->ever_opened = true;
+    ws->opened_at_ns = ksock_now_ns();
     if (closing) return; /* the transport sends our close right away */
     ws->state = KSOCK_WS_OPEN;
     q_flush(ws);
@@ -506,10 +514,18 @@ int ksock_ws_configure_reconnection(ksock_ws_manager_t *mgr, const ksock_reconne
         return KSOCK_E_INVAL;
     ksock_reconnect_opts_t o;
     reconnect_copy(&o, opts);
+    char *policy = ksock__strdup(o.policy);
+    char *json = ksock__strdup(o.policy_options_json);
+    if (policy == NULL || (o.policy_options_json && json == NULL)) {
+        /* The previous options stay in force. */
+        free(policy);
+        free(json);
+        return KSOCK_E_NOMEM;
+    }
     free(mgr->reconnect_policy);
     free(mgr->reconnect_policy_json);
-    mgr->reconnect_policy = ksock__strdup(o.policy);
-    mgr->reconnect_policy_json = ksock__strdup(o.policy_options_json);
+    mgr->reconnect_policy = policy;
+    mgr->reconnect_policy_json = json;
     o.policy = mgr->reconnect_policy;
     o.policy_options_json = mgr->reconnect_policy_json;
     mgr->reconnect = o;
@@ -526,42 +542,126 @@ int ksock_ws_configure_security(ksock_ws_manager_t *mgr, const ksock_ws_security
         key = opts->key_file;
     }
     if ((cert == NULL) != (key == NULL)) return KSOCK_E_INVAL;
+    const char *src[4] = {opts->ca_file, opts->token, cert, key};
+    char *copy[4];
+    bool nomem = false;
+    for (int i = 0; i < 4; i++) {
+        copy[i] = ksock__strdup(src[i]);
+        nomem |= src[i] && copy[i] == NULL;
+    }
+    if (nomem) {
+        /* The previous options stay in force. */
+        for (int i = 0; i < 4; i++)
+            free(copy[i]);
+        return KSOCK_E_NOMEM;
+    }
     free(mgr->ca_file);
     free(mgr->token);
     free(mgr->cert_file);
     free(mgr->key_file);
-    mgr->ca_file = ksock__strdup(opts->ca_file);
-    mgr->token = ksock__strdup(opts->token);
-    mgr->cert_file = ksock__strdup(cert);
-    mgr->key_file = ksock__strdup(key);
+    mgr->ca_file = copy[0];
+    mgr->token = copy[1];
+    mgr->cert_file = copy[2];
+    mgr->key_file = copy[3];
     mgr->insecure = opts->insecure;
     return 0;
 }
 
 /* ---- Connections ------------------------------------------------------------------- */
 
-static void append_pct(ksock_buf_t *b, const char *s)
+/* Percent-encode `s` onto b. 0 or KSOCK_E_NOMEM. */
+static int append_pct(ksock_buf_t *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    int rc = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && rc == 0; p++) {
         if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
             *p == '-' || *p == '_' || *p == '.' || *p == '~') {
-            ksock_buf_append(b, p, 1);
+            rc = ksock_buf_append(b, p, 1);
         } else {
             char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            ksock_buf_append(b, e, 3);
+            rc = ksock_buf_append(b, e, 3);
         }
     }
+    return rc;
 }
 
-static void add_header(ksock_ws_t *ws, const char *name, const char *value)
+/* Copy one request header onto ws. 0 or KSOCK_E_NOMEM (ws unchanged). */
+static int add_header(ksock_ws_t *ws, const char *name, const char *value)
 {
     ksock_kvpair_t *h = realloc(ws->headers, (ws->nheaders + 1) * sizeof(*h));
-    if (h == NULL) abort();
+    if (h == NULL) return KSOCK_E_NOMEM;
     ws->headers = h;
-    h[ws->nheaders].name = ksock__strdup(name);
-    h[ws->nheaders].value = ksock__strdup(value);
+    char *n = ksock__strdup(name), *v = ksock__strdup(value);
+    if (n == NULL || v == NULL) {
+        free(n);
+        free(v);
+        return KSOCK_E_NOMEM;
+    }
+    h[ws->nheaders].name = n;
+    h[ws->nheaders].value = v;
     ws->nheaders++;
+    return 0;
+}
+
+/* ws->url: `url` with the query parameters appended, percent-encoded. */
+static int ws_build_url(ksock_ws_t *ws, const char *url, const ksock_ws_opts_t *opts)
+{
+    ksock_buf_t u = KSOCK_BUF_INIT;
+    int rc = ksock_buf_appendf(&u, "%s", url);
+    for (size_t i = 0; i < opts->nquery && rc == 0; i++) {
+        rc = ksock_buf_append(&u, (i == 0 && strchr(url, '?') == NULL) ? "?" : "&", 1);
+        if (rc == 0) rc = append_pct(&u, opts->query[i].name);
+        if (rc == 0) rc = ksock_buf_append(&u, "=", 1);
+        if (rc == 0) rc = append_pct(&u, opts->query[i].value ? opts->query[i].value : "");
+    }
+    if (rc != 0) {
+        ksock_buf_free(&u);
+        return KSOCK_E_NOMEM;
+    }
+    ws->url = u.data;
+    return 0;
+}
+
+/* Copy `src` into *dst; 0, or KSOCK_E_NOMEM when a non-NULL src could not be copied. */
+static int dup_opt(char **dst, const char *src)
+{
+    *dst = ksock__strdup(src);
+    return src && *dst == NULL ? KSOCK_E_NOMEM : 0;
+}
+
+/*
+ * Copy what every attempt sends: subprotocol, TLS files, headers and the
+ * bearer token (the options are the caller's, borrowed for the call only).
+ */
+static int ws_copy_request(ksock_ws_t *ws, const ksock_ws_opts_t *opts, const char *ser)
+{
+    ksock_ws_manager_t *mgr = ws->mgr;
+    int rc = 0;
+    if (opts->subprotocol) {
+        if (*opts->subprotocol) rc = dup_opt(&ws->subprotocol_req, opts->subprotocol);
+    } else {
+        ksock_buf_t sp = KSOCK_BUF_INIT;
+        rc = ksock_buf_appendf(&sp, "ksock.v1.%s", ser);
+        ws->subprotocol_req = sp.data;
+    }
+    ws->insecure = opts->insecure || mgr->insecure;
+    ws->max_message_size = opts->max_message_size;
+    bool own_cert = opts->cert_file || opts->key_file;
+    rc |= dup_opt(&ws->ca_file, opts->ca_file ? opts->ca_file : mgr->ca_file);
+    rc |= dup_opt(&ws->cert_file, own_cert ? opts->cert_file : mgr->cert_file);
+    rc |= dup_opt(&ws->key_file, own_cert ? opts->key_file : mgr->key_file);
+    for (size_t i = 0; i < opts->nheaders && rc == 0; i++)
+        rc = add_header(ws, opts->headers[i].name,
+                        opts->headers[i].value ? opts->headers[i].value : "");
+    const char *token = opts->token ? opts->token : mgr->token;
+    if (token && rc == 0) {
+        ksock_buf_t b = KSOCK_BUF_INIT;
+        rc = ksock_buf_appendf(&b, "Bearer %s", token);
+        if (rc == 0) rc = add_header(ws, "authorization", b.data);
+        ksock_buf_free(&b);
+    }
+    return rc != 0 ? KSOCK_E_NOMEM : 0;
 }
 
 int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url, const ksock_ws_opts_t *opts_in,
@@ -585,42 +685,13 @@ int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url, const ksock_ws_op
         free(ws);
         return rc;
     }
-
-    ksock_buf_t u = KSOCK_BUF_INIT;
-    ksock_buf_appendf(&u, "%s", url);
-    for (size_t i = 0; i < opts.nquery; i++) {
-        ksock_buf_append(&u, (i == 0 && strchr(url, '?') == NULL) ? "?" : "&", 1);
-        append_pct(&u, opts.query[i].name);
-        ksock_buf_append(&u, "=", 1);
-        append_pct(&u, opts.query[i].value ? opts.query[i].value : "");
-    }
-    ws->url = u.data;
-
     const char *ser = opts.serializer ? opts.serializer : "json";
-    if (opts.subprotocol) {
-        ws->subprotocol_req = *opts.subprotocol ? ksock__strdup(opts.subprotocol) : NULL;
-    } else {
-        ksock_buf_t sp = KSOCK_BUF_INIT;
-        ksock_buf_appendf(&sp, "ksock.v1.%s", ser);
-        ws->subprotocol_req = sp.data;
-    }
-    ws->ca_file = ksock__strdup(opts.ca_file ? opts.ca_file : mgr->ca_file);
-    ws->insecure = opts.insecure || mgr->insecure;
-    ws->max_message_size = opts.max_message_size;
-    bool own_cert = opts.cert_file || opts.key_file;
-    ws->cert_file = ksock__strdup(own_cert ? opts.cert_file : mgr->cert_file);
-    ws->key_file = ksock__strdup(own_cert ? opts.key_file : mgr->key_file);
-    for (size_t i = 0; i < opts.nheaders; i++)
-        add_header(ws, opts.headers[i].name, opts.headers[i].value ? opts.headers[i].value : "");
-    const char *token = opts.token ? opts.token : mgr->token;
-    if (token) {
-        ksock_buf_t b = KSOCK_BUF_INIT;
-        ksock_buf_appendf(&b, "Bearer %s", token);
-        add_header(ws, "authorization", b.data);
-        ksock_buf_free(&b);
-    }
-
-    rc = ksock_serde_strategy_from_plugin(mgr->rt, ser, NULL, &ws->strategy, errstr, errstr_size);
+    rc = ws_build_url(ws, url, &opts);
+    if (rc == 0) rc = ws_copy_request(ws, &opts, ser);
+    if (rc != 0) ksock_errstr_set(errstr, errstr_size, "out of memory");
+    if (rc == 0)
+        rc = ksock_serde_strategy_from_plugin(mgr->rt, ser, NULL, &ws->strategy, errstr,
+                                              errstr_size);
     if (rc == 0) {
         reconnect_copy(&ws->ropts, opts.reconnect ? opts.reconnect : &mgr->reconnect);
         ws->reconnect_enabled = ws->ropts.enabled;
@@ -697,9 +768,11 @@ int ksock_ws_close(ksock_ws_t *ws, int code, const char *reason)
     if (code == 0) code = 1000;
     if (code != 1000 && !(code >= 3000 && code <= 4999)) return KSOCK_E_INVAL;
     if (ws->user_closed || ws->state == KSOCK_WS_CLOSING) return KSOCK_E_STATE;
+    char *r = NULL;
+    if (reason && (r = ksock__strdup(reason)) == NULL) return KSOCK_E_NOMEM;
     ws->user_closed = true;
     ws->close_code = code;
-    ws->close_reason = reason ? ksock__strdup(reason) : NULL;
+    ws->close_reason = r;
     if (ws->conn_id && (ws->state == KSOCK_WS_OPEN || ws->state == KSOCK_WS_CONNECTING ||
                         ws->state == KSOCK_WS_RECONNECTING)) {
         ksock_ws_manager_t *mgr = ws->mgr;
@@ -709,7 +782,7 @@ int ksock_ws_close(ksock_ws_t *ws, int code, const char *reason)
     /* Not connected: over now (on_close from the loop). */
     ksock_timer_stop(ws->timer);
     q_clear(ws);
-    ws_final_later(ws, code, reason, 0);
+    ws_final_later(ws, code, ws->close_reason, 0);
     return 0;
 }
 

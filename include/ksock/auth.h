@@ -61,6 +61,7 @@ typedef struct ksock_principal_s {
     ksock_value_t *claims; /* all claims, may be NULL; one reference owned */
 } ksock_principal_t;
 
+/* A principal with no permissions (copies `subject`; NULL means ""). NULL when out of memory. */
 KSOCK_EXTERN ksock_principal_t *ksock_principal_new(const char *subject);
 /* Add a permission (copies the pattern). 0 or KSOCK_E_NOMEM. */
 KSOCK_EXTERN int ksock_principal_allow(ksock_principal_t *p, const char *pattern, unsigned rights);

@@ -36,7 +36,8 @@ typedef enum {
 /*
  * Parse a config file. On success *out is owned by the caller (free with
  * ksock_config_free()). Syntax errors give KSOCK_E_CONFIG with
- * "FILE:LINE:COL: message" in errstr; KSOCK_E_NOENT/KSOCK_E_IO if unreadable.
+ * "FILE:LINE:COL: message" in errstr; KSOCK_E_NOENT/KSOCK_E_IO if unreadable;
+ * KSOCK_E_NOMEM.
  */
 KSOCK_EXTERN int ksock_config_load_file(const char *path, ksock_config_t **out, char *errstr,
                                         size_t errstr_size);
@@ -136,7 +137,8 @@ KSOCK_EXTERN const char *ksock_opt_type_name(ksock_opt_type_t t);
  * are allocated into target and released by ksock_options_free().
  * `stride` is the size of one schema entry (sizeof(ksock_option_t) for
  * tables compiled with this header).
- * Errors: KSOCK_E_CONFIG with "FILE:LINE:COL: OWNER: key \"k\": reason".
+ * Errors: KSOCK_E_CONFIG with "FILE:LINE:COL: OWNER: key \"k\": reason";
+ * KSOCK_E_NOMEM. On any error, release target with ksock_options_free() too.
  */
 KSOCK_EXTERN int ksock_options_apply(const ksock_option_t *schema, size_t stride,
                                      const ksock_config_t *doc, const ksock_cfg_t *obj,

@@ -124,14 +124,15 @@ typedef struct ksock_log_options_s {
 
 /*
  * Replace all sinks with the single sink described by `opts`. Loop thread.
- * Errors: KSOCK_E_CONFIG, KSOCK_E_PLUGIN, KSOCK_E_NOENT; errstr explains.
- * On error the previous sinks stay in place.
+ * Errors: KSOCK_E_CONFIG, KSOCK_E_PLUGIN, KSOCK_E_NOENT; errstr explains;
+ * KSOCK_E_NOMEM. On error the previous sinks stay in place.
  */
 KSOCK_EXTERN int ksock_log_configure(ksock_runtime_t *rt, const ksock_log_options_t *opts,
                                      char *errstr, size_t errstr_size);
 
 /*
  * Add a sink next to the existing ones (same arguments). Loop thread.
+ * Errors as ksock_log_configure(), and KSOCK_E_EXIST (a sink of that name).
  */
 KSOCK_EXTERN int ksock_log_add_sink(ksock_runtime_t *rt, const ksock_log_options_t *opts,
                                     char *errstr, size_t errstr_size);

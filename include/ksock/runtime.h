@@ -34,12 +34,15 @@ KSOCK_EXTERN int ksock_runtime_new(ksock_runtime_t **rtp, char *errstr, size_t e
  * sinks. Loads the plugins that the config names. The runtime keeps a
  * reference to `cfg` (it must outlive the runtime, or be handed over with
  * ksock_runtime_adopt_config()). Errors: KSOCK_E_CONFIG, KSOCK_E_PLUGIN,
- * KSOCK_E_ABI, KSOCK_E_NOENT with errstr naming file/plugin/key.
+ * KSOCK_E_ABI, KSOCK_E_NOENT with errstr naming file/plugin/key; KSOCK_E_NOMEM.
  */
 KSOCK_EXTERN int ksock_runtime_configure(ksock_runtime_t *rt, const ksock_config_t *cfg,
                                          char *errstr, size_t errstr_size);
 
-/* Give ownership of `cfg` to the runtime; it is freed by ksock_runtime_destroy(). */
+/*
+ * Give ownership of `cfg` to the runtime; it is freed by ksock_runtime_destroy().
+ * Adopting the same document again is a no-op. Allocates nothing, so it cannot fail.
+ */
 KSOCK_EXTERN void ksock_runtime_adopt_config(ksock_runtime_t *rt, ksock_config_t *cfg);
 
 /*
@@ -147,7 +150,8 @@ KSOCK_EXTERN void ksock_on_error(ksock_runtime_t *rt, ksock_error_cb cb, void *d
 /*
  * Report an error: logs it at "error" level under `component` and calls the
  * error handler on the loop thread. Thread-safe (from another thread the
- * handler call is posted to the loop).
+ * handler call is posted to the loop). Out of memory: the error is still
+ * logged, but the handler call is lost.
  */
 KSOCK_EXTERN void ksock_report_error(ksock_runtime_t *rt, int code, const char *component,
                                      const char *fmt, ...) KSOCK_PRINTF(4, 5);

@@ -118,7 +118,8 @@ KSOCK_EXTERN void ksock_ws_opts_init(ksock_ws_opts_t *o);
  * (a JSON object of transport_ws options, e.g. "{\"connect_timeout\":
  * \"5s\"}", or NULL for the defaults). *out is owned by the caller:
  * release with ksock_ws_manager_destroy(). Errors: KSOCK_E_NOENT (plugin not
- * found), KSOCK_E_CONFIG (bad options), KSOCK_E_PLUGIN/ABI, with errstr.
+ * found), KSOCK_E_CONFIG (bad options), KSOCK_E_PLUGIN/ABI, with errstr;
+ * KSOCK_E_NOMEM.
  */
 KSOCK_EXTERN int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport_options_json,
                                       ksock_ws_manager_t **out, char *errstr, size_t errstr_size);
@@ -133,12 +134,18 @@ KSOCK_EXTERN void ksock_ws_manager_destroy(ksock_ws_manager_t *mgr);
  * activity). */
 KSOCK_EXTERN void ksock_ws_manager_free(ksock_ws_manager_t *mgr);
 
-/* Global reconnection options for connections made afterwards (spec III configureReconnection).
- * Copied. */
+/*
+ * Global reconnection options for connections made afterwards (spec III
+ * configureReconnection). Copied. Errors: KSOCK_E_INVAL, KSOCK_E_NOMEM (the
+ * previous options stay in force).
+ */
 KSOCK_EXTERN int ksock_ws_configure_reconnection(ksock_ws_manager_t *mgr,
                                                  const ksock_reconnect_opts_t *opts);
 
-/* Global security options for connections made afterwards (spec V). Copied. */
+/*
+ * Global security options for connections made afterwards (spec V). Copied.
+ * Errors: KSOCK_E_INVAL, KSOCK_E_NOMEM (the previous options stay in force).
+ */
 KSOCK_EXTERN int ksock_ws_configure_security(ksock_ws_manager_t *mgr,
                                              const ksock_ws_security_opts_t *opts);
 
@@ -152,7 +159,8 @@ KSOCK_EXTERN int ksock_ws_configure_security(ksock_ws_manager_t *mgr,
  * Errors (no callback fires): KSOCK_E_INVAL (bad URL, a certificate
  * without its key), KSOCK_E_NOENT (serializer or policy plugin not found),
  * KSOCK_E_CONFIG, KSOCK_E_TLS (the client certificate or key does not
- * load, they do not match, or the certificate is expired: errstr says which).
+ * load, they do not match, or the certificate is expired: errstr says which),
+ * KSOCK_E_NOMEM.
  */
 KSOCK_EXTERN int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url,
                                   const ksock_ws_opts_t *opts, ksock_ws_t **out, char *errstr,
@@ -176,7 +184,8 @@ KSOCK_EXTERN int ksock_ws_send_frame(ksock_ws_t *ws, ksock_frame_type_t type, co
 /*
  * Close (spec closeConnection): code 1000 or 3000-4999 (0 means 1000),
  * reason may be NULL (at most 123 bytes are sent). Stops reconnecting.
- * on_close follows. Errors: KSOCK_E_INVAL (code), KSOCK_E_STATE (already closing).
+ * on_close follows. Errors: KSOCK_E_INVAL (code), KSOCK_E_STATE (already closing),
+ * KSOCK_E_NOMEM (nothing changed: the connection goes on).
  */
 KSOCK_EXTERN int ksock_ws_close(ksock_ws_t *ws, int code, const char *reason);
 
