@@ -365,7 +365,7 @@ static int op_ws_connect(void *arg)
     /* Port 9 on loopback: nothing listens; the manager is freed before any event. */
     if (rc == 0) rc = ksock_ws_connect(mgr, "ws://127.0.0.1:9/ws", &wo, &ws, err, sizeof(err));
     if (rc == 0) rc = ksock_ws_close(ws, 1000, "bye");
-    ksock_ws_manager_free(mgr);
+    ksock_ws_manager_destroy(mgr);
     /* Events the transport thread posted before it stopped: they free themselves here. */
     ksock_runtime_run_once(a->rt, false);
     return rc;
