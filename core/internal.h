@@ -92,6 +92,18 @@ void ksock__runtime_set_kafka_state(ksock_runtime_t *rt, void *state, void (*fre
  */
 char *ksock__strdup(const char *s);
 
+/* include/ksock/plugin.h's opaque instance; the core reads it directly. */
+struct ksock_plugin_instance_s {
+    size_t size;
+    ksock_plugin_t *plugin;
+    const void *vtable;     /* the loader's copy of the plugin's vtable, kind-specific */
+    void *inst;             /* what create() returned */
+    void *options;          /* parsed options struct (owned) */
+    ksock_plugin_ctx_t ctx; /* what create() received */
+    char *name;             /* instance name (owned) */
+    char *component;        /* log component (owned) */
+};
+
 /*
  * The built-in reconnect policy "backoff" (core/ws/backoff.c), registered
  * in every runtime. Its options struct, which core/ws/ws.c fills from

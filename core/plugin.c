@@ -717,6 +717,36 @@ int ksock_plugin_check_options(ksock_plugin_t *p, const char *instance_name,
     return rc;
 }
 
+const void *ksock_plugin_instance_vtable(const ksock_plugin_instance_t *pi)
+{
+    return pi->vtable;
+}
+
+void *ksock_plugin_instance_inst(const ksock_plugin_instance_t *pi)
+{
+    return pi->inst;
+}
+
+ksock_plugin_t *ksock_plugin_instance_plugin(const ksock_plugin_instance_t *pi)
+{
+    return pi->plugin;
+}
+
+const void *ksock_plugin_instance_options(const ksock_plugin_instance_t *pi)
+{
+    return pi->options;
+}
+
+const char *ksock_plugin_instance_name(const ksock_plugin_instance_t *pi)
+{
+    return pi->name;
+}
+
+const char *ksock_plugin_instance_component(const ksock_plugin_instance_t *pi)
+{
+    return pi->component;
+}
+
 void ksock_plugin_instance_free(ksock_plugin_instance_t *pi)
 {
     if (pi == NULL) return;

@@ -49,7 +49,7 @@ static int tool_open(tool_t *t, const char *options, char *err, size_t err_size)
     if (rc == 0)
         rc = ksock_plugin_instance_new(t->rt, plugin, "tool", t->doc, ksock_config_root(t->doc),
                                        NULL, &t->pi, err, err_size);
-    if (rc == 0) t->vt = t->pi->vtable;
+    if (rc == 0) t->vt = ksock_plugin_instance_vtable(t->pi);
     return rc;
 }
 
@@ -72,7 +72,8 @@ static int print_json(tool_t *t, const ksock_value_t *v, char *err, size_t err_s
 static int do_validate(tool_t *t, const char *token, char *err, size_t err_size)
 {
     ksock_value_t *claims = NULL;
-    int rc = t->vt->validate_token(t->pi->inst, token, &claims, err, err_size);
+    int rc =
+        t->vt->validate_token(ksock_plugin_instance_inst(t->pi), token, &claims, err, err_size);
     if (rc == 0) {
         rc = print_json(t, claims, err, err_size);
         ksock_value_unref(claims);
@@ -86,7 +87,8 @@ static int do_generate(tool_t *t, const char *user_json, char *err, size_t err_s
     char *token = NULL;
     int rc =
         ksock_serde_deserialize(t->rt, user_json, strlen(user_json), NULL, &user, err, err_size);
-    if (rc == 0) rc = t->vt->generate_token(t->pi->inst, user, &token, err, err_size);
+    if (rc == 0)
+        rc = t->vt->generate_token(ksock_plugin_instance_inst(t->pi), user, &token, err, err_size);
     if (rc == 0) printf("%s\n", token);
     free(token);
     if (user) ksock_value_unref(user);
@@ -116,7 +118,7 @@ static int do_authenticate(tool_t *t, const char *name, const char *value, const
         .subprotocol = "ksock.v1.json",
     };
     ksock_principal_t *p = NULL;
-    int rc = t->vt->authenticate(t->pi->inst, &hs, &p, err, err_size);
+    int rc = t->vt->authenticate(ksock_plugin_instance_inst(t->pi), &hs, &p, err, err_size);
     if (rc != 0) return rc;
     ksock_value_t *m = ksock_value_map();
     ksock_value_map_set(m, "subject", 7, ksock_value_cstring(p->subject));

@@ -8,6 +8,8 @@
 #ifndef KSOCK_BRIDGE_INTERNAL_H
 #define KSOCK_BRIDGE_INTERNAL_H
 
+#include "../internal.h"
+
 #include <ksock/bridge.h>
 #include <ksock/error.h>
 #include <ksock/log.h>

@@ -177,21 +177,25 @@ KSOCK_EXTERN int ksock_plugin_desc_check(const ksock_plugin_desc_t *d, const cha
 
 /*
  * A generic plugin instance: the plugin, its instance pointer and its
- * parsed options. Created by ksock_plugin_instance_new(), which validates
+ * parsed options, read through the accessors below (the struct is opaque,
+ * so it can grow). Created by ksock_plugin_instance_new(), which validates
  * `opts_obj` against the schema (keys in `ignore` are skipped), fills the
  * options struct and calls the kind's create(). The caller owns the result
  * and releases it with ksock_plugin_instance_free(), which calls destroy().
  */
-typedef struct ksock_plugin_instance_s {
-    size_t size;
-    ksock_plugin_t *plugin;
-    const void *vtable;     /* the plugin's vtable, kind-specific */
-    void *inst;             /* what create() returned */
-    void *options;          /* parsed options struct (owned) */
-    ksock_plugin_ctx_t ctx; /* what create() received */
-    char *name;             /* instance name (owned) */
-    char *component;        /* log component (owned) */
-} ksock_plugin_instance_t;
+typedef struct ksock_plugin_instance_s ksock_plugin_instance_t; /* opaque since ABI 1.1 */
+
+/*
+ * What an instance holds, borrowed for its lifetime: the kind's vtable
+ * (cast to ksock_<kind>_vtable_t), what create() returned, the plugin,
+ * its parsed options struct, its name and log component. ABI 1.1.
+ */
+KSOCK_EXTERN const void *ksock_plugin_instance_vtable(const ksock_plugin_instance_t *pi);
+KSOCK_EXTERN void *ksock_plugin_instance_inst(const ksock_plugin_instance_t *pi);
+KSOCK_EXTERN ksock_plugin_t *ksock_plugin_instance_plugin(const ksock_plugin_instance_t *pi);
+KSOCK_EXTERN const void *ksock_plugin_instance_options(const ksock_plugin_instance_t *pi);
+KSOCK_EXTERN const char *ksock_plugin_instance_name(const ksock_plugin_instance_t *pi);
+KSOCK_EXTERN const char *ksock_plugin_instance_component(const ksock_plugin_instance_t *pi);
 
 KSOCK_EXTERN int ksock_plugin_instance_new(ksock_runtime_t *rt, ksock_plugin_t *p,
                                            const char *instance_name, const ksock_config_t *doc,

@@ -652,9 +652,9 @@ TEST(good_two_instances_have_their_own_state)
                                         err, sizeof(err)));
     ASSERT_OK(ksock_plugin_instance_new(rt, p, "two", cfg, ksock_cfg_get(root, "two"), NULL, &two,
                                         err, sizeof(err)));
-    ASSERT(one->plugin == p && two->plugin == p);
-    ASSERT(one->vtable == two->vtable);
-    fixture_inst_t *a = one->inst, *b = two->inst;
+    ASSERT(ksock_plugin_instance_plugin(one) == p && ksock_plugin_instance_plugin(two) == p);
+    ASSERT(ksock_plugin_instance_vtable(one) == ksock_plugin_instance_vtable(two));
+    fixture_inst_t *a = ksock_plugin_instance_inst(one), *b = ksock_plugin_instance_inst(two);
     ASSERT(a != b);
     ASSERT_EQ(a->magic, FIXTURE_INST_MAGIC);
     ASSERT_EQ(b->magic, FIXTURE_INST_MAGIC);
@@ -677,19 +677,19 @@ TEST(good_two_instances_have_their_own_state)
     ASSERT_EQ(b->buffer, 1048576);
 
     /* Writing to one does not touch the other. */
-    const ksock_logsink_vtable_t *vt = one->vtable;
+    const ksock_logsink_vtable_t *vt = ksock_plugin_instance_vtable(one);
     ksock_log_record_t rec = record("hello");
     for (int i = 0; i < 3; i++)
-        ASSERT_OK(vt->write(one->inst, &rec));
+        ASSERT_OK(vt->write(ksock_plugin_instance_inst(one), &rec));
     for (int i = 0; i < 10; i++) {
-        int rc = vt->write(two->inst, &rec);
+        int rc = vt->write(ksock_plugin_instance_inst(two), &rec);
         ASSERT_EQ(rc, i < 7 ? 0 : KSOCK_E_QUEUE_FULL);
     }
     uint64_t w, d, e;
-    vt->stats(one->inst, &w, &d, &e);
+    vt->stats(ksock_plugin_instance_inst(one), &w, &d, &e);
     ASSERT_EQ(w, 3);
     ASSERT_EQ(d, 0);
-    vt->stats(two->inst, &w, &d, &e);
+    vt->stats(ksock_plugin_instance_inst(two), &w, &d, &e);
     ASSERT_EQ(w, 7);
     ASSERT_EQ(d, 0);
     ASSERT_EQ(a->refused, 0);
@@ -697,7 +697,7 @@ TEST(good_two_instances_have_their_own_state)
 
     ksock_plugin_instance_free(one);
     /* The other instance outlives its sibling. */
-    ASSERT_EQ(vt->write(two->inst, &rec), KSOCK_E_QUEUE_FULL);
+    ASSERT_EQ(vt->write(ksock_plugin_instance_inst(two), &rec), KSOCK_E_QUEUE_FULL);
     ksock_plugin_instance_free(two);
     ksock_runtime_destroy(rt);
     ksock_config_free(cfg);
@@ -884,7 +884,8 @@ TEST(builtin_plugin)
     ksock_plugin_instance_t *pi;
     ASSERT_OK(ksock_plugin_instance_new(rt, p, NULL, cfg, ksock_config_root(cfg), NULL, &pi, err,
                                         sizeof(err)));
-    ASSERT_STR_EQ(((fixture_inst_t *)pi->inst)->component, "logsink:fixture_builtin");
+    ASSERT_STR_EQ(((fixture_inst_t *)ksock_plugin_instance_inst(pi))->component,
+                  "logsink:fixture_builtin");
     ksock_plugin_instance_free(pi);
     ksock_runtime_destroy(rt);
     ksock_config_free(cfg);
@@ -937,21 +938,23 @@ TEST(optional_functions_get_defaults)
     ASSERT_OK(ksock_plugin_find(rt, KSOCK_PLUGIN_SERIALIZER, "envonly", &p, err, sizeof(err)));
     ksock_plugin_instance_t *pi;
     ASSERT_OK(ksock_plugin_instance_new(rt, p, NULL, NULL, NULL, NULL, &pi, err, sizeof(err)));
-    ASSERT_NULL(pi->inst); /* the default create: a stateless plugin */
-    const ksock_serializer_vtable_t *sv = pi->vtable;
-    ASSERT_EQ(sv->frame_type(pi->inst), KSOCK_FRAME_BINARY);
+    ASSERT_NULL(ksock_plugin_instance_inst(pi)); /* the default create: a stateless plugin */
+    const ksock_serializer_vtable_t *sv = ksock_plugin_instance_vtable(pi);
+    ASSERT_EQ(sv->frame_type(ksock_plugin_instance_inst(pi)), KSOCK_FRAME_BINARY);
     ksock_buf_t b = KSOCK_BUF_INIT;
     ksock_value_t *v = ksock_value_int(1);
-    ASSERT_EQ(sv->encode_value(pi->inst, v, &b, err, sizeof(err)), KSOCK_E_UNSUPPORTED);
+    ASSERT_EQ(sv->encode_value(ksock_plugin_instance_inst(pi), v, &b, err, sizeof(err)),
+              KSOCK_E_UNSUPPORTED);
     ASSERT_CONTAINS(err, "envelopes only");
     ksock_value_t *out = v;
-    ASSERT_EQ(sv->decode_value(pi->inst, "1", 1, NULL, &out, err, sizeof(err)),
-              KSOCK_E_UNSUPPORTED);
+    ASSERT_EQ(
+        sv->decode_value(ksock_plugin_instance_inst(pi), "1", 1, NULL, &out, err, sizeof(err)),
+        KSOCK_E_UNSUPPORTED);
     ASSERT_NULL(out);
     ksock_envelope_t e;
     ksock_envelope_init(&e);
     e.op = KSOCK_OP_PING;
-    ASSERT_OK(sv->encode_envelope(pi->inst, &e, &b, err, sizeof(err)));
+    ASSERT_OK(sv->encode_envelope(ksock_plugin_instance_inst(pi), &e, &b, err, sizeof(err)));
     ASSERT_EQ(b.len, 1);
     ksock_buf_free(&b);
     ksock_value_unref(v);

@@ -63,7 +63,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (ksock_plugin_instance_new(rt, p, "fuzz", doc, ksock_config_root(doc), NULL, &pi, err,
                                   sizeof(err)) != 0)
         die("create", err);
-    vt = pi->vtable;
+    vt = ksock_plugin_instance_vtable(pi);
     return 0;
 }
 
@@ -121,7 +121,7 @@ static int authenticate(const char *query, const char *bearer, ksock_principal_t
         .peer_addr = "127.0.0.1:1",
     };
     char err[256];
-    return vt->authenticate(pi->inst, &hs, out, err, sizeof(err));
+    return vt->authenticate(ksock_plugin_instance_inst(pi), &hs, out, err, sizeof(err));
 }
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
@@ -137,7 +137,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     }
     char err[256];
     ksock_value_t *claims = NULL;
-    int rc = vt->validate_token(pi->inst, tok, &claims, err, sizeof(err));
+    int rc = vt->validate_token(ksock_plugin_instance_inst(pi), tok, &claims, err, sizeof(err));
     if (rc == 0 && (claims == NULL || ksock_value_type(claims) != KSOCK_VALUE_MAP))
         die("accepted", "validate_token gave no map of claims");
     if (rc != 0 && claims != NULL) die("refused", "validate_token refused but gave claims");

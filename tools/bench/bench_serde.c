@@ -103,7 +103,7 @@ static void bench_open(bench_t *b, const char *format, size_t size)
                                   b->doc ? ksock_config_root(b->doc) : NULL, NULL, &b->pi, err,
                                   sizeof(err)) != 0)
         die(name, err);
-    b->vt = b->pi->vtable;
+    b->vt = ksock_plugin_instance_vtable(b->pi);
     ksock_value_limits_default(&b->lim);
     make_envelope(b, format, size);
 }
@@ -122,7 +122,8 @@ static void encode_n(bench_t *b, ksock_buf_t *out, long n)
     char err[256];
     for (long i = 0; i < n; i++) {
         out->len = 0;
-        if (b->vt->encode_envelope(b->pi->inst, &b->env, out, err, sizeof(err)) != 0)
+        if (b->vt->encode_envelope(ksock_plugin_instance_inst(b->pi), &b->env, out, err,
+                                   sizeof(err)) != 0)
             die("encode", err);
     }
 }
@@ -133,8 +134,8 @@ static void decode_n(bench_t *b, const ksock_buf_t *frame, long n)
     for (long i = 0; i < n; i++) {
         ksock_envelope_t e;
         ksock_envelope_init(&e);
-        if (b->vt->decode_envelope(b->pi->inst, frame->data, frame->len, &b->lim, &e, err,
-                                   sizeof(err)) != 0)
+        if (b->vt->decode_envelope(ksock_plugin_instance_inst(b->pi), frame->data, frame->len,
+                                   &b->lim, &e, err, sizeof(err)) != 0)
             die("decode", err);
         ksock_envelope_clear(&e);
     }

@@ -108,7 +108,7 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
 static void send_text(server_t *s, ksock_conn_id_t id, const char *text)
 {
     ksock_frame_t *f = ksock_frame_new(KSOCK_FRAME_TEXT, text, strlen(text));
-    s->tv->send(s->pi->inst, id, f);
+    s->tv->send(ksock_plugin_instance_inst(s->pi), id, f);
     ksock_frame_unref(f);
 }
 
@@ -119,7 +119,7 @@ static void flood(server_t *s, ksock_conn_id_t id, conn_t *c)
         char msg[64];
         int n = snprintf(msg, sizeof(msg), "flood %ld", c->flood_next);
         ksock_frame_t *f = ksock_frame_new(KSOCK_FRAME_TEXT, msg, (size_t)n);
-        int rc = s->tv->send(s->pi->inst, id, f);
+        int rc = s->tv->send(ksock_plugin_instance_inst(s->pi), id, f);
         ksock_frame_unref(f);
         if (rc == KSOCK_E_QUEUE_FULL) {
             s->queue_full++;
@@ -166,7 +166,7 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
         snprintf(buf, sizeof(buf), "%.*s", (int)len, (const char *)payload);
         int code = atoi(buf + 10);
         const char *reason = strchr(buf + 10, ' ');
-        s->tv->close(s->pi->inst, id, code, reason ? reason + 1 : NULL);
+        s->tv->close(ksock_plugin_instance_inst(s->pi), id, code, reason ? reason + 1 : NULL);
         return;
     }
     if (type == KSOCK_FRAME_TEXT && len > 10 && memcmp(payload, "__flood__ ", 10) == 0) {
@@ -178,7 +178,8 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
         return;
     }
     ksock_frame_t *f = ksock_frame_new(type, payload, len);
-    if (s->tv->send(s->pi->inst, id, f) == KSOCK_E_QUEUE_FULL) s->queue_full++;
+    if (s->tv->send(ksock_plugin_instance_inst(s->pi), id, f) == KSOCK_E_QUEUE_FULL)
+        s->queue_full++;
     ksock_frame_unref(f);
 }
 
@@ -237,7 +238,7 @@ int main(int argc, char **argv)
         return 2;
     }
     s.rt = rt;
-    s.tv = s.pi->vtable;
+    s.tv = ksock_plugin_instance_vtable(s.pi);
     ksock_transport_events_t ev = {
         .size = sizeof(ev),
         .data = &s,
@@ -247,7 +248,7 @@ int main(int argc, char **argv)
         .on_writable = on_writable,
         .on_close = on_close,
     };
-    rc = s.tv->listen(s.pi->inst, &ev, err, sizeof(err));
+    rc = s.tv->listen(ksock_plugin_instance_inst(s.pi), &ev, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "ws_echo_server: %s\n", err);
         ksock_plugin_instance_free(s.pi);
@@ -261,7 +262,7 @@ int main(int argc, char **argv)
     printf("READY\n");
     fflush(stdout);
     ksock_runtime_run(rt);
-    s.tv->stop(s.pi->inst);
+    s.tv->stop(ksock_plugin_instance_inst(s.pi));
     /* Deliver the close events of the connections stop() closed. */
     ksock_runtime_run_once(rt, false);
     ksock_plugin_instance_free(s.pi);

@@ -81,8 +81,8 @@ static int at_try_open(const char *options_json, at_t *out, char *errstr, size_t
         ksock_runtime_destroy(a.rt);
         return rc;
     }
-    a.vt = a.pi->vtable;
-    a.inst = a.pi->inst;
+    a.vt = ksock_plugin_instance_vtable(a.pi);
+    a.inst = ksock_plugin_instance_inst(a.pi);
     ASSERT_GE(a.vt->size, sizeof(ksock_auth_vtable_t));
     *out = a;
     return 0;

@@ -104,7 +104,7 @@ static void bt_open(bt_t *t, const bt_opts_t *o)
         TEST_FAIL_("register the fake transport: %s", err);
     t->tp = bt_instance(t, KSOCK_PLUGIN_TRANSPORT,
                         o && o->v10 ? FAKE_TRANSPORT_V10_NAME : FAKE_TRANSPORT_NAME, NULL);
-    t->f = t->tp->inst;
+    t->f = ksock_plugin_instance_inst(t->tp);
     if (o && o->auth_json) {
         if (ksock_config_load_string("auth.json", o->auth_json, strlen(o->auth_json), &t->auth_doc,
                                      err, sizeof(err)) != 0)
@@ -217,11 +217,12 @@ static msg_t bt_reply(bt_t *t, ksock_conn_id_t id, size_t k)
 {
     const fake_frame_t *fr = fake_frame(t->f, id, k);
     if (fr == NULL) TEST_FAIL_("no frame %zu on connection %llu", k, (unsigned long long)id);
-    const ksock_serializer_vtable_t *sv = t->json->vtable;
+    const ksock_serializer_vtable_t *sv = ksock_plugin_instance_vtable(t->json);
     ksock_envelope_t env;
     ksock_envelope_init(&env);
     char err[512] = "";
-    if (sv->decode_envelope(t->json->inst, fr->data, fr->len, NULL, &env, err, sizeof(err)) != 0)
+    if (sv->decode_envelope(ksock_plugin_instance_inst(t->json), fr->data, fr->len, NULL, &env, err,
+                            sizeof(err)) != 0)
         TEST_FAIL_("reply does not decode: %s: %s", err, fr->data);
     msg_t m = {.code = env.error_code, .partition = env.partition, .offset = env.offset};
     m.type = fr->type;
@@ -465,9 +466,9 @@ static char *bt_token(bt_t *t, const char *user_json)
     if (ksock_serde_deserialize(t->rt, user_json, strlen(user_json), NULL, &user, err,
                                 sizeof(err)) != 0)
         TEST_FAIL_("user %s: %s", user_json, err);
-    const ksock_auth_vtable_t *av = t->auth->vtable;
+    const ksock_auth_vtable_t *av = ksock_plugin_instance_vtable(t->auth);
     char *tok = NULL;
-    int rc = av->generate_token(t->auth->inst, user, &tok, err, sizeof(err));
+    int rc = av->generate_token(ksock_plugin_instance_inst(t->auth), user, &tok, err, sizeof(err));
     ksock_value_unref(user);
     if (rc != 0) TEST_FAIL_("generate_token: %s", err);
     return tok;

@@ -74,8 +74,8 @@ static int rt_try_open(const char *name, const char *options_json, rt_policy_t *
         ksock_runtime_destroy(p.rt);
         return rc;
     }
-    p.vt = p.pi->vtable;
-    p.inst = p.pi->inst;
+    p.vt = ksock_plugin_instance_vtable(p.pi);
+    p.inst = ksock_plugin_instance_inst(p.pi);
     ASSERT_GE(p.vt->size, sizeof(ksock_reconnect_vtable_t));
     *out = p;
     return 0;
@@ -512,7 +512,7 @@ TEST(backoff_descriptor_through_the_loader)
 TEST(none_always_gives_up)
 {
     rt_policy_t p = rt_open("none", NULL);
-    ksock_plugin_t *plugin = p.pi->plugin;
+    ksock_plugin_t *plugin = ksock_plugin_instance_plugin(p.pi);
     ASSERT_STR_EQ(ksock_plugin_desc(plugin)->name, "none");
     ASSERT_EQ(ksock_plugin_desc(plugin)->kind, KSOCK_PLUGIN_RECONNECT);
     ASSERT_CONTAINS(ksock_plugin_file(plugin), "reconnect_none.so");

@@ -76,8 +76,8 @@ static inline st_ser_t st_open_with(ksock_runtime_t *rt, const char *name, const
     }
     rc = ksock_plugin_instance_new(rt, p, "t", doc, opts, NULL, &s.pi, err, sizeof(err));
     if (rc != 0) TEST_FAIL_("instance_new(%s): %s", name, err);
-    s.vt = s.pi->vtable;
-    s.inst = s.pi->inst;
+    s.vt = ksock_plugin_instance_vtable(s.pi);
+    s.inst = ksock_plugin_instance_inst(s.pi);
     ksock_value_limits_default(&s.lim);
     return s;
 }
