@@ -8,6 +8,10 @@
  *
  * Cost of a filtered call: ksock_log() compares against an atomic
  * threshold (the lowest level of any sink) before touching its arguments.
+ *
+ * One unit (~810 lines): the logger's lock, its sinks list and the record
+ * formatter are used together on every call; the built-in console sink is
+ * a few dozen lines of it. The sink plugins live in plugins/logsink_*.
  */
 #include "internal.h"
 

@@ -8,6 +8,10 @@
  * any other plugin code runs; the host then keeps a copy of it at the
  * host's own size, zero-filled past what the plugin provided, so a plugin
  * built against an older minor reads as "field absent".
+ *
+ * One unit (~840 lines): descriptor checks, vtable copies, instances and
+ * the search path share the registry and the frozen ABI 1.0 sizes; the
+ * checks are one table (docs/plugins.md) that reads best in one place.
  */
 #include "internal.h"
 

@@ -11,6 +11,10 @@
  * order, and handed over first on resume. librdkafka refetches from the
  * position after the last message it gave us, so parked plus refetched is
  * exactly the rest of the partition.
+ *
+ * One unit (~890 lines): assignment, rebalance, commits and the queue
+ * drain all act on the same librdkafka handle and partition list under
+ * librdkafka's callback rules, which are easier to keep right in one file.
  */
 #include "kafka_internal.h"
 

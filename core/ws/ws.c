@@ -16,6 +16,10 @@
  * "final" fires on_close once and frees the handle. A loss asks the
  * policy for a delay; KSOCK_RECONNECT_GIVE_UP (or reconnection disabled,
  * or a user close) makes it final.
+ *
+ * One unit (~900 lines): one connection state machine (connecting, open,
+ * reconnecting, closing) whose transitions share the disconnected queue,
+ * the policy and the transport events; the default policy is backoff.c.
  */
 #include "../internal.h"
 

@@ -37,6 +37,9 @@
  * Only http:// is supported; https:// is refused at start-up (libevent's
  * client does TLS only through OpenSSL bufferevents, and this project uses
  * GnuTLS: a local forwarder such as Fluent Bit or Vector can add TLS).
+ *
+ * One unit (~920 lines): the bounded queue, batching, the libevent HTTP
+ * client and the backoff are one delivery loop for one sink instance.
  */
 #include <ksock/logsink.h>
 #include <ksock/runtime.h>

@@ -6,6 +6,10 @@
  * headers or offsets array, one header or offset object, or an embedded
  * JSON value (key_json / value_json), which is re-written compactly into a
  * buffer as it streams by and becomes the key or value bytes.
+ *
+ * One unit (~820 lines): a single streaming state machine over yajl's
+ * callbacks; its states share one reader struct and splitting them by
+ * field would scatter the transitions a reader has to follow together.
  */
 #include "json_internal.h"
 
