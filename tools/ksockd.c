@@ -393,6 +393,32 @@ static int load_config(ksock_runtime_t *rt, const char *path, bool check_only,
  * now makes librdkafka check every property at start-up, and starts the
  * embedded cluster when bootstrap.servers is "embedded".
  */
+/*
+ * One size limit for a publish (docs/protocol.md, Sizes): unless the kafka
+ * section sets message.max.bytes, the producer's follows the largest frame
+ * the websocket section accepts (max_message_size, 1 MiB by default), not
+ * librdkafka's 1,000,000, so whatever fits in a frame is not refused by a
+ * smaller producer limit. The broker's own limit (1 MiB + 12 by default)
+ * still applies at delivery.
+ */
+static int message_size_default(const ksock_config_t *cfg, const ksock_cfg_t *kafka,
+                                ksock_kafka_conf_t *conf, char *err, size_t err_size)
+{
+    if (ksock_cfg_get(kafka, "message.max.bytes")) return 0;
+    const ksock_cfg_t *ws = ksock_cfg_get(ksock_config_root(cfg), "websocket");
+    const ksock_cfg_t *mm = ksock_cfg_get(ws, "max_message_size");
+    int64_t n = 1048576;
+    if (mm && ksock_cfg_type(mm) == KSOCK_CFG_INT)
+        n = ksock_cfg_int(mm);
+    else if (mm && ksock_cfg_type(mm) == KSOCK_CFG_STRING &&
+             ksock_parse_size(ksock_cfg_string(mm), &n) != 0)
+        return 0;                             /* the transport's option check reports it */
+    if (n < 1000 || n > 1000000000) return 0; /* librdkafka's range: keep its default */
+    char v[32];
+    snprintf(v, sizeof(v), "%lld", (long long)n);
+    return ksock_kafka_conf_set(conf, "message.max.bytes", v, err, err_size);
+}
+
 static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool create,
                        ksock_kafka_producer_t **out)
 {
@@ -402,6 +428,7 @@ static int setup_kafka(ksock_runtime_t *rt, const ksock_config_t *cfg, bool crea
     if (k == NULL) return 0;
     ksock_kafka_conf_t *conf;
     int rc = ksock_kafka_conf_new(&conf);
+    if (rc == 0) rc = message_size_default(cfg, k, conf, err, sizeof(err));
     if (rc == 0) rc = ksock_kafka_conf_set_cfg(conf, cfg, k, err, sizeof(err));
     if (rc == 0 && create) rc = ksock_kafka_producer_new(rt, out, conf, err, sizeof(err));
     ksock_kafka_conf_free(conf);

@@ -257,6 +257,36 @@ def msgpack_subprotocol():
 
 
 @t.test
+def value_just_under_the_frame_limit_is_acked():
+    """docs/protocol.md, Sizes: the producer's message.max.bytes follows the frame limit
+    (websocket.max_message_size, 1 MiB), so a 1,040,000-byte value in a msgpack frame is
+    acked and stored whole (librdkafka's own default, 1,000,000, refused it with -18); the
+    connection stays open. (A record over the producer's limit is -18: the C test's
+    kafka_message_too_large_is_18.)"""
+    need_broker()
+    import msgpack
+    topic = f"br.big.{uuid.uuid4().hex[:8]}"
+    big = bytes(range(256)) * (1040000 // 256)
+    with Ksockd() as k:
+        async def go():
+            async with connect(k.url, token(publish=["br.big.*"]),
+                               subprotocol="ksock.v1.msgpack") as ws:
+                await ws.send(msgpack.packb({"op": "publish", "id": "b1", "topic": topic,
+                                             "value": big}))
+                ok = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 60))
+                await ws.send(msgpack.packb({"op": "ping", "id": "p"}))
+                pong = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
+                return ok, pong
+        ok, pong = run(go())
+    assert ok["op"] == "ack" and ok["id"] == "b1", ok
+    assert pong["op"] == "pong" and pong["id"] == "p", pong
+    r = subprocess.run(["kcat", "-b", BOOTSTRAP, "-C", "-t", topic, "-p", str(ok["partition"]),
+                        "-o", str(ok["offset"]), "-c", "1", "-e", "-f", "%S"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == str(len(big)), (r.stdout, r.stderr)
+
+
+@t.test
 def no_token_is_http_401():
     need_clients()
     with Ksockd() as k:
