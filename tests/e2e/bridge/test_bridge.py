@@ -28,6 +28,7 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
+from ksockd_proc import KsockdProc, free_port  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt")
@@ -57,11 +58,6 @@ def need_broker():
         t.skip("kcat not installed")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def token(sub="alice", publish=None, subscribe=None, ttl=600):
     now = int(time.time())
@@ -76,11 +72,10 @@ def token(sub="alice", publish=None, subscribe=None, ttl=600):
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-class Ksockd:
+class Ksockd(KsockdProc):
     """ksockd on a free loopback port with a temporary config; always stopped."""
 
     def __init__(self, auth=None, extra=None):
-        self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
         cfg = {
             "kafka": {"bootstrap.servers": BOOTSTRAP or "embedded"},
@@ -90,67 +85,14 @@ class Ksockd:
                     "sinks": [{"type": "console", "level": "debug", "format": "json"}]},
         }
         cfg.update(extra or {})
-        self.config = os.path.join(self.dir.name, "ksockd.json")
-        with open(self.config, "w") as f:
-            json.dump(cfg, f)
-        self.errpath = os.path.join(self.dir.name, "stderr")
-        self.err = open(self.errpath, "w")
-        self.p = subprocess.Popen([KSOCKD, "--config", self.config], stdout=subprocess.DEVNULL,
-                                  stderr=self.err)
+        super().__init__(KSOCKD, cfg, ready="listening for WebSocket clients")
         self.url = f"ws://127.0.0.1:{self.port}/"
 
-    final_log = None
-
-    def log(self):
-        if self.final_log is not None:
-            return self.final_log
-        with open(self.errpath) as f:
-            return f.read()
-
-    def stats(self):
-        """The counters ksockd logs when the bridge stops (docs/bridge.md)."""
-        for line in self.log().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("message") == "bridge stopped":
-                return r["context"]
-        raise AssertionError("no 'bridge stopped' record:\n" + self.log()[-3000:])
-
     def __enter__(self):
-        end = time.monotonic() + 30
-        while "listening for WebSocket clients" not in self.log():
-            if self.p.poll() is not None:
-                raise AssertionError(f"ksockd exited {self.p.returncode}:\n{self.log()}")
-            if time.monotonic() > end:
-                raise AssertionError("ksockd did not start listening:\n" + self.log())
-            time.sleep(0.05)
+        super().__enter__()
         if not BOOTSTRAP:  # the embedded cluster says so at start-up (docs/kafka.md)
             assert "in-process mock cluster" in self.log(), self.log()
         return self
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            rc = self.p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise AssertionError("ksockd did not stop on SIGTERM:\n" + self.log())
-        return rc
-
-    def __exit__(self, exc_type, *exc):
-        try:
-            rc = self.stop()
-            if exc_type is None:
-                assert rc == 0, f"ksockd exited {rc} after SIGTERM:\n{self.log()}"
-                assert "ksockd stopped" in self.log()
-        finally:
-            self.err.close()
-            self.final_log = self.log()
-            self.dir.cleanup()
 
 
 def run(coro):

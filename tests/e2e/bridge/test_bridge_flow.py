@@ -22,6 +22,7 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
+from ksockd_proc import KsockdProc, free_port  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets")
@@ -40,18 +41,12 @@ def need_broker():
         t.skip("kcat not installed")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-class Ksockd:
+class Ksockd(KsockdProc):
     """ksockd (auth none, loopback) on a free port; always stopped. `stats()` parses the
     counters it logs when the bridge stops."""
 
     def __init__(self, bridge=None, websocket=None, env=None):
-        self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
         ws = {"listeners": [{"address": "127.0.0.1", "port": self.port}]}
         ws.update(websocket or {})
@@ -63,72 +58,8 @@ class Ksockd:
         }
         if bridge is not None:
             cfg["bridge"] = bridge
-        self.config = os.path.join(self.dir.name, "ksockd.json")
-        with open(self.config, "w") as f:
-            json.dump(cfg, f)
-        self.errpath = os.path.join(self.dir.name, "stderr")
-        self.err = open(self.errpath, "w")
-        self.p = subprocess.Popen([KSOCKD, "--config", self.config], stdout=subprocess.DEVNULL,
-                                  stderr=self.err, env=dict(os.environ, **(env or {})))
+        super().__init__(KSOCKD, cfg, env=env)
         self.url = f"ws://127.0.0.1:{self.port}/"
-        self.rc = None
-        self.final_log = None
-
-    def log(self):
-        if self.final_log is not None:
-            return self.final_log
-        with open(self.errpath) as f:
-            return f.read()
-
-    def stats(self):
-        for line in self.log().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("message") == "bridge stopped":
-                return r["context"]
-        raise AssertionError("no 'bridge stopped' record:\n" + self.log()[-3000:])
-
-    def rss_kib(self):
-        with open(f"/proc/{self.p.pid}/status") as f:
-            m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
-        return int(m.group(1))
-
-    def __enter__(self):
-        end = time.monotonic() + 30
-        while "ksockd started" not in self.log():
-            if self.p.poll() is not None:
-                raise AssertionError(f"ksockd exited {self.p.returncode}:\n{self.log()}")
-            if time.monotonic() > end:
-                raise AssertionError("ksockd did not start:\n" + self.log())
-            time.sleep(0.05)
-        return self
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            self.rc = self.p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise AssertionError("ksockd did not stop on SIGTERM:\n" + self.log()[-3000:])
-        return self.rc
-
-    def __exit__(self, exc_type, *exc):
-        try:
-            rc = self.stop()
-            if exc_type is None:
-                assert rc == 0, f"ksockd exited {rc} after SIGTERM:\n{self.log()[-3000:]}"
-                assert "ksockd stopped" in self.log()
-        finally:
-            self.err.close()
-            if exc_type is None:
-                self.final_log = self.log()
-                self.dir.cleanup()
-            else:
-                print(f"# ksockd log kept in {self.errpath}")
 
 
 def run(coro, timeout=120):

@@ -24,6 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
+from ksockd_proc import KsockdProc, free_port  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt")
@@ -45,11 +46,6 @@ def need_ss():
         t.skip("ss (iproute2) not installed")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def have_ipv6_loopback():
     try:
@@ -60,11 +56,10 @@ def have_ipv6_loopback():
         return False
 
 
-class Ksockd:
+class Ksockd(KsockdProc):
     """ksockd with the given listeners and auth section; always stopped."""
 
     def __init__(self, listeners, auth=None, websocket=None):
-        self.dir = tempfile.TemporaryDirectory()
         ws = {"listeners": listeners}
         ws.update(websocket or {})
         cfg = {
@@ -73,53 +68,7 @@ class Ksockd:
             "auth": auth if auth is not None else {"plugin": "jwt", "secret": SECRET},
             "log": {"level": "info", "sinks": [{"type": "console", "level": "info"}]},
         }
-        self.config = os.path.join(self.dir.name, "ksockd.json")
-        with open(self.config, "w") as f:
-            json.dump(cfg, f)
-        self.errpath = os.path.join(self.dir.name, "stderr")
-        self.err = open(self.errpath, "w")
-        self.p = subprocess.Popen([KSOCKD, "--config", self.config], stdout=subprocess.DEVNULL,
-                                  stderr=self.err)
-
-    def log(self):
-        with open(self.errpath) as f:
-            return f.read()
-
-    def wait_exit(self, timeout=30):
-        """For a start-up that must fail: its exit status."""
-        try:
-            return self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("ksockd kept running:\n" + self.log())
-
-    def __enter__(self):
-        end = time.monotonic() + 30
-        while "ksockd started" not in self.log():
-            if self.p.poll() is not None:
-                raise AssertionError(f"ksockd exited {self.p.returncode}:\n{self.log()}")
-            if time.monotonic() > end:
-                raise AssertionError("ksockd did not start:\n" + self.log())
-            time.sleep(0.05)
-        return self
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise AssertionError("ksockd did not stop on SIGTERM:\n" + self.log())
-
-    def __exit__(self, exc_type, *exc):
-        try:
-            rc = self.stop()
-            if exc_type is None:
-                assert rc == 0, f"ksockd exited {rc} after SIGTERM:\n{self.log()}"
-        finally:
-            self.err.close()
-            self.dir.cleanup()
+        super().__init__(KSOCKD, cfg)
 
 
 def kernel_listening(port, pid):

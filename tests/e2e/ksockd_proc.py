@@ -1,0 +1,99 @@
+"""ksockd as an end-to-end test runs it: a temporary config, a free loopback port, stderr kept
+in a file, always stopped (SIGTERM, then SIGKILL) and its exit checked. The bridge tests
+(tests/e2e/bridge/) subclass KsockdProc with the config each needs."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def free_port():
+    """A port free on 127.0.0.1 right now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class KsockdProc:
+    """`with KsockdProc(ksockd, cfg) as k:` starts ksockd with `cfg` (a dict), waits for the
+    line `ready` in its log, and on leaving stops it with SIGTERM and asserts it exited 0
+    having logged "ksockd stopped" (unless the block raised). Without `with`, wait_exit()
+    gives the status of a start-up that must fail."""
+
+    def __init__(self, ksockd, cfg, env=None, ready="ksockd started"):
+        self.dir = tempfile.TemporaryDirectory()
+        self.ready = ready
+        self.rc = None
+        self.final_log = None
+        self.config = os.path.join(self.dir.name, "ksockd.json")
+        with open(self.config, "w") as f:
+            json.dump(cfg, f)
+        self.errpath = os.path.join(self.dir.name, "stderr")
+        self.err = open(self.errpath, "w")
+        self.p = subprocess.Popen([ksockd, "--config", self.config], stdout=subprocess.DEVNULL,
+                                  stderr=self.err, env=dict(os.environ, **(env or {})))
+
+    def log(self):
+        if self.final_log is not None:
+            return self.final_log
+        with open(self.errpath) as f:
+            return f.read()
+
+    def stats(self):
+        """The counters ksockd logs when the bridge stops (docs/bridge.md); needs a json log."""
+        for line in self.log().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("message") == "bridge stopped":
+                return r["context"]
+        raise AssertionError("no 'bridge stopped' record:\n" + self.log()[-3000:])
+
+    def rss_kib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1))
+
+    def wait_exit(self, timeout=30):
+        """For a start-up that must fail: its exit status."""
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("ksockd kept running:\n" + self.log())
+
+    def __enter__(self):
+        end = time.monotonic() + 30
+        while self.ready not in self.log():
+            if self.p.poll() is not None:
+                raise AssertionError(f"ksockd exited {self.p.returncode}:\n{self.log()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"ksockd did not log {self.ready!r}:\n" + self.log())
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout=30):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            self.rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise AssertionError("ksockd did not stop on SIGTERM:\n" + self.log()[-3000:])
+        return self.rc
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            rc = self.stop()
+            if exc_type is None:
+                assert rc == 0, f"ksockd exited {rc} after SIGTERM:\n{self.log()[-3000:]}"
+                assert "ksockd stopped" in self.log()
+        finally:
+            self.err.close()
+            self.final_log = self.log() if os.path.exists(self.errpath) else ""
+            self.dir.cleanup()
+        return False
