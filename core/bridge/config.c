@@ -265,6 +265,16 @@ static void serializers_found(ksock_bridge_t *b)
     scan_t s = {0};
     ksock_plugin_scan(b->rt, scan_one, &s);
     qsort(s.names, s.n, sizeof(*s.names), cmp_names);
+    /* A directory in the search path twice ($KSOCK_PLUGIN_PATH and the
+     * build tree's) reports its plugins twice: serve each name once. */
+    size_t n = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        if (n > 0 && strcmp(s.names[i], s.names[n - 1]) == 0)
+            free(s.names[i]);
+        else
+            s.names[n++] = s.names[i];
+    }
+    s.n = n;
     for (size_t i = 0; i < s.n; i++) {
         char err[1024];
         if (ksock__br_serializer_add(b, s.names[i], NULL, NULL, err, sizeof(err)) != 0)

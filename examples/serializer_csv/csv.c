@@ -64,20 +64,23 @@ static int csv_decode(void *inst, const void *data, size_t len, const ksock_valu
         ksock_buf_t b = KSOCK_BUF_INIT;
         size_t fl = (size_t)(start[i + 1] - 1 - start[i]);
         int rc = fl ? ksock_percent_decode(start[i], fl, &b) : 0;
-        char *p = fl && rc == 0 ? ksock_envelope_alloc(e, b.len + 1) : NULL;
-        if (p) memcpy(p, b.data, b.len + 1);
+        char *p = fl && rc == 0 ? ksock_envelope_alloc(e, b.len) : NULL;
+        if (p) memcpy(p, b.data, b.len); /* a ksock_buf_t is not NUL-terminated */
         f[i] = (field_t){p, b.len};
         ksock_buf_free(&b);
         if (rc == 0 && fl && p == NULL) return KSOCK_E_NOMEM;
+        if (i == ID) e->id = p, e->id_len = f[i].n; /* an error reply echoes it */
         if (rc == 0 && p && i >= PART && i <= CODE && i != KEY && i != VALUE)
             rc = ksock_parse_int64(p, f[i].n, &num[i]);
+        if (rc == 0 && (i == PART || i == CODE) && (num[i] < INT32_MIN || num[i] > INT32_MAX))
+            rc = KSOCK_E_DECODE;
         if (rc)
             return ksock_errstr_set(err, n, "csv: field %d is malformed", i + 1), KSOCK_E_DECODE;
     }
     if (f[OP].p == NULL || ksock_op_parse(f[OP].p, f[OP].n, &e->op) != 0)
         return ksock_errstr_set(err, n, "csv: unknown op"), KSOCK_E_PROTO;
-    e->id = f[ID].p, e->id_len = f[ID].n, e->topic = f[TOPIC].p, e->topic_len = f[TOPIC].n;
-    e->partition = f[PART].p && num[PART] <= INT32_MAX ? (int32_t)num[PART] : f[PART].p ? -2 : -1;
+    e->topic = f[TOPIC].p, e->topic_len = f[TOPIC].n;
+    e->partition = f[PART].p ? (int32_t)num[PART] : -1;
     e->offset = f[OFFSET].p ? num[OFFSET] : -1, e->timestamp = f[TS].p ? num[TS] : -1;
     e->key = (ksock_bytes_t){f[KEY].p, f[KEY].n, f[KEY].p != NULL};
     e->value = (ksock_bytes_t){f[VALUE].p, f[VALUE].n, f[VALUE].p != NULL};

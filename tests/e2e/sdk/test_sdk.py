@@ -6,17 +6,23 @@ installs it, then works only from the installed prefix: pkg-config, the
 headers, the bundled plugins under <libdir>/ksock/plugins, an out-of-tree
 plugin (examples/logsink_example) built with its own Makefile and nothing
 but `pkg-config --cflags --libs ksock`, and the installed ksockd loading it
-from a config and logging through it.
+from a config and logging through it; then a third party's serializer
+(examples/serializer_csv) built and `make install`ed the same way, which the
+installed ksockd serves to a Python `websockets` client as ksock.v1.csv with
+no config naming it.
 
     test_sdk.py SOURCE_ROOT [TEST_NAME...]
 
 TAP on stdout. KSOCK_KEEP_TMP=1 keeps the temporary directory for a look.
 """
+import asyncio
 import glob
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,9 +30,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
+import testvenv  # noqa: E402
 
 SRC = os.path.abspath(sys.argv[1])
 EXAMPLE = os.path.join(SRC, "examples", "logsink_example")
+CSV_EXAMPLE = os.path.join(SRC, "examples", "serializer_csv")
+HAVE_WS = testvenv.need("websockets")
+if HAVE_WS:
+    import websockets  # noqa: E402
 t = Tap()
 S = {}  # state shared by the steps, filled by install_into_a_temporary_prefix
 
@@ -263,6 +274,86 @@ def installed_ksockd_logs_through_the_example():
     assert len(plain) == len(lines), (plain, lines)
     assert re.match(r"\[plain\] \S+Z INFO  ksockd: ksockd started", plain[0]), plain[0]
     assert "ksockd stopped" in read(filelog), read(filelog)
+
+
+@t.test
+def csv_serializer_builds_and_installs_with_pkg_config_only():
+    need_install()
+    work = os.path.join(S["tmp"], "csv-src")
+    shutil.copytree(CSV_EXAMPLE, work, ignore=shutil.ignore_patterns("build"))
+    r = must(["make", "-C", work], env=sdk_env())
+    assert "warning" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    must(["make", "-C", work, "install"], env=sdk_env())
+    so = os.path.join(pkg("--variable=plugindir"), "serializer_csv.so")
+    syms = must(["nm", "-D", "--defined-only", so]).stdout.split()
+    exported = [s for s in syms if not re.fullmatch(r"[0-9a-f]+|[A-Za-z]", s)]
+    assert exported == ["ksock_plugin_entry"], f"exports {exported}"
+    S["csv"] = so
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@t.test
+def installed_ksockd_serves_the_csv_serializer_without_naming_it():
+    """A config with a listener, the embedded cluster and auth none: nothing about csv."""
+    need_install()
+    if "csv" not in S:
+        t.skip("the csv example did not build")
+    if not HAVE_WS:
+        t.skip("python websockets not available (tools/setup --test)")
+    port = free_port()
+    cfg = write(os.path.join(S["tmp"], "csv.json"), json.dumps({
+        "kafka": {"bootstrap.servers": "embedded"},
+        "websocket": {"listeners": [{"address": "127.0.0.1", "port": port}]},
+        "auth": {"plugin": "none"}}))
+    errpath = os.path.join(S["tmp"], "csv.stderr")
+    with open(errpath, "w") as err:
+        p = subprocess.Popen([S["ksockd"], "--config", cfg], env=sdk_env(),
+                             stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        end = time.monotonic() + 30
+        while "listening for WebSocket clients" not in read(errpath):
+            assert p.poll() is None, f"ksockd exited {p.returncode}:\n{read(errpath)}"
+            assert time.monotonic() < end, "ksockd did not start:\n" + read(errpath)
+            time.sleep(0.05)
+
+        async def go():
+            async with websockets.connect(f"ws://127.0.0.1:{port}/",
+                                          subprotocols=["ksock.v1.csv"]) as ws:
+                out = [ws.subprotocol]
+                for frame in ("publish,1,sensors,,,,dev-7,21.5,,", "publish,2,sensors",
+                              "hello,3,,,,,,,,", "ping,4,,,,,,,,",
+                              # a bad number, and one that wraps to partition 1 as an int32
+                              "publish,5,sensors,x,,,,v,,", "publish,6,sensors,-4294967295,,,,v,,"):
+                    await ws.send(frame)
+                    out.append(await asyncio.wait_for(ws.recv(), 20))
+                return out
+        sub, ack, short, unknown, pong, badnum, wrap = asyncio.run(asyncio.wait_for(go(), 60))
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0, read(errpath)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    log = read(errpath)
+    assert sub == "ksock.v1.csv", sub
+    served = re.search(r"serializers served.*", log)
+    assert served and "ksock.v1.csv" in served.group(0), log
+    assert re.fullmatch(r"ack,1,sensors,\d+,\d+,,,,,", ack), ack
+    f = short.split(",")
+    assert len(f) == 10 and f[0] == "error" and f[8] == "-19", short
+    assert f[9].startswith("csv%3A"), short
+    f = unknown.split(",")
+    assert f[0] == "error" and f[8] == "-17" and f[9].startswith("csv%3A"), unknown
+    assert pong == "pong,4,,,,,,,,", pong
+    for frame, id_ in ((badnum, "5"), (wrap, "6")):  # the id decoded before the fault is echoed
+        f = frame.split(",")
+        assert f[:2] == ["error", id_] and f[8] == "-19", frame
+        assert f[9].startswith("csv%3A%20field%204%20"), frame
 
 
 if __name__ == "__main__":
