@@ -11,8 +11,6 @@ On the embedded cluster, clients are Python `websockets` on loopback.
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
+from ksockd_proc import KsockdProc, free_port  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "msgpack")
@@ -35,11 +34,6 @@ def need_clients():
         t.skip("python websockets/msgpack not available (tools/setup --test)")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def config(port, extra=None):
     cfg = {
@@ -52,27 +46,13 @@ def config(port, extra=None):
     return cfg
 
 
-class Ksockd:
+class Ksockd(KsockdProc):
     """ksockd on a free loopback port with a temporary config; always stopped."""
 
     def __init__(self, extra=None):
-        self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
-        self.config = os.path.join(self.dir.name, "ksockd.json")
-        with open(self.config, "w") as f:
-            json.dump(config(self.port, extra), f)
-        self.errpath = os.path.join(self.dir.name, "stderr")
-        with open(self.errpath, "w") as err:
-            self.p = subprocess.Popen([KSOCKD, "--config", self.config], stdout=subprocess.DEVNULL,
-                                      stderr=err)
+        super().__init__(KSOCKD, config(self.port, extra), ready="listening for WebSocket clients")
         self.url = f"ws://127.0.0.1:{self.port}/"
-        self.final_log = None
-
-    def log(self):
-        if self.final_log is not None:
-            return self.final_log
-        with open(self.errpath) as f:
-            return f.read()
 
     def records(self, message):
         """The JSON log records whose message starts with `message`."""
@@ -85,32 +65,6 @@ class Ksockd:
             if r.get("message", "").startswith(message):
                 out.append(r)
         return out
-
-    def __enter__(self):
-        end = time.monotonic() + 30
-        while "listening for WebSocket clients" not in self.log():
-            if self.p.poll() is not None:
-                raise AssertionError(f"ksockd exited {self.p.returncode}:\n{self.log()}")
-            if time.monotonic() > end:
-                raise AssertionError("ksockd did not start listening:\n" + self.log())
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        try:
-            if self.p.poll() is None:
-                self.p.send_signal(signal.SIGTERM)
-            try:
-                rc = self.p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                raise AssertionError("ksockd did not stop on SIGTERM:\n" + self.log())
-            if exc_type is None:
-                assert rc == 0, f"ksockd exited {rc} after SIGTERM:\n{self.log()}"
-        finally:
-            self.final_log = self.log()
-            self.dir.cleanup()
 
     def served(self):
         r = self.records("serializers served")
