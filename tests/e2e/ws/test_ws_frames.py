@@ -3,14 +3,10 @@
 hand-written over a plain TCP socket to 127.0.0.1 after a valid upgrade: what RFC
 6455 requires for close frames (5.5.1, 7.4) and for unmasked client frames (5.1),
 and what the host's on_close is told (docs/websocket.md)."""
-import base64
-import json
 import os
-import socket
 import struct
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wsutil  # noqa: E402
@@ -23,81 +19,15 @@ t = Tap()
 SUB = ["ksock.v1.json"]
 
 
-class h:
-    """Raw-socket helpers, as in test_ws_server.py."""
-
-    @staticmethod
-    def raw_upgrade(port, path="/ws"):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                   f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ksock.v1.json\r\n\r\n")
-                  .encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(4096)
-            assert chunk, "connection closed during the upgrade"
-            buf += chunk
-        assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
-        return s, buf.split(b"\r\n\r\n", 1)[1]
-
-    @staticmethod
-    def frame(opcode, payload, fin=True):
-        mask = os.urandom(4)
-        b0 = (0x80 if fin else 0) | opcode
-        hdr = struct.pack("!BB", b0, 0x80 | len(payload))  # control frames: < 126 bytes
-        return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-    @staticmethod
-    def read_close(s, pending=b"", timeout=5):
-        """Read frames until a close frame; its code (1005 if empty, None if the socket just closed)."""
-        s.settimeout(timeout)
-        buf = pending
-        while True:
-            while len(buf) >= 2 and len(buf) >= 2 + (buf[1] & 0x7F):
-                op, n = buf[0] & 0x0F, buf[1] & 0x7F
-                payload, buf = buf[2:2 + n], buf[2 + n:]
-                if op == 8:
-                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-
-    @staticmethod
-    def wait_server_close(port, pred, what):
-        """Wait until the host has seen a close event matching pred (ws_echo_server __closes__)."""
-        import asyncio
-        import websockets
-
-        async def closes():
-            async with websockets.connect(f"ws://127.0.0.1:{port}/ws", subprotocols=SUB) as ws:
-                await ws.send("__closes__")
-                return json.loads(await ws.recv())
-        end = time.monotonic() + 10
-        while True:
-            seen = asyncio.run(asyncio.wait_for(closes(), 30))
-            hits = [c for c in seen if pred(c)]
-            if hits:
-                return hits[-1]
-            if time.monotonic() > end:
-                raise AssertionError(f"the server never saw {what}; it saw {seen}")
-            time.sleep(0.1)
-
-
 def close_frame(payload):
-    return h.frame(8, payload)
+    return wsutil.frame(8, payload)
 
 
 def refused_with(port, payload):
-    s, rest = h.raw_upgrade(port)
+    s, rest = wsutil.raw_upgrade(port)
     try:
         s.sendall(close_frame(payload))
-        return h.read_close(s, rest)
+        return wsutil.read_close(s, rest)
     finally:
         s.close()
 
@@ -108,7 +38,7 @@ def close_with_a_1_byte_payload_is_refused_1002():
     with wsutil.start_server(SERVER, port):
         assert refused_with(port, b"\x03") == 1002
         if HAVE_WS:
-            h.wait_server_close(port, lambda c: c["code"] == 1002 and "1-byte" in
+            wsutil.wait_server_close(port, lambda c: c["code"] == 1002 and "1-byte" in
                                 (c["reason"] or ""), "a 1-byte close refused")
 
 
@@ -119,7 +49,7 @@ def close_reason_not_utf8_is_refused_1007():
         assert refused_with(port, struct.pack("!H", 1000) + b"bye \xc3\x28") == 1007
         assert refused_with(port, struct.pack("!H", 4000) + b"\xff") == 1007
         if HAVE_WS:
-            h.wait_server_close(port, lambda c: c["code"] == 1007 and "not UTF-8" in
+            wsutil.wait_server_close(port, lambda c: c["code"] == 1007 and "not UTF-8" in
                                 (c["reason"] or ""), "a close reason that is not UTF-8")
 
 
@@ -153,7 +83,7 @@ def lws_version():
 def unmasked_client_frame_is_refused_1002():
     port = wsutil.free_port()
     with wsutil.start_server(SERVER, port):
-        s, rest = h.raw_upgrade(port)
+        s, rest = wsutil.raw_upgrade(port)
         try:
             s.sendall(b"\x89\x02hi")  # an unmasked ping
             s.settimeout(5)
@@ -167,7 +97,7 @@ def unmasked_client_frame_is_refused_1002():
                 # libwebsockets 4.1 parses the mask bit and exposes it nowhere; it answers
                 # the ping. Enforced from lws 5.0 on (docs/websocket.md, "Protocol errors").
                 t.skip("libwebsockets %d.%d accepts unmasked client frames" % lws_version())
-            assert h.read_close(s, got) == 1002, got[:20]
+            assert wsutil.read_close(s, got) == 1002, got[:20]
         finally:
             s.close()
 

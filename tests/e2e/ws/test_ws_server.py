@@ -3,7 +3,6 @@
 against clients nobody here wrote: Python `websockets`, and raw sockets for
 what a well-behaved library will not send (invalid UTF-8, resets, stalls)."""
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -13,6 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wsutil  # noqa: E402
+from wsutil import frame, raw_upgrade, read_close, server_closes, wait_server_close  # noqa: E402,F401
 from tap import Tap  # noqa: E402
 
 HAVE_WS = wsutil.ensure_websockets()
@@ -41,89 +41,6 @@ def url(port, path="/ws", query=""):
 
 def close_code(e):
     return e.rcvd.code if e.rcvd is not None else None
-
-
-def server_closes(port):
-    """The close events our server's host saw (ws_echo_server __closes__), oldest first."""
-    async def go():
-        async with websockets.connect(url(port), subprotocols=SUB) as ws:
-            await ws.send("__closes__")
-            return json.loads(await ws.recv())
-    return run(go())
-
-
-def wait_server_close(port, pred, what):
-    """Wait until the host has seen a close event matching pred; return it."""
-    end = time.monotonic() + 10
-    while True:
-        seen = server_closes(port)
-        hits = [c for c in seen if pred(c)]
-        if hits:
-            return hits[-1]
-        if time.monotonic() > end:
-            raise AssertionError(f"the server never saw {what}; it saw {seen}")
-        time.sleep(0.1)
-
-
-# ---- raw-socket helpers --------------------------------------------------------
-
-def raw_upgrade(port, path="/ws"):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ksock.v1.json\r\n\r\n")
-              .encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(4096)
-        assert chunk, "connection closed during the upgrade"
-        buf += chunk
-    assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
-    return s, buf.split(b"\r\n\r\n", 1)[1]
-
-
-def frame(opcode, payload, fin=True):
-    mask = os.urandom(4)
-    b0 = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        hdr = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
-    else:
-        hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def read_close(s, pending=b"", timeout=5):
-    """Read frames until a close frame; return its code (None if the socket just closed)."""
-    s.settimeout(timeout)
-    buf = pending
-    while True:
-        while len(buf) >= 2:
-            op, n = buf[0] & 0x0F, buf[1] & 0x7F
-            off = 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, off = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < off + n:
-                break
-            payload, buf = buf[off:off + n], buf[off + n:]
-            if op == 8:
-                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-        try:
-            chunk = s.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            return None
-        if not chunk:
-            return None
-        buf += chunk
 
 
 # ---- tests -------------------------------------------------------------------
