@@ -9,15 +9,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- Posted close events ---------------------------------------------------- */
+/* ---- Events posted to the loop ----------------------------------------------- */
 
-typedef struct posted_close_s {
-    struct posted_close_s *next; /* f->closes_posted */
-    fake_transport_t *f;         /* NULL once the fake is destroyed: only free */
+/* A close to deliver, or the delivery of held messages after a resume. */
+typedef struct posted_s {
+    struct posted_s *next; /* f->posted_list */
+    fake_transport_t *f;   /* NULL once the fake is destroyed: only free */
     ksock_conn_id_t id;
-    int code;
+    int code; /* a close's */
     char reason[128];
-} posted_close_t;
+} posted_t;
+
+/* Queue `cb(p)` on the loop, never run inside the caller (as ws does). */
+static int post(fake_transport_t *f, posted_t *p, void (*cb)(ksock_runtime_t *, void *))
+{
+    p->f = f;
+    int rc = ksock_runtime_post(f->rt, cb, p);
+    if (rc != 0) {
+        free(p);
+        return rc;
+    }
+    p->next = f->posted_list;
+    f->posted_list = p;
+    return 0;
+}
+
+/*
+ * The fake a posted event still belongs to, unlinked from its list; NULL
+ * when the fake was destroyed, or the runtime is being destroyed (it runs
+ * what is left only so that it can be freed).
+ */
+static fake_transport_t *posted_take(ksock_runtime_t *rt, posted_t *p)
+{
+    if (p->f == NULL || ksock_runtime_is_stopping(rt)) return NULL;
+    for (posted_t **pp = (posted_t **)&p->f->posted_list; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    return p->f;
+}
 
 static void held_clear(fake_conn_t *c);
 
@@ -31,15 +62,9 @@ static void deliver_close(fake_transport_t *f, fake_conn_t *c, int code, const c
 
 static void on_posted_close(ksock_runtime_t *rt, void *arg)
 {
-    posted_close_t *pc = arg;
-    /* A runtime being destroyed runs what is left so that it can be freed: the fake may be gone. */
-    if (pc->f && !ksock_runtime_is_stopping(rt)) {
-        fake_transport_t *f = pc->f;
-        for (posted_close_t **pp = (posted_close_t **)&f->closes_posted; *pp; pp = &(*pp)->next)
-            if (*pp == pc) {
-                *pp = pc->next;
-                break;
-            }
+    posted_t *pc = arg;
+    fake_transport_t *f = posted_take(rt, pc);
+    if (f) {
         f->posted--;
         fake_conn_t *c = fake_conn(f, pc->id);
         if (c && c->state != FAKE_CONN_CLOSED)
@@ -50,21 +75,14 @@ static void on_posted_close(ksock_runtime_t *rt, void *arg)
 
 static int post_close(fake_transport_t *f, ksock_conn_id_t id, int code, const char *reason)
 {
-    posted_close_t *pc = calloc(1, sizeof(*pc));
+    posted_t *pc = calloc(1, sizeof(*pc));
     if (pc == NULL) return KSOCK_E_NOMEM;
-    pc->f = f;
     pc->id = id;
     pc->code = code;
     snprintf(pc->reason, sizeof(pc->reason), "%s", reason ? reason : "");
-    int rc = ksock_runtime_post(f->rt, on_posted_close, pc);
-    if (rc != 0) {
-        free(pc);
-        return rc;
-    }
-    f->posted++;
-    pc->next = f->closes_posted;
-    f->closes_posted = pc;
-    return 0;
+    int rc = post(f, pc, on_posted_close);
+    if (rc == 0) f->posted++;
+    return rc;
 }
 
 /* ---- Held messages (pause_read) ---------------------------------------------- */
@@ -75,12 +93,6 @@ typedef struct fake_held_s {
     size_t len;
     unsigned char data[];
 } fake_held_t;
-
-typedef struct posted_resume_s {
-    struct posted_resume_s *next; /* f->resumes_posted */
-    fake_transport_t *f;          /* NULL once the fake is destroyed: only free */
-    ksock_conn_id_t id;
-} posted_resume_t;
 
 static void held_clear(fake_conn_t *c)
 {
@@ -95,24 +107,17 @@ static void held_clear(fake_conn_t *c)
 /* Deliver what was held, in order, until the bridge pauses again. Loop thread. */
 static void on_posted_resume(ksock_runtime_t *rt, void *arg)
 {
-    posted_resume_t *pr = arg;
-    if (pr->f && !ksock_runtime_is_stopping(rt)) {
-        fake_transport_t *f = pr->f;
-        for (posted_resume_t **pp = (posted_resume_t **)&f->resumes_posted; *pp; pp = &(*pp)->next)
-            if (*pp == pr) {
-                *pp = pr->next;
-                break;
-            }
-        fake_conn_t *c = fake_conn(f, pr->id);
-        if (c) c->resume_due = false;
-        while (c && c->state == FAKE_CONN_OPEN && !c->paused && c->held_head) {
-            fake_held_t *h = c->held_head;
-            c->held_head = h->next;
-            if (c->held_head == NULL) c->held_tail = NULL;
-            c->held--;
-            f->ev.on_message(f->ev.data, c->id, c->conn_data, h->type, h->data, h->len);
-            free(h);
-        }
+    posted_t *pr = arg;
+    fake_transport_t *f = posted_take(rt, pr);
+    fake_conn_t *c = f ? fake_conn(f, pr->id) : NULL;
+    if (c) c->resume_due = false;
+    while (c && c->state == FAKE_CONN_OPEN && !c->paused && c->held_head) {
+        fake_held_t *h = c->held_head;
+        c->held_head = h->next;
+        if (c->held_head == NULL) c->held_tail = NULL;
+        c->held--;
+        f->ev.on_message(f->ev.data, c->id, c->conn_data, h->type, h->data, h->len);
+        free(h);
     }
     free(pr);
 }
@@ -137,10 +142,8 @@ static void fake_destroy(void *inst)
 {
     fake_transport_t *f = inst;
     /* Like ws: a destroyed transport delivers none of the events it had posted. */
-    for (posted_close_t *pc = f->closes_posted; pc; pc = pc->next)
-        pc->f = NULL;
-    for (posted_resume_t *pr = f->resumes_posted; pr; pr = pr->next)
-        pr->f = NULL;
+    for (posted_t *p = f->posted_list; p; p = p->next)
+        p->f = NULL;
     for (size_t i = 0; i < FAKE_MAX_CONNS; i++)
         held_clear(&f->conns[i]);
     for (size_t i = 0; i < f->nframes; i++)
@@ -235,17 +238,11 @@ static int fake_pause_read(void *inst, ksock_conn_id_t id, bool paused)
     if (paused && !c->paused) c->pauses++;
     c->paused = paused;
     if (!paused && c->held_head && !c->resume_due) {
-        posted_resume_t *pr = calloc(1, sizeof(*pr));
+        posted_t *pr = calloc(1, sizeof(*pr));
         if (pr == NULL) return KSOCK_E_NOMEM;
-        pr->f = f;
         pr->id = id;
-        if (ksock_runtime_post(f->rt, on_posted_resume, pr) != 0) {
-            free(pr);
-            return KSOCK_E_STATE;
-        }
+        if (post(f, pr, on_posted_resume) != 0) return KSOCK_E_STATE;
         c->resume_due = true;
-        pr->next = f->resumes_posted;
-        f->resumes_posted = pr;
     }
     return 0;
 }

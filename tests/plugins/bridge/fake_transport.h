@@ -72,10 +72,9 @@ typedef struct fake_transport_s {
     size_t nframes, cap;
     fake_close_t closes[FAKE_MAX_CONNS * 2];
     size_t ncloses;
-    size_t send_limit;    /* frames per connection before send() says KSOCK_E_QUEUE_FULL; 0: none */
-    size_t posted;        /* on_close events posted and not yet delivered */
-    void *closes_posted;  /* those events (fake_transport.c), orphaned by destroy */
-    void *resumes_posted; /* likewise the deliveries of held messages after a resume */
+    size_t send_limit; /* frames per connection before send() says KSOCK_E_QUEUE_FULL; 0: none */
+    size_t posted;     /* on_close events posted and not yet delivered */
+    void *posted_list; /* events posted to the loop (fake_transport.c), orphaned by destroy */
 } fake_transport_t;
 
 #ifdef __cplusplus
