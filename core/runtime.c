@@ -181,8 +181,8 @@ static const ksock_option_t root_schema[] = {
                  "section; \"bootstrap.servers\": \"embedded\" runs an in-memory cluster"),
     KSOCK_OPTION("websocket", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, websocket,
                  "WebSocket server for clients (docs/bridge.md): the options of the ws transport "
-                 "plugin (listeners, subprotocols, TLS...). Needs \"kafka\" and \"auth\"; absent: "
-                 "ksockd serves no clients"),
+                 "plugin (listeners, subprotocols, TLS...), or of the one \"transport\" names. "
+                 "Needs \"kafka\" and \"auth\"; absent: ksockd serves no clients"),
     KSOCK_OPTION("auth", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, auth,
                  "How WebSocket clients authenticate: {\"plugin\": \"jwt\", ...the plugin's "
                  "options}, or {\"plugin\": \"none\"} for anonymous clients allowed every topic "

@@ -216,8 +216,11 @@ static int make_parts(ksock_runtime_t *rt, const ksock_config_t *cfg, bool creat
                                       create, &p->auth, errstr, errstr_size)) != 0) {
         return rc;
     }
-    return section_instance(rt, cfg, "websocket", KSOCK_PLUGIN_TRANSPORT, "ws", ws, NULL, create,
-                            &p->transport, errstr, errstr_size);
+    /* "transport" names the plugin (the `ws` transport unless it says otherwise). */
+    static const char *const ws_ignore[] = {"transport", NULL};
+    const char *tname = ksock_cfg_string(ksock_cfg_get(ws, "transport"));
+    return section_instance(rt, cfg, "websocket", KSOCK_PLUGIN_TRANSPORT, tname ? tname : "ws", ws,
+                            ws_ignore, create, &p->transport, errstr, errstr_size);
 }
 
 /* ---- Serializers ------------------------------------------------------------------ */

@@ -465,16 +465,21 @@ int ksock_ws_manager_new(ksock_runtime_t *rt, const char *transport_options_json
     if (mgr == NULL) return KSOCK_E_NOMEM;
     mgr->rt = rt;
     ksock_reconnect_opts_init(&mgr->reconnect);
+    /* "transport" names the plugin ("ws" unless it says otherwise); the rest are its options. */
+    static const char *const ignore[] = {"transport", NULL};
     ksock_plugin_t *p = NULL;
-    int rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, "ws", &p, errstr, errstr_size);
-    if (rc == 0) {
-        const char *json = transport_options_json ? transport_options_json : "{}";
-        rc = ksock_config_load_string("transport options", json, strlen(json), &mgr->tdoc, errstr,
+    const char *json = transport_options_json ? transport_options_json : "{}";
+    int rc = ksock_config_load_string("transport options", json, strlen(json), &mgr->tdoc, errstr,
                                       errstr_size);
+    if (rc == 0) {
+        const char *name =
+            ksock_cfg_string(ksock_cfg_get(ksock_config_root(mgr->tdoc), "transport"));
+        rc = ksock_plugin_find(rt, KSOCK_PLUGIN_TRANSPORT, name ? name : "ws", &p, errstr,
+                               errstr_size);
     }
     if (rc == 0)
         rc = ksock_plugin_instance_new(rt, p, "client", mgr->tdoc, ksock_config_root(mgr->tdoc),
-                                       NULL, &mgr->transport, errstr, errstr_size);
+                                       ignore, &mgr->transport, errstr, errstr_size);
     if (rc != 0) {
         ksock_config_free(mgr->tdoc);
         free(mgr);

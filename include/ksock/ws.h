@@ -116,7 +116,8 @@ KSOCK_EXTERN void ksock_ws_opts_init(ksock_ws_opts_t *o);
 /*
  * Create a manager: loads the `ws` transport with `transport_options_json`
  * (a JSON object of transport_ws options, e.g. "{\"connect_timeout\":
- * \"5s\"}", or NULL for the defaults). *out is owned by the caller:
+ * \"5s\"}", or NULL for the defaults; a "transport" key names another
+ * transport plugin, whose options the rest then are). *out is owned by the caller:
  * release with ksock_ws_manager_destroy(). Errors: KSOCK_E_NOENT (plugin not
  * found), KSOCK_E_CONFIG (bad options), KSOCK_E_PLUGIN/ABI, with errstr;
  * KSOCK_E_NOMEM.

@@ -214,4 +214,15 @@ def check_config_reports_what_would_not_be_served():
         r.stderr
 
 
+
+@t.test
+def websocket_transport_is_named_by_its_key():
+    """The core knows no transport by name but the default: "transport" picks the plugin."""
+    r = check_config({}, {"transport": "ws"})
+    assert r.returncode == 0, r.stderr
+    r = check_config({}, {"transport": "carrier-pigeon"})
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert 'no transport plugin named "carrier-pigeon"' in r.stderr, r.stderr
+
+
 t.run()
