@@ -1,7 +1,7 @@
 /*
  * The bridge: WebSocket clients on a transport, Kafka behind a producer
- * (docs/bridge.md). First slice: `publish` and `ping`; `subscribe` and
- * `unsubscribe` are answered with an error (KSOCK_E_UNSUPPORTED).
+ * (docs/bridge.md): `publish`, `ping`, and (with a Kafka configuration
+ * for its readers, ABI 1.2) `subscribe` and `unsubscribe` with fan-out.
  *
  * The bridge owns none of the objects it is given: the caller creates the
  * transport instance, the authenticator instance (optional) and the
@@ -29,6 +29,17 @@ typedef struct ksock_bridge_s ksock_bridge_t;
 
 #define KSOCK_BRIDGE_DEFAULT_MAX_INFLIGHT 1000
 
+/*
+ * A subscriber whose send queue is at its bound (the transport's
+ * send_queue_max_frames / send_queue_max_bytes): closed with 1013 (the
+ * default), or the records that do not fit are dropped for it and it is
+ * told where the gap starts (an `error` KSOCK_E_SKIPPED, docs/protocol.md).
+ */
+typedef enum {
+    KSOCK_BRIDGE_SLOW_CLOSE = 0,
+    KSOCK_BRIDGE_SLOW_DROP = 1
+} ksock_bridge_slow_policy_t;
+
 /* Options. Zero-initialise, set `size`; zero fields take the defaults. */
 typedef struct ksock_bridge_opts_s {
     size_t size; /* sizeof(ksock_bridge_opts_t) */
@@ -47,6 +58,16 @@ typedef struct ksock_bridge_opts_s {
      * NULL, ksock_bridge_new() refuses (KSOCK_E_INVAL).
      */
     bool anonymous;
+    /* ---- ABI 1.2: read when `size` covers them. ---- */
+    /*
+     * The Kafka configuration of the bridge's readers (bootstrap.servers,
+     * security), copied. NULL: the bridge cannot read, and answers
+     * `subscribe` with KSOCK_E_UNSUPPORTED. Producer-only properties in it
+     * are ignored by the readers.
+     */
+    const ksock_kafka_conf_t *kafka;
+    /* What to do with a subscriber whose send queue is full (docs/bridge.md, Slow clients). */
+    ksock_bridge_slow_policy_t slow_policy;
 } ksock_bridge_opts_t;
 
 /*
@@ -102,6 +123,16 @@ typedef struct ksock_bridge_stats_s {
     uint64_t paused;       /* times a connection's reading was paused */
     uint64_t shutdown_refused; /* publishes answered KSOCK_E_SHUTDOWN while draining */
     uint64_t drain_unknown;    /* pending at the drain timeout: answered KSOCK_E_KAFKA */
+    /* ABI 1.2: subscriptions and fan-out. */
+    uint64_t subscriptions;     /* subscriptions active right now */
+    uint64_t subscribed;        /* subscribe requests answered `subscribed` since start */
+    uint64_t subscribe_errors;  /* subscribe requests answered with an error */
+    uint64_t records;           /* records read from Kafka by the bridge's readers */
+    uint64_t deliveries;        /* record frames queued to subscribers */
+    uint64_t encodes;           /* record frames encoded (at most one per record and serializer) */
+    uint64_t slow_closed;       /* subscribers closed at their send-queue bound */
+    uint64_t slow_dropped;      /* record frames dropped for subscribers at their bound */
+    uint64_t readers;           /* Kafka readers running right now (shared and catch-up) */
     /* Later minors append here; the library fills only what out->size covers. */
 } ksock_bridge_stats_t;
 

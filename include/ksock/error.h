@@ -50,7 +50,8 @@ extern "C" {
     XX(KAFKA_FATAL, -28, FATAL, "fatal Kafka error")                                               \
     XX(UNKNOWN_TOPIC, -29, FATAL, "unknown topic or partition")                                    \
     XX(RESOLVE, -30, RETRIABLE, "host name resolution failed")                                     \
-    XX(INTERNAL, -31, FATAL, "internal error")
+    XX(INTERNAL, -31, FATAL, "internal error")                                                     \
+    XX(SKIPPED, -32, RETRIABLE, "records skipped")
 
 typedef enum {
     KSOCK_OK = 0,

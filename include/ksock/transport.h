@@ -130,6 +130,21 @@ typedef struct ksock_transport_vtable_s {
      * connection that is gone.
      */
     int (*pause_read)(void *inst, ksock_conn_id_t id, bool paused);
+
+    /* ---- ABI 1.2: check `size` before calling (KSOCK_HAS_FIELD); may be NULL. ---- */
+
+    /*
+     * Queue one frame on each of `n` connections (fan-out: one record, one
+     * frame per serializer, many subscribers), taking a reference per
+     * connection it was queued on. The same as n send() calls, but one
+     * lock and at most one wake-up of the transport's thread for the
+     * whole list. `rc` (n entries, caller-owned) gets each connection's
+     * outcome as send() would return it: 0, KSOCK_E_QUEUE_FULL (on_writable
+     * follows when that connection drains), KSOCK_E_CLOSED, KSOCK_E_NOMEM.
+     * Returns how many entries are not 0.
+     */
+    size_t (*send_many)(void *inst, ksock_frame_t *frame, const ksock_conn_id_t *ids, size_t n,
+                        int *rc);
 } ksock_transport_vtable_t;
 
 #ifdef __cplusplus
