@@ -2,12 +2,11 @@
  * transport_ws internals shared between its files. Not installed.
  *
  * Files: ws.c (options, create/destroy, the vtable), ws_conn.c (connection
- * table, send queues, events to the loop, inbound flow control, reading and
- * writing), ws_server.c (the server handshake), ws_client.c (client
- * connections), ws_thread.c (the service thread and the lws callback),
- * ws_listen.c (listeners: addresses, vhosts, Host and Origin), ws_tls.c
- * (certificate checks). Functions one file offers the others are named
- * ws__*, like the ones ws_listen.c and ws_tls.c already had.
+ * table, send queues, events to the loop, inbound flow control, reading),
+ * ws_write.c (writing: batched and frame by frame), ws_server.c (the server handshake), ws_client.c
+ * (client connections), ws_thread.c (the service thread and the lws callback), ws_listen.c
+ * (listeners: addresses, vhosts, Host and Origin), ws_tls.c (certificate checks). Functions one
+ * file offers the others are named ws__*, like the ones ws_listen.c and ws_tls.c already had.
  */
 #ifndef KSOCK_TRANSPORT_WS_INTERNAL_H
 #define KSOCK_TRANSPORT_WS_INTERNAL_H
@@ -390,6 +389,8 @@ void ws__pending_del(ws_conn_t *c);
 
 /* Queue a reference to f (len bytes) on c's send queue; KSOCK_E_NOMEM. Under inst->lock. */
 int ws__queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len);
+/* The oldest frame of c's queue, and its reference (NULL: empty). Under inst->lock. */
+ksock_frame_t *ws__queue_pop(ws_conn_t *c);
 
 /* Free a connection and everything it holds (not in the table). */
 void ws__conn_free(ws_conn_t *c);
@@ -402,6 +403,12 @@ ws_conn_t *ws__conn_new(ws_inst_t *inst);
  * with 1011 "out of memory". Returns -1, for the callback to return.
  */
 int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi);
+
+/*
+ * lws thread: close from inside a callback with code and why (the host's
+ * on_close says the same). Returns -1, for the callback to return.
+ */
+int ws__conn_close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why);
 
 /* Events to the loop thread. */
 /* An event carrying a copy of data (NUL-terminated); NULL when out of memory. */
@@ -419,6 +426,7 @@ void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 /* lws thread: the end of a connection, and its reading and writing. */
 void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason, int err);
 void ws__conn_closed(ws_conn_t *c, struct lws *wsi);
+/* ws_write.c: WRITEABLE (or a refusal from RECEIVE); returns what the callback returns. */
 int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 int ws__conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void *in, size_t len);
 int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, size_t len);

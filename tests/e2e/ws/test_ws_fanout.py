@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Fan-out through the transport vtable's send_many (ABI 1.2) and the ws
+transport's batched writes, against clients nobody here wrote (Python
+`websockets`).
+
+argv: ws_fanout_server ws_echo_server. ws_fanout_server (C, the real loader)
+sends each frame with one send_many() to every connection it has seen;
+ws_echo_server's __flood__ gives one connection a backlog of small frames,
+whose write syscalls strace counts."""
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wsutil  # noqa: E402
+from tap import Tap  # noqa: E402
+
+HAVE_WS = wsutil.ensure_websockets()
+FANOUT, ECHO = sys.argv[1], sys.argv[2]
+del sys.argv[2]  # tap.py reads test names to run from argv[2:]
+t = Tap()
+
+if HAVE_WS:
+    import websockets
+
+SUB = ["ksock.v1.json"]
+SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 65537, 204800, 3]  # ws_fanout_server.c
+FILL_FRAME = 16384
+KSOCK_E_CLOSED_IDS = 11  # the 10 closed connections and one id that never existed
+
+
+def need_ws():
+    if not HAVE_WS:
+        t.skip("Python websockets not installed (tools/setup --test)")
+
+
+def run(coro, timeout=240):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def url(port):
+    return f"ws://127.0.0.1:{port}/ws"
+
+
+def fanout_frame(k):
+    """Frame k of ws_fanout_server's __fanout__: text for even k, binary for odd."""
+    n = SIZES[k] if k < len(SIZES) else (k * 37) % 300
+    if k % 2:
+        return bytes((k * 7 + j) % 251 for j in range(n))
+    return "".join(chr(ord("a") + (k + j) % 26) for j in range(n))
+
+
+def fill_frame(seq):
+    return seq.to_bytes(8, "big") + bytes((seq + j) % 251 for j in range(8, FILL_FRAME))
+
+
+async def ask(ws, cmd):
+    await ws.send(cmd)
+    return await ws.recv()
+
+
+async def expect_fanout(ws, first, k, frames):
+    """Read frames first..first+k-1 and compare each, type included, with what was sent."""
+    for i in range(first, first + k):
+        got = await ws.recv()
+        want = frames[i]
+        if got != want:
+            kind = lambda m: "binary" if isinstance(m, bytes) else "text"  # noqa: E731
+            raise AssertionError(f"frame {i}: got {kind(got)} of {len(got)}, "
+                                 f"want {kind(want)} of {len(want)}")
+
+
+async def open_clients(port, n, **kw):
+    async def one():
+        return await websockets.connect(url(port), subprotocols=SUB, max_size=None,
+                                        open_timeout=60, **kw)
+    sem = asyncio.Semaphore(50)
+
+    async def limited():
+        async with sem:
+            return await one()
+    return await asyncio.gather(*(limited() for _ in range(n)))
+
+
+async def wait_count(ctl, closed):
+    end = time.monotonic() + 20
+    while True:
+        c = json.loads(await ask(ctl, "__count__"))
+        if c["closed"] == closed:
+            return c
+        if time.monotonic() > end:
+            raise AssertionError(f"the server saw {c}, want {closed} closed")
+        await asyncio.sleep(0.05)
+
+
+def check_counts(res, k, readers):
+    want = {"ok": readers * k, "closed": KSOCK_E_CLOSED_IDS * k, "full": 0, "other": 0,
+            "returned": KSOCK_E_CLOSED_IDS * k, "ids": readers + KSOCK_E_CLOSED_IDS}
+    assert res == want, (res, want)
+
+
+async def controller(ctl, first, k, frames):
+    """Ask for a fan-out from a connection that is among the receivers: frames, then the answer."""
+    await ctl.send(f"__fanout__ {first} {k}")
+    await expect_fanout(ctl, first, k, frames)
+    return json.loads(await ctl.recv())
+
+
+async def stats(ctl, cid):
+    return json.loads(await ask(ctl, f"__stats__ {cid}"))
+
+
+# ---- tests -------------------------------------------------------------------
+
+@t.test
+def send_many_to_200_clients_every_frame_intact_and_in_order():
+    need_ws()
+    wsutil.raise_fd_limit(4096)
+    port = wsutil.free_port()
+    frames = [fanout_frame(k) for k in range(11 + 600)]
+    with wsutil.start_server(FANOUT, port):
+        async def go():
+            # Ten connections that close first: their ids answer KSOCK_E_CLOSED.
+            gone = await open_clients(port, 10, compression=None)
+            for ws in gone:
+                await ws.close()
+            readers = await open_clients(port, 200, compression=None)
+            ctl = readers[0]
+            await wait_count(ctl, closed=10)
+            # Every header length (7, 16, 64-bit) and its edges, text and binary, 0 to 200 KiB.
+            res = (await asyncio.gather(controller(ctl, 0, 11, frames),
+                                        *(expect_fanout(ws, 0, 11, frames)
+                                          for ws in readers[1:])))[0]
+            check_counts(res, 11, 200)
+            # 600 small frames at once: many frames per write, headers across write boundaries.
+            res = (await asyncio.gather(controller(ctl, 11, 600, frames),
+                                        *(expect_fanout(ws, 11, 600, frames)
+                                          for ws in readers[1:])))[0]
+            check_counts(res, 600, 200)
+            await asyncio.gather(*(ws.close() for ws in readers))
+        run(go())
+
+
+@t.test
+def queue_full_then_on_writable_once_the_client_reads():
+    need_ws()
+    port = wsutil.free_port()
+    n = 2000  # 32 MiB: more than the socket buffers hold for a client that does not read
+    with wsutil.start_server(FANOUT, port, send_queue_max_frames=8):
+        async def go():
+            gone = await open_clients(port, 1, compression=None)
+            await gone[0].close()
+            ctl, = await open_clients(port, 1, compression=None)
+            # The legacy client stops reading its socket once max_queue messages wait.
+            slow = await websockets.connect(url(port), subprotocols=SUB, max_size=None,
+                                            compression=None, max_queue=1)
+            await wait_count(ctl, closed=1)
+            sid = int(await ask(slow, "__id__"))
+            await ctl.send(f"__fill__ {sid} {n}")
+            # The queue fills, and stays full while nobody reads: no on_writable meanwhile.
+            end, last, still = time.monotonic() + 20, None, 0
+            while still < 5:
+                st = await stats(ctl, sid)
+                still = still + 1 if st == last and st["full"] > 0 else 0
+                last = st
+                assert time.monotonic() < end, f"the queue never settled full: {st}"
+                await asyncio.sleep(0.1)
+            assert 0 < st["sent"] < n and st["full"] == st["writable"] + 1, st
+            for seq in range(n):
+                got = await slow.recv()
+                if got != fill_frame(seq):
+                    raise AssertionError(f"fill frame {seq}: {len(got)} bytes, "
+                                         f"seq {int.from_bytes(got[:8], 'big')}")
+            st = await stats(ctl, sid)
+            assert st["sent"] == n and st["writable"] >= 1 and st["closed_ok"], st
+            print(f"# {st['full']} times full, {st['writable']} on_writable")
+            await slow.close()
+            await ctl.close()
+        run(go())
+
+
+@t.test
+def permessage_deflate_clients_get_the_same_frames():
+    need_ws()
+    port = wsutil.free_port()
+    frames = [fanout_frame(k) for k in range(11 + 300)]
+    with wsutil.start_server(FANOUT, port, permessage_deflate=True):
+        async def go():
+            gone = await open_clients(port, 10, compression=None)
+            for ws in gone:
+                await ws.close()
+            deflate = await open_clients(port, 10, compression="deflate")
+            plain = await open_clients(port, 10, compression=None)
+            for ws in deflate:
+                assert [e.name for e in ws.extensions] == ["permessage-deflate"], ws.extensions
+            for ws in plain:
+                assert ws.extensions == [], ws.extensions
+            ctl = deflate[0]
+            await wait_count(ctl, closed=10)
+            everyone = deflate[1:] + plain
+            for first, k in ((0, 11), (11, 300)):
+                res = (await asyncio.gather(controller(ctl, first, k, frames),
+                                            *(expect_fanout(ws, first, k, frames)
+                                              for ws in everyone)))[0]
+                check_counts(res, k, 20)
+            await asyncio.gather(*(ws.close() for ws in deflate + plain))
+        run(go())
+
+
+def strace_works():
+    if shutil.which("strace") is None:
+        return "strace not installed (tools/setup --test)"
+    r = subprocess.run(["strace", "-f", "-o", os.devnull, "true"], capture_output=True)
+    return None if r.returncode == 0 else f"strace cannot trace here: {r.stderr.decode()[:100]}"
+
+
+def strace_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+            if m and m.group(2) != "total":
+                counts[m.group(2)] = int(m.group(1))
+    return counts
+
+
+@t.test
+def a_backlog_goes_out_many_frames_per_write():
+    need_ws()
+    why = strace_works()
+    if why:
+        t.skip(why)
+    n = 10000
+    port = wsutil.free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "strace.txt")
+        o = {"listeners": [{"address": "127.0.0.1", "port": port, "path": "/ws"}]}
+        argv = ["strace", "-f", "-qq", "-c", "-o", out,
+                "-e", "trace=sendto,sendmsg,write,writev", ECHO, json.dumps(o)]
+        with wsutil.Proc(argv, ready="READY") as srv:
+            async def go():
+                async with websockets.connect(url(port), subprotocols=SUB,
+                                              compression=None) as ws:
+                    # __flood__ refills the queue from on_writable: a backlog all along.
+                    await ws.send(f"__flood__ {n}")
+                    for i in range(n):
+                        assert await ws.recv() == f"flood {i}"
+            run(go())
+            # SIGTERM to the server itself: strace writes its summary when it exits.
+            with open(f"/proc/{srv.p.pid}/task/{srv.p.pid}/children") as f:
+                child = int(f.read().split()[0])
+            os.kill(child, 15)
+            srv.p.wait(timeout=20)
+        counts = strace_counts(out)
+    sends = counts.get("sendto", 0) + counts.get("sendmsg", 0)
+    print(f"# {n} frames of ~12 bytes: {sends} send syscalls ({n / max(sends, 1):.0f} frames "
+          f"each); all write syscalls: {counts}")
+    assert 0 < sends < n / 8, counts
+
+
+t.run()
