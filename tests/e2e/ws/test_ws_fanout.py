@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,13 @@ def fanout_frame(k):
     return "".join(chr(ord("a") + (k + j) % 26) for j in range(n))
 
 
+FILL_BASE = bytes(i % 251 for i in range(FILL_FRAME + 251))
+
+
 def fill_frame(seq):
-    return seq.to_bytes(8, "big") + bytes((seq + j) % 251 for j in range(8, FILL_FRAME))
+    """ws_fanout_server's fill frame: seq (8 bytes), then (seq + j) % 251 for j = 8..16383."""
+    o = (seq + 8) % 251
+    return seq.to_bytes(8, "big") + FILL_BASE[o:o + FILL_FRAME - 8]
 
 
 async def ask(ws, cmd):
@@ -211,6 +217,64 @@ def permessage_deflate_clients_get_the_same_frames():
                 check_counts(res, k, 20)
             await asyncio.gather(*(ws.close() for ws in deflate + plain))
         run(go())
+
+
+def read_frames(buf, out):
+    """Parse whole server frames (unmasked) off buf into out as (opcode, payload); the rest."""
+    while len(buf) >= 2:
+        op, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        assert buf[0] & 0xF0 == 0x80 and not buf[1] & 0x80, f"bad frame header {buf[:2].hex()}"
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, off = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, off = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < off + n:
+            break
+        out.append((op, buf[off:off + n]))
+        buf = buf[off + n:]
+    return buf
+
+
+@t.test
+def pings_between_batched_frames():
+    """lws's ping, due while the transport holds a backlog, comes between two of our frames,
+    and the stream around it stays intact (a ping inside a batch would break the framing)."""
+    n = 2000  # 32 MiB: more than the socket buffers hold while we do not read
+    port = wsutil.free_port()
+    with wsutil.start_server(FANOUT, port, ping_interval="1s", idle_timeout="20s",
+                             send_queue_max_frames=8):
+        sock, buf = wsutil.raw_upgrade(port)
+        try:
+            sock.sendall(wsutil.frame(0x1, b"__id__"))
+            frames = []
+            while not frames:
+                buf = read_frames(buf + sock.recv(4096), frames)
+            sid = int(frames.pop()[1])
+            sock.sendall(wsutil.frame(0x1, f"__fill__ {sid} {n}".encode()))
+            time.sleep(2.5)  # not reading: the queue fills; lws's ping falls due at 1 s
+            sock.settimeout(20)
+            got, pings = 0, []
+            while got < n:
+                chunk = sock.recv(1 << 20)
+                assert chunk, f"the server closed the connection after {got} frames"
+                buf = read_frames(buf + chunk, frames)
+                for op, payload in frames:
+                    if op == 0x9:
+                        pings.append(got)
+                        sock.sendall(wsutil.frame(0xA, payload))
+                        continue
+                    assert op == 0x2 and payload == fill_frame(got), \
+                        f"frame {got}: opcode {op}, {len(payload)} bytes"
+                    got += 1
+                frames.clear()
+            assert pings and 0 < pings[0] < n, f"no ping amid the backlog: {pings}"
+            print(f"# ping after fill frame {pings[0]} of {n}")
+        finally:
+            sock.close()
 
 
 def strace_works():
