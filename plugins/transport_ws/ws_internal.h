@@ -3,10 +3,12 @@
  *
  * Files: ws.c (options, create/destroy, the vtable), ws_conn.c (connection
  * table, send queues, events to the loop, inbound flow control, reading),
- * ws_write.c (writing: batched and frame by frame), ws_server.c (the server handshake), ws_client.c
- * (client connections), ws_thread.c (the service thread and the lws callback), ws_listen.c
- * (listeners: addresses, vhosts, Host and Origin), ws_tls.c (certificate checks). Functions one
- * file offers the others are named ws__*, like the ones ws_listen.c and ws_tls.c already had.
+ * ws_write.c (writing: batched and frame by frame), ws_server.c (the
+ * server handshake), ws_client.c (client connections), ws_thread.c (the
+ * service thread and the lws callback), ws_listen.c (listeners: addresses,
+ * vhosts, Host and Origin), ws_tls.c (certificate checks). Functions one
+ * file offers the others are named ws__*, like the ones ws_listen.c and
+ * ws_tls.c already had.
  */
 #ifndef KSOCK_TRANSPORT_WS_INTERNAL_H
 #define KSOCK_TRANSPORT_WS_INTERNAL_H
@@ -124,8 +126,9 @@ void ws__printable(const char *s, char *out, size_t n);
  * and it sends its own pings, pongs and close frames from its POLLOUT
  * service ahead of WRITEABLE, or behind the buffered bytes: since each
  * raw write holds whole frames, a control frame never lands inside one of
- * ours. Client connections (whose frames lws masks) and deflate ones keep
- * one lws_write() per frame.
+ * ours. Client connections (whose frames lws masks), deflate ones and
+ * WebSocket over HTTP/2 keep one lws_write() per frame (but an empty
+ * message, see write_empty in ws_write.c).
  *
  * `lock` guards the connection table, every connection's queue and flags,
  * and the pending list; `evlock` guards the event list. A connection is
