@@ -6,7 +6,8 @@ transport's batched writes, against clients nobody here wrote (Python
 argv: ws_fanout_server ws_echo_server. ws_fanout_server (C, the real loader)
 sends each frame with one send_many() to every connection it has seen;
 ws_echo_server's __flood__ gives one connection a backlog of small frames,
-whose write syscalls strace counts."""
+whose write syscalls strace counts. meson runs the file twice, the second time
+with KSOCK_WS_EVENT_LIB=poll (lws's other event loop)."""
 import asyncio
 import json
 import os
@@ -305,6 +306,8 @@ def a_backlog_goes_out_many_frames_per_write():
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "strace.txt")
         o = {"listeners": [{"address": "127.0.0.1", "port": port, "path": "/ws"}]}
+        if os.environ.get("KSOCK_WS_EVENT_LIB"):
+            o["event_lib"] = os.environ["KSOCK_WS_EVENT_LIB"]
         argv = ["strace", "-f", "-qq", "-c", "-o", out,
                 "-e", "trace=sendto,sendmsg,write,writev", ECHO, json.dumps(o)]
         with wsutil.Proc(argv, ready="READY") as srv:
