@@ -278,6 +278,38 @@ def pings_between_batched_frames():
             sock.close()
 
 
+@t.test
+def close_after_a_backlog_comes_after_the_last_frame():
+    """close() after frames larger than one write (so lws still holds part of them): the client
+    gets every frame, then the close frame with the host's code and reason, on a batched
+    connection and on a deflate one."""
+    need_ws()
+    port = wsutil.free_port()
+    big = bytes(range(256)) * 800  # 200 KiB: more than one raw write, the rest buffered by lws
+    small = [f"small {i}" for i in range(300)]
+    with wsutil.start_server(ECHO, port, permessage_deflate=True):
+        async def go(compression):
+            async with websockets.connect(url(port), subprotocols=SUB, max_size=None,
+                                          compression=compression) as ws:
+                await ws.send(big)
+                for m in small:
+                    await ws.send(m)
+                await ws.send(big)
+                await ws.send("__close__ 4003 after the backlog")
+                assert await ws.recv() == big
+                for m in small:
+                    assert await ws.recv() == m
+                assert await ws.recv() == big
+                try:
+                    await ws.recv()
+                    raise AssertionError("a frame after the last echo")
+                except websockets.ConnectionClosed as e:
+                    assert e.rcvd is not None, "no close frame"
+                    assert (e.rcvd.code, e.rcvd.reason) == (4003, "after the backlog"), e
+        run(go(None))
+        run(go("deflate"))
+
+
 def strace_works():
     if shutil.which("strace") is None:
         return "strace not installed (tools/setup --test)"
