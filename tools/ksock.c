@@ -2,7 +2,11 @@
  * ksock: the KafkaSocks command-line client, on the client API (ws.h).
  *
  *   ksock connect URL [options]
+ *   ksock tail|publish [URL] --topic T ...           (tools/ksock_topic.c)
  *   ksock token generate|validate|authenticate ...   (tools/ksock_token.c)
+ *
+ * This file also holds the connection options every connecting verb shares
+ * (ksock_cli.h).
  *
  * Each line read from stdin is sent as one message: a line that parses as
  * JSON is sent as that value, any other line as a string (both through the

@@ -245,7 +245,7 @@ static void sub_timer_cb(ksock_timer_t *t, void *data)
 static bool fail_nomem(ksock_ws_t *ws)
 {
     ksock_report_error(ws->mgr->rt, KSOCK_E_NOMEM, WS_COMPONENT,
-                       "%s: out of memory keeping subscription offsets", ws->url);
+                       "%s: out of memory in a subscription's message", ws->url);
     ws->mgr->tv->close(ws->mgr->transport->inst, ws->conn_id, 1011, "out of memory");
     return false;
 }
@@ -336,7 +336,9 @@ void ksock__ws_subs_message(ksock_ws_t *ws, const void *payload, size_t len)
     ksock_envelope_init(&env);
     char err[256] = "";
     int rc = ws->sv->decode_envelope(ws->sv_inst, payload, len, ws->sv_lim, &env, err, sizeof(err));
-    if (rc != 0) {
+    if (rc == KSOCK_E_NOMEM && ws->subs) {
+        fail_nomem(ws); /* a record may be in it: the resume fetches it again */
+    } else if (rc != 0) {
         ksock_report_error(ws->mgr->rt, rc, WS_COMPONENT,
                            "%s: a %zu-byte message is not an envelope: %s", ws->url, len, err);
     } else if (sub_account(ws, &env) && ws->on_envelope) {
@@ -441,14 +443,15 @@ int ksock_ws_subscribe(ksock_ws_t *ws, const char *topic, const ksock_ws_subscri
     ksock__ws_sub_t *s = NULL;
     int rc = sub_new(ws, topic, &o, &s, errstr, errstr_size);
     if (rc != 0) return rc;
-    if (can_send_now(ws)) {
-        rc = sub_send(ws, s, errstr, errstr_size);
-        if (rc != 0) {
-            sub_free(s);
-            return rc;
-        }
-    } else {
-        s->pending = true; /* sent when the connection opens */
+    /* CLOSED: the attempt failed and its close event is on its way; the next open sends it. */
+    rc = can_send_now(ws) ? sub_send(ws, s, errstr, errstr_size) : KSOCK_E_CLOSED;
+    if (rc == KSOCK_E_CLOSED) {
+        s->pending = true;
+        rc = 0;
+    }
+    if (rc != 0) {
+        sub_free(s);
+        return rc;
     }
     /* Replace an earlier subscription to the topic (the server does the same). */
     ksock__ws_sub_t *old = sub_find(ws, topic, strlen(topic));
@@ -476,10 +479,12 @@ int ksock_ws_unsubscribe(ksock_ws_t *ws, const char *topic)
         env.topic = s->topic;
         env.topic_len = strlen(s->topic);
         int rc = send_now(ws, &env, err, sizeof(err));
-        if (rc != 0) return rc;
-        s->unsubscribing = true;
-        s->retry = false;
-        return 0;
+        if (rc != 0 && rc != KSOCK_E_CLOSED) return rc;
+        if (rc == 0) {
+            s->unsubscribing = true;
+            s->retry = false;
+            return 0;
+        }
     }
     /* The server does not have it (not sent on this connection): forget it. */
     sub_unlink(ws, s);

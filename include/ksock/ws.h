@@ -36,6 +36,13 @@
  * reason then says why: "max_retries (5) reached", "close code 4401 is
  * final: ..."). Close codes 1008, 4401 and 4403 and refused credentials
  * (HTTP 401/403) are never retried.
+ *
+ * Envelopes and subscriptions (ABI 1.2): against ksockd, ksock_ws_on_envelope()
+ * gets every message decoded as a protocol envelope, ksock_ws_send_envelope()
+ * sends one, and ksock_ws_subscribe() makes a subscription that the library
+ * resumes by itself after a reconnection, from the next offset of every
+ * partition (ksock_ws_position()), so no record is missed or repeated
+ * (docs/websocket.md, "Envelopes and subscriptions").
  */
 #ifndef KSOCK_WS_H
 #define KSOCK_WS_H
