@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -237,6 +238,34 @@ def tail_reconnect_misses_nothing_across_a_kill():
     for part in (0, 1):
         offs = [r["offset"] for r in recs if r["partition"] == part]
         assert offs == list(range(len(offs))), (part, offs)
+
+
+@t.test
+def tail_latest_until_sigint_exits_0():
+    need_broker()
+    topic = create_topic()
+    with Ksockd() as k:
+        r = ksock("publish", k.url, "--topic", topic, "before")
+        assert r.returncode == 0, r.stderr
+        tail = subprocess.Popen([KSOCK, "tail", k.url, "--topic", topic, "--serializer",
+                                 "msgpack"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            err = b""
+            while b'"event": "subscribed"' not in err:  # latest starts after "before"
+                line = tail.stderr.readline()
+                assert line, "tail ended before subscribing"
+                err += line
+            r = ksock("publish", k.url, "--topic", topic, "after")
+            assert r.returncode == 0, r.stderr
+            rec = json.loads(tail.stdout.readline())
+            tail.send_signal(signal.SIGINT)
+            rest, err2 = tail.communicate(timeout=30)
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+    assert tail.returncode == 0, (tail.returncode, err + err2)
+    assert (rec["offset"], rec["value"]) == (1, "after"), rec
+    assert rest == b"", rest
 
 
 @t.test
