@@ -461,8 +461,9 @@ static int topic_option(int c, const char *arg)
         if (!pub) return parse_from(arg);
         break;
     case O_COUNT:
+        if (pub) break;
         tc.count = strtoll(arg, &end, 10);
-        if (!pub && end != arg && *end == '\0' && tc.count > 0) return 0;
+        if (end != arg && *end == '\0' && tc.count > 0) return 0;
         fprintf(stderr, "ksock: --count: expected a positive number, got \"%s\"\n", arg);
         return 2;
     case O_RKEY:
