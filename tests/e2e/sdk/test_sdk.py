@@ -421,19 +421,26 @@ def man_pages_render_and_match_the_programs():
         for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "SEE ALSO"):
             assert re.search(rf"^{heading}$", text, re.M), (page, heading)
         assert re.search(rf"^\s+{re.escape(name)} - ", text, re.M), (page, text[:300])
-    # Every option the programs print in --help has its entry.
-    helps = {"ksockd.8": must([S["ksockd"], "--help"], env=sdk_env()).stdout,
-             "ksock.1": must([os.path.join(S["prefix"], "bin", "ksock"), "--help"],
-                             env=sdk_env()).stdout}
-    for page, help_text in helps.items():
+    # Every option the programs print in --help has its entry; the verbs' own --help too,
+    # for the verbs this ksock has (it answers their --help with exit 0).
+    ksock = os.path.join(S["prefix"], "bin", "ksock")
+    helps = [("ksockd.8", must([S["ksockd"], "--help"], env=sdk_env()).stdout),
+             ("ksock.1", must([ksock, "--help"], env=sdk_env()).stdout)]
+    for verb in ("tail", "publish"):
+        r = run([ksock, verb, "--help"], env=sdk_env())
+        if r.returncode == 0:
+            helps.append(("ksock.1", r.stdout))
+    for page, help_text in helps:
         opts = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", help_text))
         assert opts, help_text
         # An entry: a line of the page that starts with an option and names this one.
         absent = sorted(o for o in opts if not re.search(
             rf"^[ \t]+(?=-)[^\n]*(?<![\w-]){re.escape(o)}(?![\w-])", texts[page], re.M))
         assert not absent, f"{page} has no entry for {absent} (from --help)"
-    for verb in ("connect", "token generate", "token validate", "token authenticate"):
-        assert f"ksock {verb}" in texts["ksock.1"], verb
+    for verb in ("connect", "tail", "publish", "token"):
+        assert re.search(rf"^\s+ksock {verb} ", texts["ksock.1"], re.M), verb
+    for verb in ("generate", "validate", "authenticate"):
+        assert re.search(rf"^\s+{verb} AUTH_OPTIONS ", texts["ksock.1"], re.M), verb
     # FILES names this install's paths, not the source tree's or another prefix's.
     assert os.path.join(S["prefix"], "etc", "ksock", "ksockd.json") in texts["ksockd.8"]
     assert pkg("--variable=plugindir") in texts["ksockd.8"]
