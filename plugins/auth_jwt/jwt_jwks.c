@@ -598,7 +598,7 @@ int jwt_jwks_find(jwt_jwks_t *j, const ksock_value_t *kid, jwt_keyset_t **set, j
     snprintf(last, sizeof(last), "%s", j->last_error);
     pthread_mutex_unlock(&j->mu);
     if (cur == NULL)
-        return jwt_refuse(errstr, errstr_size, "no JWKS key set yet (%.120s; %s)", last, what);
+        return jwt_refuse(errstr, errstr_size, "no JWKS key set yet (%.150s; %s)", last, what);
     return jwt_refuse(errstr, errstr_size, "kid \"%s\" is not in the JWKS (%s)",
                       jwt_printable(kid, buf, sizeof(buf)), what);
 }

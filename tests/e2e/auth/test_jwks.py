@@ -676,16 +676,18 @@ def destroy_does_not_wait_for_a_hanging_fetch():
     ls.bind(("127.0.0.1", 0))
     ls.listen(8)  # accepts TCP, never speaks TLS
     url = f"https://127.0.0.1:{ls.getsockname()[1]}/jwks.json"
-    d = Driver(jwks_url=url, jwks_ca_file=pki()["ca_file"], jwks_timeout="2s",
+    d = Driver(jwks_url=url, jwks_ca_file=pki()["ca_file"], jwks_timeout="4s",
                jwks_min_refresh="100ms")
     try:
         d.ready()
-        assert 1.5 < d.create_s < 4, d.create_s  # the first fetch is bounded by jwks_timeout
+        assert 3.5 < d.create_s < 7, d.create_s  # the first fetch is bounded by jwks_timeout
         d.refused(key("any-1").token(), "no JWKS key set yet (Timeout was reached")
         time.sleep(0.3)  # the retry is now hanging on the silent server
         t0 = time.monotonic()
         d.close()
-        assert time.monotonic() - t0 < 1.5, time.monotonic() - t0
+        took = time.monotonic() - t0
+        print(f"# create {d.create_s:.2f} s (jwks_timeout 4s), destroy mid-fetch {took:.2f} s")
+        assert took < 2.0, took  # the fetch had more than 3.5 s to go
     finally:
         ls.close()
 
