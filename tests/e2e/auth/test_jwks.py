@@ -427,6 +427,29 @@ def periodic_refresh_at_jwks_refresh():
         srv.stop()
 
 
+@t.test
+def key_sets_swapped_while_threads_verify():
+    """4 threads verify while unknown kids make the set be replaced about 10 times a second:
+    every good token accepted (a set in use outlives its replacement), every unknown refused."""
+    need_deps()
+    srv = JwksServer()
+    k1 = key("swap-1")
+    srv.serve(jwks(k1))
+    d = Driver(**jwks_opts(srv, jwks_min_refresh="100ms")).ready()
+    try:
+        r = d.ask(f"3 {k1.token()} {k1.token(kid='swap-unknown')}", how="s")
+        nums = r.split()[1:]
+        (g, gn), (b, bn) = [tuple(map(int, x.split("=")[1].split("/"))) for x in nums]
+        print(f"# {r}; {srv.hits()} fetches")
+        assert g == gn and gn > 100, r
+        assert b == bn and bn > 100, r
+        # At least one swap during the run; never more fetches than jwks_min_refresh allows.
+        assert 2 <= srv.hits() <= 31, srv.hits()
+    finally:
+        d.close()
+        srv.stop()
+
+
 # ---- A fetch that fails -----------------------------------------------------------------------
 
 @t.test
