@@ -8,7 +8,7 @@ or by hand where PyJWT refuses to make them (alg none, HS256 with a PEM key).
 Our side is jwks-driver: one authenticator instance through the real loader,
 kept open while the test changes what the servers answer.
 
-Usage: test_jwks.py JWKS_DRIVER [TEST...]
+Usage: test_jwks.py JWKS_DRIVER KSOCKD [TEST...]
 """
 import base64
 import datetime
@@ -32,7 +32,8 @@ from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
 
 HAVE_DEPS = testvenv.need("jwt", "cryptography")
-DRIVER = sys.argv[1]
+DRIVER, KSOCKD = sys.argv[1], sys.argv[2]
+del sys.argv[2]  # Tap reads test names from argv[2:]
 t = Tap()
 
 if HAVE_DEPS:
@@ -691,6 +692,63 @@ def attack_matrix_through_the_jwks_authenticator():
     finally:
         d.close()
         srv.stop()
+
+
+# ---- Through ksockd ------------------------------------------------------------------------------
+
+def upgrade_status(port, token):
+    """The status line ksockd answers to a WebSocket upgrade carrying `token` as a Bearer."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ksock.v1.json\r\n"
+                  b"Authorization: Bearer " + token.encode() + b"\r\n\r\n")
+        head = b""
+        while b"\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        return head.split(b"\r\n", 1)[0].decode()
+
+
+@t.test
+def ksockd_with_jwks_url():
+    """ksockd (embedded Kafka) with a jwks_url authenticator: 101 for a JWKS token, 401 with
+    the reason in its log otherwise; no other server asked; no key at all refuses to start."""
+    need_deps()
+    from ksockd_proc import KsockdProc, free_port
+    srv, evil = JwksServer(), JwksServer()
+    k1, k2 = key("ksockd-1"), key("ksockd-2")
+    srv.serve(jwks(k1))
+    evil.serve(jwks(k2))
+    port = free_port()
+    base = {"kafka": {"bootstrap.servers": "embedded"},
+            "websocket": {"listeners": [{"address": "127.0.0.1", "port": port}]}}
+    cfg = dict(base, auth=dict(jwks_opts(srv), plugin="jwt", algorithm="RS256"))
+    try:
+        with KsockdProc(KSOCKD, cfg) as k:
+            assert upgrade_status(port, k1.token()).startswith("HTTP/1.1 101")
+            st = upgrade_status(port, k2.token(headers={"jku": evil.url()}))
+            assert st.startswith("HTTP/1.1 401"), st
+            none = raw_token({"alg": "nOnE", "kid": "ksockd-1"}, good_claims())
+            assert upgrade_status(port, none).startswith("HTTP/1.1 401")
+            wait_for(lambda: 'refused: jwt: kid "ksockd-2" is not in the JWKS' in k.log(),
+                     what="the refusal in the log")
+            wait_for(lambda: "refused: jwt: alg none refused" in k.log(), what="alg none")
+            assert "jwks: 1 key for RS256" in k.log()
+        assert evil.hits() == 0
+        bad = KsockdProc(KSOCKD, dict(base, auth={"plugin": "jwt", "algorithm": "RS256"}))
+        try:
+            assert bad.wait_exit() != 0
+            assert "RS256 needs public_key (a PEM file) or jwks_url" in bad.log(), bad.log()
+        finally:
+            bad.err.close()
+            bad.dir.cleanup()
+    finally:
+        srv.stop()
+        evil.stop()
 
 
 @t.test
