@@ -19,6 +19,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <gnutls/abstract.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Real key sets are a few KiB; anything near this is not a JWKS. */
 #define JWKS_MAX_BYTES (1024 * 1024)
@@ -120,7 +123,7 @@ static const char *jwk_str(const ksock_value_t *k, const char *name, bool *bad)
     return s;
 }
 
-/* A base64url member decoded into *d (gnutls-free'able via free()); the message names it. */
+/* A base64url member decoded into *d (d->data malloc'ed, the caller's); errors name it. */
 static int jwk_b64(const ksock_value_t *k, size_t i, const char *name, gnutls_datum_t *d, char *err,
                    size_t n)
 {
@@ -466,15 +469,22 @@ static void *jwks_thread(void *arg)
 
 /* ---- Create and destroy ------------------------------------------------------ */
 
+/* Readable and a regular file (O_NONBLOCK: a FIFO must not hang start-up, as for key files). */
 static int check_ca_file(const char *path, char *errstr, size_t errstr_size)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
         ksock_errstr_set(errstr, errstr_size, "jwks_ca_file: cannot read \"%s\": %s", path,
                          strerror(errno));
+        if (fd >= 0) close(fd);
         return KSOCK_E_CONFIG;
     }
-    fclose(f);
+    close(fd);
+    if (!S_ISREG(st.st_mode)) {
+        ksock_errstr_set(errstr, errstr_size, "jwks_ca_file: \"%s\" is not a regular file", path);
+        return KSOCK_E_CONFIG;
+    }
     return 0;
 }
 

@@ -574,6 +574,8 @@ def create_refuses_bad_jwks_options():
     need_deps()
     srv = JwksServer()
     srv.serve(jwks(key("any-1")))
+    fifo = os.path.join(TMP, "ca.fifo")  # a FIFO with no writer must not hang start-up
+    os.mkfifo(fifo)
     pub = os.path.join(TMP, "any.pub")
     with open(pub, "wb") as f:
         f.write(key("any-1").pub_pem)
@@ -585,6 +587,7 @@ def create_refuses_bad_jwks_options():
         (jwks_opts(srv, algorithm="HS256"), "jwks_url needs an RS* or ES* algorithm"),
         (jwks_opts(srv, public_key=pub), "keep one source of keys"),
         (jwks_opts(srv, jwks_ca_file="/nonexistent/ca.pem"), "jwks_ca_file: cannot read"),
+        (jwks_opts(srv, jwks_ca_file=fifo), f'jwks_ca_file: "{fifo}" is not a regular file'),
         ({"algorithm": "RS256", "public_key": pub, "jwks_ca_file": pki()["ca_file"]},
          "jwks_ca_file is set but jwks_url is not"),
         (jwks_opts(srv, jwks_min_refresh="1h", jwks_refresh="1m"),
