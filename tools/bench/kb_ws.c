@@ -225,6 +225,17 @@ static void subscribed_at(kb_thread_t *t, kb_conn_t *c)
     }
 }
 
+/* For the first few errors: the envelope, bytes that are not printable ASCII as '.'. */
+static void print_envelope(const char *what, const uint8_t *p, size_t n)
+{
+    char line[301];
+    size_t k = n < 300 ? n : 300;
+    for (size_t i = 0; i < k; i++)
+        line[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '.';
+    line[k] = 0;
+    fprintf(stderr, "ksock-bench: %s: %s\n", what, line);
+}
+
 /* A complete envelope arrived at `now` (CLOCK_REALTIME, for latency; monotonic for rates). */
 static void on_envelope(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n, int64_t now,
                         int64_t mono)
@@ -281,8 +292,7 @@ static void on_envelope(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n
         } else {
             t->errors++;
         }
-        if (t->errors + t->sub_errors <= 3)
-            fprintf(stderr, "ksock-bench: error envelope: %.*s\n", (int)(n > 300 ? 300 : n), p);
+        if (t->errors + t->sub_errors <= 3) print_envelope("error envelope", p, n);
         break;
     default:
         break;
@@ -387,9 +397,13 @@ static void on_readable(kb_thread_t *t, kb_conn_t *c)
         long f = parse_frames(t, c, t->buf + at, n - at);
         if (f < 0) return;
         at += (size_t)f;
-        /* acks free window room: one top-up (one write) per read, not one per ack */
-        if (t->run->mode == KB_PUBLISH && atomic_load_explicit(&t->run->go, memory_order_relaxed) &&
-            publish_more(t, c) != 0)
+        /* acks free window room: top up once a quarter of the window is free, so that one
+         * write carries several publishes (a write per ack would cost the client more than
+         * the server spends on the publish) */
+        kb_run_t *r = t->run;
+        uint32_t room = (uint32_t)r->window - (c->sent - c->acked);
+        if (r->mode == KB_PUBLISH && atomic_load_explicit(&r->go, memory_order_relaxed) &&
+            room * 4 >= (uint32_t)r->window && publish_more(t, c) != 0)
             return;
     }
     size_t left = n - at;
@@ -521,6 +535,7 @@ static void *thread_main(void *arg)
 
 int kb_ws_start(kb_run_t *r, char *err, size_t errlen)
 {
+    free(r->threads); /* a previous run's figures */
     r->conns = calloc((size_t)r->nconns, sizeof(kb_conn_t));
     r->threads = calloc((size_t)r->nthreads, sizeof(kb_thread_t));
     if (r->conns == NULL || r->threads == NULL) return snprintf(err, errlen, "out of memory"), -1;
@@ -564,21 +579,31 @@ void kb_ws_join(kb_run_t *r)
         pthread_join(r->threads[i].tid, NULL);
 }
 
-/* After kb_ws_join: every socket closed, the run's memory freed but the figures kept. */
+/* After kb_ws_join: every socket closed and the connections freed (the threads' figures are
+ * kept until the next kb_ws_start, which may follow: the publish warm-up). */
 void kb_ws_close_all(kb_run_t *r)
 {
     for (int i = 0; i < r->nthreads; i++) {
         kb_thread_t *t = &r->threads[i];
-        for (int k = 0; k < t->nconns; k++)
-            if (t->conns[k].state != KB_C_CLOSED && t->conns[k].fd >= 0) {
-                close(t->conns[k].fd);
-                t->conns[k].state = KB_C_CLOSED;
-            }
         close(t->ep);
         free(t->buf);
         free(t->scratch);
         free(t->offs);
+        t->buf = t->scratch = NULL;
+        t->offs = NULL;
     }
+    for (int k = 0; k < r->nconns; k++) {
+        kb_conn_t *c = &r->conns[k];
+        if (c->state != KB_C_CLOSED && c->fd >= 0) close(c->fd);
+        free(c->rbuf);
+        free(c->wbuf);
+        free(c->next);
+    }
+    free(r->conns);
+    r->conns = NULL;
+    atomic_store(&r->stop, 0);
+    atomic_store(&r->go, 0);
+    atomic_store(&r->pub_next, 0);
 }
 
 void kb_totals(kb_run_t *r, kb_counts_t *s)
