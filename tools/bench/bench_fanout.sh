@@ -7,7 +7,7 @@
 #
 # Scenarios: fan-out to 100, 1,000 and 10,000 subscribers, json and msgpack, 2,000,000
 # deliveries each, producer as fast as it goes; a latency run at half the rate the 1,000-subscriber
-# json run reached; 10,000 idle subscribed connections (server RSS per connection); publish over
+# json run reached (ksockd's default send queues); 10,000 idle subscribed connections (server RSS per connection); publish over
 # 10 connections (100 in flight each) against a raw librdkafka loop. Each ksock-bench prints
 # human lines and one JSON line; the JSON lines go to OUT_DIR/results.jsonl and the table at the
 # end is made from them.
@@ -43,15 +43,18 @@ stop_ksockd() {
 }
 trap stop_ksockd EXIT INT TERM
 
-# A fresh ksockd on a free loopback port: sets $ksockd_pid and $url.
+# A fresh ksockd on a free loopback port: sets $ksockd_pid and $url. $ws_extra: JSON members
+# added to its "websocket" section.
 start_ksockd() {
-    local name=$1 port
+    local name=$1 port extra=${ws_extra:-}
+    [ -n "$extra" ] || extra='{}'
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    python3 - "$out/$name.ksockd.json" "$port" <<'EOF'
+    python3 - "$out/$name.ksockd.json" "$port" "$extra" <<'EOF'
 import json, os, sys
 cfg = {
     "kafka": {"bootstrap.servers": os.environ["KSOCK_KAFKA_BOOTSTRAP"]},
-    "websocket": {"listeners": [{"address": "127.0.0.1", "port": int(sys.argv[2])}]},
+    "websocket": dict({"listeners": [{"address": "127.0.0.1", "port": int(sys.argv[2])}]},
+                      **json.loads(sys.argv[3])),
     "auth": {"plugin": "none"},
     "log": {"level": "warn", "sinks": [{"type": "console", "level": "warn"}]},
 }
@@ -93,14 +96,22 @@ run() {
 echo "### $(date -u) $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "### results in $out"
 : >"$out/results.jsonl"
+# Throughput: the producer writes a burst as fast as it can, so ksockd's send queues must hold
+# every subscriber's share (send_queue_max_frames defaults to 1024, and a subscriber whose queue
+# is full is closed with 1013: docs/bridge.md, Slow clients). ksock-bench pauses 500 us after a
+# turn with few connections ready, so that it reads many frames per recv().
 deliveries=$((2000000 / scale))
 for fmt in json msgpack; do
     for n in 100 1000 10000; do
-        run "fanout-$fmt-$n" fanout --format "$fmt" --subscribers "$n" --records $((deliveries / n))
+        m=$((deliveries / n))
+        ws_extra="{\"send_queue_max_frames\": $((m + 1024)), \"send_queue_max_bytes\": \"1GiB\"}" \
+            run "fanout-$fmt-$n" fanout --format "$fmt" --subscribers "$n" --records "$m" \
+            --coalesce-us 500
     done
 done
 
-# Latency at half the throughput the 1,000-subscriber json run reached, for ~10 s.
+# Latency with ksockd's defaults at half the throughput the 1,000-subscriber json run reached,
+# for ~10 s; 100 us coalescing (adds at most 0.1 ms).
 max=$(python3 -c "
 import json
 for l in open('$out/results.jsonl'):
@@ -108,7 +119,7 @@ for l in open('$out/results.jsonl'):
     if r.get('label') == 'fanout-json-1000': print(int(r.get('deliveries_per_s', 0)))")
 rate=$(( ${max:-0} / 1000 / 2 ))
 [ "$rate" -ge 10 ] || rate=100
-run "latency-json-1000-half" fanout --format json --subscribers 1000 --rate "$rate" \
+run "latency-json-1000-half" fanout --format json --subscribers 1000 --rate "$rate" --coalesce-us 100 \
     --records $((rate * 10 / scale))
 
 run "idle-10000" idle --subscribers 10000 --settle 3

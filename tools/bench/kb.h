@@ -63,7 +63,7 @@ typedef struct kb_conn {
 /* Counters one I/O thread publishes for the driver (relaxed stores, once per loop turn). */
 typedef struct {
     _Atomic uint64_t open, subscribed, sub_errors, closed, records, acks, errors, dups, gaps,
-        bad_frames, skipped, start_moved;
+        bad_frames, skipped, start_moved, reads;
     _Atomic int64_t first_ns, last_ns; /* CLOCK_MONOTONIC of the first/last record or ack */
 } kb_counts_t;
 
@@ -81,6 +81,7 @@ typedef struct kb_thread {
     kb_hist_t hist;
     /* plain counters, copied to `pub` once per loop turn */
     uint64_t records, acks, errors, dups, gaps, subscribed, sub_errors, closed, open, bad_frames;
+    uint64_t reads;       /* recv() calls that returned data */
     uint64_t skipped;     /* error -32 notices (records skipped for a slow client) */
     uint64_t start_moved; /* subscribed offsets other than the watermarks read before */
     int64_t *offs;        /* offsets of the envelope being read, per partition (-1: none) */
@@ -99,6 +100,7 @@ typedef struct kb_run {
     const char *bootstrap;
     int nconns, nthreads, partitions;
     int connect_window; /* handshakes in progress per thread at most */
+    int coalesce_us;    /* pause after a turn with few connections ready (kb_ws.c) */
     int subscribe;      /* send subscribe after the upgrade (fanout, idle) */
     long records;       /* fanout: produced; publish: in total over the connections */
     int value_size;

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,25 @@ int64_t kb_real_ns(void)
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* stderr lines about connections: the first few only (10,000 connections closing at once would
+ * bury the report), then a note that more were left out */
+static _Atomic int warned;
+static void warn(const char *fmt, ...)
+{
+    int n = atomic_fetch_add(&warned, 1);
+    if (n > 5) return;
+    if (n == 5) {
+        fprintf(stderr, "ksock-bench: (further connection messages left out)\n");
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ksock-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
 }
 
 static void set_events(kb_thread_t *t, kb_conn_t *c, int out)
@@ -233,7 +253,7 @@ static void print_envelope(const char *what, const uint8_t *p, size_t n)
     for (size_t i = 0; i < k; i++)
         line[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '.';
     line[k] = 0;
-    fprintf(stderr, "ksock-bench: %s: %s\n", what, line);
+    warn("%s: %s", what, line);
 }
 
 /* A complete envelope arrived at `now` (CLOCK_REALTIME, for latency; monotonic for rates). */
@@ -292,7 +312,7 @@ static void on_envelope(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n
         } else {
             t->errors++;
         }
-        if (t->errors + t->sub_errors <= 3) print_envelope("error envelope", p, n);
+        print_envelope("error envelope", p, n);
         break;
     default:
         break;
@@ -305,8 +325,7 @@ static int on_control(kb_thread_t *t, kb_conn_t *c, int op, const uint8_t *p, si
     if (op == 9) return send_frame(t, c, p, n > 125 ? 125 : n, 10); /* ping: pong */
     if (op == 8) {                                                  /* close: answer, drop */
         if (c->state == KB_C_OPEN)
-            fprintf(stderr, "ksock-bench: server closed a connection (%u)\n",
-                    n >= 2 ? (unsigned)(p[0] << 8 | p[1]) : 1005u);
+            warn("server closed a connection (%u)", n >= 2 ? (unsigned)(p[0] << 8 | p[1]) : 1005u);
         send_frame(t, c, p, n >= 2 ? 2 : 0, 8);
         conn_close(t, c);
         return -1;
@@ -360,9 +379,7 @@ static long parse_handshake(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size
     const char *want = t->run->fmt == KB_JSON ? "ksock.v1.json" : "ksock.v1.msgpack";
     if (n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0 ||
         memmem(p, (size_t)(end - p), want, strlen(want)) == NULL) {
-        if (t->closed < 3)
-            fprintf(stderr, "ksock-bench: upgrade refused: %.*s\n",
-                    (int)(end - p > 200 ? 200 : end - p), p);
+        warn("upgrade refused: %.*s", (int)(end - p > 200 ? 200 : end - p), p);
         conn_close(t, c);
         return -1;
     }
@@ -382,12 +399,12 @@ static void on_readable(kb_thread_t *t, kb_conn_t *c)
     ssize_t got = recv(c->fd, t->buf + keep, KB_RBUF - keep, 0);
     if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (got <= 0) {
-        if (c->state == KB_C_OPEN)
-            fprintf(stderr, "ksock-bench: connection lost (%s)\n", got ? strerror(errno) : "EOF");
+        if (c->state == KB_C_OPEN) warn("connection lost (%s)", got ? strerror(errno) : "EOF");
         conn_close(t, c);
         return;
     }
     size_t n = keep + (size_t)got, at = 0;
+    t->reads++;
     if (c->state == KB_C_HANDSHAKE) {
         long h = parse_handshake(t, c, t->buf, n);
         if (h < 0) return;
@@ -454,7 +471,7 @@ static void on_writable(kb_thread_t *t, kb_conn_t *c)
         socklen_t l = sizeof(e);
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l);
         if (e) {
-            if (t->closed < 3) fprintf(stderr, "ksock-bench: connect: %s\n", strerror(e));
+            warn("connect: %s", strerror(e));
             conn_close(t, c);
             return;
         }
@@ -474,7 +491,7 @@ static void open_more(kb_thread_t *t)
         kb_conn_t *c = &t->conns[t->next_connect++];
         c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->fd < 0) {
-            if (t->closed < 3) fprintf(stderr, "ksock-bench: socket: %s\n", strerror(errno));
+            warn("socket: %s", strerror(errno));
             c->state = KB_C_CLOSED;
             t->closed++;
             continue;
@@ -487,7 +504,7 @@ static void open_more(kb_thread_t *t)
         c->want_out = 1;
         epoll_ctl(t->ep, EPOLL_CTL_ADD, c->fd, &ev);
         if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS) {
-            if (t->closed < 3) fprintf(stderr, "ksock-bench: connect: %s\n", strerror(errno));
+            warn("connect: %s", strerror(errno));
             conn_close(t, c);
         }
     }
@@ -498,8 +515,8 @@ static void publish_counts(kb_thread_t *t)
     kb_counts_t *p = &t->pub;
 #define PUB(f) atomic_store_explicit(&p->f, t->f, memory_order_relaxed)
     PUB(open), PUB(subscribed), PUB(sub_errors), PUB(closed), PUB(records), PUB(acks), PUB(errors),
-        PUB(dups), PUB(gaps), PUB(bad_frames), PUB(skipped), PUB(start_moved), PUB(first_ns),
-        PUB(last_ns);
+        PUB(dups), PUB(gaps), PUB(bad_frames), PUB(skipped), PUB(start_moved), PUB(reads),
+        PUB(first_ns), PUB(last_ns);
 #undef PUB
 }
 
@@ -529,6 +546,13 @@ static void *thread_main(void *arg)
             }
         }
         publish_counts(t);
+        /* Coalescing (--coalesce-us): after a turn with few connections ready, let bytes pile
+         * up in the socket buffers before the next one, so that each recv() takes many frames.
+         * Per recv() the kernel's TCP work and the wake-up cost more than parsing a frame. */
+        if (r->coalesce_us > 0 && n > 0 && n < 64) {
+            struct timespec ts = {0, (long)r->coalesce_us * 1000};
+            nanosleep(&ts, NULL);
+        }
     }
     return NULL;
 }
@@ -618,7 +642,8 @@ void kb_totals(kb_run_t *r, kb_counts_t *s)
                               atomic_load_explicit(&p->f, memory_order_relaxed),                   \
                           memory_order_relaxed)
         ADD(open), ADD(subscribed), ADD(sub_errors), ADD(closed), ADD(records), ADD(acks),
-            ADD(errors), ADD(dups), ADD(gaps), ADD(bad_frames), ADD(skipped), ADD(start_moved);
+            ADD(errors), ADD(dups), ADD(gaps), ADD(bad_frames), ADD(skipped), ADD(start_moved),
+            ADD(reads);
 #undef ADD
         int64_t f = atomic_load(&p->first_ns), l = atomic_load(&p->last_ns);
         if (f && (first == 0 || f < first)) first = f;

@@ -318,6 +318,7 @@ static int run_fanout(kb_run_t *r)
     jint("start_moved", (long long)c.start_moved);
     jint("closed", (long long)c.closed);
     jint("bad_frames", (long long)c.bad_frames);
+    jnum("frames_per_read", c.reads ? (double)c.records / (double)c.reads : 0);
     jint("server_rss_kib", server_rss_kib());
     kb_ws_close_all(r);
     return bad || pa.rc || c.bad_frames ? 1 : 0;
@@ -440,6 +441,8 @@ static void usage(FILE *f)
                "  --timeout S             give up when nothing arrives for S seconds (default 10)\n"
                "  --connect-window N      handshakes in progress per thread (default 128)\n"
                "  --no-subscribe          idle: connections only\n"
+               "  --coalesce-us U         pause U us after a turn with few connections ready,\n"
+               "                          so each read takes more frames (default 0)\n"
                "  --label L               copied into the JSON line\n");
 }
 
@@ -467,14 +470,28 @@ static int valid_topic(const char *t)
 
 static int parse(kb_run_t *r, int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"url", 1, 0, 'u'},         {"format", 1, 0, 'f'},         {"subscribers", 1, 0, 'n'},
-        {"connections", 1, 0, 'n'}, {"topic", 1, 0, 't'},          {"partitions", 1, 0, 'P'},
-        {"bootstrap", 1, 0, 'b'},   {"records", 1, 0, 'm'},        {"value-size", 1, 0, 's'},
-        {"rate", 1, 0, 'r'},        {"linger", 1, 0, 'l'},         {"window", 1, 0, 'w'},
-        {"threads", 1, 0, 'T'},     {"server-pid", 1, 0, 'p'},     {"settle", 1, 0, 'S'},
-        {"timeout", 1, 0, 'O'},     {"connect-window", 1, 0, 'C'}, {"no-subscribe", 0, 0, 'N'},
-        {"label", 1, 0, 'L'},       {"help", 0, 0, 'h'},           {0, 0, 0, 0}};
+    static const struct option lo[] = {{"url", 1, 0, 'u'},
+                                       {"format", 1, 0, 'f'},
+                                       {"subscribers", 1, 0, 'n'},
+                                       {"connections", 1, 0, 'n'},
+                                       {"topic", 1, 0, 't'},
+                                       {"partitions", 1, 0, 'P'},
+                                       {"bootstrap", 1, 0, 'b'},
+                                       {"records", 1, 0, 'm'},
+                                       {"value-size", 1, 0, 's'},
+                                       {"rate", 1, 0, 'r'},
+                                       {"linger", 1, 0, 'l'},
+                                       {"window", 1, 0, 'w'},
+                                       {"threads", 1, 0, 'T'},
+                                       {"server-pid", 1, 0, 'p'},
+                                       {"settle", 1, 0, 'S'},
+                                       {"timeout", 1, 0, 'O'},
+                                       {"connect-window", 1, 0, 'C'},
+                                       {"no-subscribe", 0, 0, 'N'},
+                                       {"label", 1, 0, 'L'},
+                                       {"coalesce-us", 1, 0, 'c'},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     static char topic[64];
     const char *url = NULL;
     int opt;
@@ -535,6 +552,9 @@ static int parse(kb_run_t *r, int argc, char **argv)
         case 'L':
             o.label = optarg;
             break;
+        case 'c':
+            r->coalesce_us = atoi(optarg);
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -560,7 +580,8 @@ static int parse(kb_run_t *r, int argc, char **argv)
     if (o.settle_s < 0) o.settle_s = r->mode == KB_IDLE ? 2 : 1;
     if (r->nconns < 1 || r->nthreads < 1 || r->nthreads > 2 || r->records < 1 ||
         r->value_size < 19 || r->value_size > 60000 || r->window < 1 || r->partitions < 1 ||
-        r->connect_window < 1 || !valid_topic(r->topic))
+        r->connect_window < 1 || r->coalesce_us < 0 || r->coalesce_us > 100000 ||
+        !valid_topic(r->topic))
         return -1;
     if (r->mode != KB_IDLE && r->bootstrap == NULL) {
         fprintf(stderr, "ksock-bench: no broker: --bootstrap or $KSOCK_KAFKA_BOOTSTRAP\n");
