@@ -134,13 +134,15 @@ int64_t kb_hist_pct(const kb_hist_t *h, double pct);
 
 /* ---- kb_kafka.c ---- */
 typedef struct {
+    void *rk;              /* the rd_kafka_t between kb_producer_open and kb_produce */
+    int raw;               /* the baseline: librdkafka's default linger, no rate */
     long produced, failed; /* delivery reports */
     double cpu_s;          /* the producer thread's CPU (librdkafka's own threads apart) */
     int64_t t0_ns, t1_ns;  /* monotonic: first send, last delivery report */
     char err[256];
 } kb_prod_result_t;
-int kb_kafka_prepare(kb_run_t *run, char *err, size_t errlen);
-int kb_produce(kb_run_t *run, kb_prod_result_t *res); /* the fanout producer, blocks */
-int kb_produce_raw(kb_run_t *run, kb_prod_result_t *res);
+int kb_kafka_prepare(kb_run_t *run, kb_prod_result_t *warm, char *err, size_t errlen);
+int kb_producer_open(kb_run_t *run, kb_prod_result_t *res, int raw);
+int kb_produce(kb_run_t *run, kb_prod_result_t *res); /* blocks; destroys the producer */
 
 #endif

@@ -94,11 +94,12 @@ static int create_topic(rd_kafka_t *rk, const char *topic, int partitions, char 
 }
 
 /*
- * Creates the topic when it does not exist (run->partitions partitions), then records its
- * partition count and, per partition, the high watermark: with the subscribers starting at
+ * Creates the topic when it does not exist (run->partitions partitions), records its partition
+ * count, opens the fan-out producer (`warm`, kb_producer_open) and then reads, per partition,
+ * the high watermark: with the subscribers starting at
  * `latest` before anything is produced, that is the first offset each of them must get.
  */
-int kb_kafka_prepare(kb_run_t *r, char *err, size_t errlen)
+int kb_kafka_prepare(kb_run_t *r, kb_prod_result_t *warm, char *err, size_t errlen)
 {
     rd_kafka_t *rk = client(r, -1, NULL, err, errlen);
     if (rk == NULL) return -1;
@@ -111,6 +112,10 @@ int kb_kafka_prepare(kb_run_t *r, char *err, size_t errlen)
         goto out;
     }
     r->partitions = n;
+    if (warm && kb_producer_open(r, warm, 0) != 0) {
+        snprintf(err, errlen, "producer: %s", warm->err);
+        goto out;
+    }
     free(r->start_offsets);
     r->start_offsets = calloc((size_t)n, sizeof(int64_t));
     if (r->start_offsets == NULL) goto out;
@@ -148,47 +153,76 @@ static double thread_cpu_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/*
- * Produces run->records values of run->value_size bytes, each starting with its send time
- * (kb_value_fill), at run->rate records/s (0: as fast as the queue takes them), and waits for
- * every delivery report. `linger_ms` < 0 keeps librdkafka's default (the raw baseline).
- */
-static int produce(kb_run_t *r, kb_prod_result_t *res, int linger_ms, double rate)
+static int produce_one(rd_kafka_t *rk, kb_run_t *r, uint8_t *value, kb_prod_result_t *res)
 {
-    memset(res, 0, sizeof(*res));
-    rd_kafka_t *rk = client(r, linger_ms, res, res->err, sizeof(res->err));
-    if (rk == NULL) return -1;
-    uint8_t *value = malloc((size_t)r->value_size);
-    if (value == NULL) {
-        rd_kafka_destroy(rk);
-        return -1;
-    }
-    double c0 = thread_cpu_s();
-    res->t0_ns = kb_mono_ns();
-    for (long i = 0; i < r->records;) {
-        if (rate > 0) { /* pace: never ahead of i / rate seconds since the start */
-            int64_t due = res->t0_ns + (int64_t)((double)i * 1e9 / rate);
-            int64_t now = kb_mono_ns();
-            if (now < due) {
-                rd_kafka_poll(rk, 0);
-                struct timespec ts = {0, due - now > 1000000 ? 1000000 : due - now};
-                nanosleep(&ts, NULL);
-                continue;
-            }
-        }
+    for (;;) {
         kb_value_fill(value, r->value_size, kb_real_ns());
         rd_kafka_resp_err_t e = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_VALUE(value, (size_t)r->value_size), RD_KAFKA_V_END);
-        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_poll(rk, 5);
-            continue;
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            if (e) snprintf(res->err, sizeof(res->err), "produce: %s", rd_kafka_err2str(e));
+            return e ? -1 : 0;
         }
-        if (e) {
-            snprintf(res->err, sizeof(res->err), "produce: %s", rd_kafka_err2str(e));
-            break;
+        rd_kafka_poll(rk, 5);
+    }
+}
+
+/*
+ * A producer whose first record is already delivered: the topic's metadata and the idempotent
+ * producer's id are fetched before the clock starts (they take most of a second, and the
+ * records sent meanwhile would wait in librdkafka's queue with their send time already
+ * written). The warm-up record goes to the topic like the others, before anyone subscribes
+ * (fanout) or before the timed run (raw). `raw`: librdkafka's default linger, no rate.
+ */
+int kb_producer_open(kb_run_t *r, kb_prod_result_t *res, int raw)
+{
+    memset(res, 0, sizeof(*res));
+    res->raw = raw;
+    rd_kafka_t *rk = client(r, raw ? -1 : r->linger_ms, res, res->err, sizeof(res->err));
+    if (rk == NULL) return -1;
+    res->rk = rk;
+    uint8_t *value = malloc((size_t)r->value_size);
+    int rc = value ? produce_one(rk, r, value, res) : -1;
+    free(value);
+    if (rc == 0) rd_kafka_flush(rk, 30000);
+    if (rc != 0 || res->produced != 1) {
+        if (res->err[0] == 0) snprintf(res->err, sizeof(res->err), "warm-up record not delivered");
+        rd_kafka_destroy(rk);
+        res->rk = NULL;
+        return -1;
+    }
+    res->produced = 0;
+    return 0;
+}
+
+/*
+ * Produces run->records values of run->value_size bytes, each starting with its send time
+ * (kb_value_fill), at run->rate records/s (0, or a raw producer: as fast as the queue takes
+ * them), waits for every delivery report and destroys the producer.
+ */
+int kb_produce(kb_run_t *r, kb_prod_result_t *res)
+{
+    rd_kafka_t *rk = res->rk;
+    double rate = res->raw ? 0 : r->rate;
+    uint8_t *value = malloc((size_t)r->value_size);
+    if (rk == NULL || value == NULL) {
+        free(value);
+        return -1;
+    }
+    double c0 = thread_cpu_s();
+    res->t0_ns = kb_mono_ns();
+    for (long i = 0; i < r->records; i++) {
+        if (rate > 0) { /* pace: never ahead of i / rate seconds since the start */
+            int64_t due = res->t0_ns + (int64_t)((double)i * 1e9 / rate), now;
+            while ((now = kb_mono_ns()) < due) {
+                rd_kafka_poll(rk, 0);
+                struct timespec ts = {0, due - now > 1000000 ? 1000000 : due - now};
+                nanosleep(&ts, NULL);
+            }
         }
-        if (++i % 256 == 0) rd_kafka_poll(rk, 0);
+        if (produce_one(rk, r, value, res) != 0) break;
+        if (i % 256 == 255) rd_kafka_poll(rk, 0);
     }
     rd_kafka_flush(rk, 60000);
     rd_kafka_poll(rk, 0);
@@ -196,15 +230,6 @@ static int produce(kb_run_t *r, kb_prod_result_t *res, int linger_ms, double rat
     res->cpu_s = thread_cpu_s() - c0;
     free(value);
     rd_kafka_destroy(rk);
+    res->rk = NULL;
     return res->produced == r->records ? 0 : -1;
-}
-
-int kb_produce(kb_run_t *r, kb_prod_result_t *res)
-{
-    return produce(r, res, r->linger_ms, r->rate);
-}
-
-int kb_produce_raw(kb_run_t *r, kb_prod_result_t *res)
-{
-    return produce(r, res, -1, 0);
 }

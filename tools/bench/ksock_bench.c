@@ -279,13 +279,14 @@ static long completeness(kb_run_t *r)
 static int run_fanout(kb_run_t *r)
 {
     char err[512];
-    if (kb_kafka_prepare(r, err, sizeof(err)) != 0 || kb_ws_start(r, err, sizeof(err)) != 0) {
+    prod_arg_t pa = {.run = r};
+    if (kb_kafka_prepare(r, &pa.res, err, sizeof(err)) != 0 ||
+        kb_ws_start(r, err, sizeof(err)) != 0) {
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
     if (wait_ready(r, 1) != 0) return 1;
     sleep_s(o.settle_s); /* the server's consumer reaches `latest` before anything is produced */
-    prod_arg_t pa = {.run = r};
     pthread_t pt;
     snap_t a = snap(r);
     if (pthread_create(&pt, NULL, producer_main, &pa) != 0) return 1;
@@ -328,7 +329,7 @@ static int run_idle(kb_run_t *r)
 {
     char err[512];
     /* ksockd never creates a topic: make it (or find it) when there is a broker to ask */
-    if (r->subscribe && r->bootstrap && kb_kafka_prepare(r, err, sizeof(err)) != 0) {
+    if (r->subscribe && r->bootstrap && kb_kafka_prepare(r, NULL, err, sizeof(err)) != 0) {
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
@@ -381,8 +382,8 @@ static int publish_warmup(kb_run_t *r, char *err, size_t errlen)
 static int run_publish(kb_run_t *r)
 {
     char err[512];
-    if (kb_kafka_prepare(r, err, sizeof(err)) != 0 || publish_warmup(r, err, sizeof(err)) != 0 ||
-        kb_ws_start(r, err, sizeof(err)) != 0) {
+    if (kb_kafka_prepare(r, NULL, err, sizeof(err)) != 0 ||
+        publish_warmup(r, err, sizeof(err)) != 0 || kb_ws_start(r, err, sizeof(err)) != 0) {
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
@@ -405,9 +406,10 @@ static int run_publish(kb_run_t *r)
     cpu_report(r, &a, &b, (double)c.acks);
     kb_ws_close_all(r);
 
-    kb_prod_result_t raw;
+    kb_prod_result_t raw; /* the same records straight to librdkafka, warmed up the same way */
+    int rrc = kb_producer_open(r, &raw, 1);
     double c0 = self_cpu_s();
-    int rrc = kb_produce_raw(r, &raw);
+    if (rrc == 0) rrc = kb_produce(r, &raw);
     double raw_cpu = self_cpu_s() - c0, raw_s = (double)(raw.t1_ns - raw.t0_ns) / 1e9;
     double raw_rate = raw_s > 0 ? (double)raw.produced / raw_s : 0;
     printf(
