@@ -79,19 +79,27 @@ static double server_cpu_s(void)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* The server's VmRSS in KiB, -1 without --server-pid. */
-static long server_rss_kib(void)
+/* VmRSS in KiB of `pid` (0: this process), -1 when unreadable. */
+static long rss_kib(int pid)
 {
     char path[64], line[256];
     long kib = -1;
-    if (o.server_pid <= 0) return -1;
-    snprintf(path, sizeof(path), "/proc/%d/status", o.server_pid);
+    if (pid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/status");
     FILE *f = fopen(path, "r");
     if (f == NULL) return -1;
     while (fgets(line, sizeof(line), f))
         if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
     fclose(f);
     return kib;
+}
+
+/* The server's VmRSS in KiB, -1 without --server-pid. */
+static long server_rss_kib(void)
+{
+    return o.server_pid > 0 ? rss_kib(o.server_pid) : -1;
 }
 
 static double clock_s(clockid_t id)
@@ -333,14 +341,18 @@ static int run_idle(kb_run_t *r)
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
-    long before = server_rss_kib();
+    long before = server_rss_kib(), self_before = rss_kib(0);
     if (kb_ws_start(r, err, sizeof(err)) != 0) {
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
     int rc = wait_ready(r, 1);
     sleep_s(o.settle_s);
-    long after = server_rss_kib();
+    long after = server_rss_kib(), self_after = rss_kib(0);
+    printf("ksock-bench's own VmRSS: %ld KiB before, %ld KiB with %d connections\n", self_before,
+           self_after, r->nconns);
+    jint("client_rss_before_kib", self_before);
+    jint("client_rss_after_kib", self_after);
     if (before >= 0 && after >= 0) {
         double per = (double)(after - before) * 1024.0 / r->nconns;
         printf("server VmRSS: %ld KiB before, %ld KiB with %d connections: %.0f B per connection\n",
