@@ -55,7 +55,7 @@ typedef struct kb_conn {
     uint8_t *wbuf;
     uint32_t wcap;
     uint32_t received; /* records, first copies only */
-    uint32_t dups, gaps, disorder;
+    uint32_t dups, gaps;
     uint32_t sent, acked; /* publish mode */
     int64_t *next;        /* fanout: expected next offset per partition; -1 = none yet */
 } kb_conn_t;

@@ -588,8 +588,6 @@ int kb_ws_start(kb_run_t *r, char *err, size_t errlen)
         t->ep = epoll_create1(EPOLL_CLOEXEC);
         if (t->buf == NULL || t->scratch == NULL || t->ep < 0)
             return snprintf(err, errlen, "out of memory"), -1;
-        for (int k = 0; k < t->nconns; k++)
-            t->conns[k].thread = (uint8_t)i;
         if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
             return snprintf(err, errlen, "pthread_create failed"), -1;
     }

@@ -482,101 +482,77 @@ static int valid_topic(const char *t)
     return 1;
 }
 
-static int parse(kb_run_t *r, int argc, char **argv)
+/* Options: each writes one variable; `fmt` and `url` are checked after the loop. */
+typedef struct {
+    const char *name;
+    char type; /* 'i' int, 'l' long, 'd' double, 's' string, '0' flag that clears an int */
+    void *p;
+} kb_opt_t;
+
+static int read_opts(kb_run_t *r, int argc, char **argv, const char **url, const char **fmt)
 {
-    static const struct option lo[] = {{"url", 1, 0, 'u'},
-                                       {"format", 1, 0, 'f'},
-                                       {"subscribers", 1, 0, 'n'},
-                                       {"connections", 1, 0, 'n'},
-                                       {"topic", 1, 0, 't'},
-                                       {"partitions", 1, 0, 'P'},
-                                       {"bootstrap", 1, 0, 'b'},
-                                       {"records", 1, 0, 'm'},
-                                       {"value-size", 1, 0, 's'},
-                                       {"rate", 1, 0, 'r'},
-                                       {"linger", 1, 0, 'l'},
-                                       {"window", 1, 0, 'w'},
-                                       {"threads", 1, 0, 'T'},
-                                       {"server-pid", 1, 0, 'p'},
-                                       {"settle", 1, 0, 'S'},
-                                       {"timeout", 1, 0, 'O'},
-                                       {"connect-window", 1, 0, 'C'},
-                                       {"no-subscribe", 0, 0, 'N'},
-                                       {"label", 1, 0, 'L'},
-                                       {"coalesce-us", 1, 0, 'c'},
-                                       {"help", 0, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    static char topic[64];
-    const char *url = NULL;
+    const kb_opt_t t[] = {{"url", 's', url},
+                          {"format", 's', fmt},
+                          {"subscribers", 'i', &r->nconns},
+                          {"connections", 'i', &r->nconns},
+                          {"topic", 's', &r->topic},
+                          {"partitions", 'i', &r->partitions},
+                          {"bootstrap", 's', &r->bootstrap},
+                          {"records", 'l', &r->records},
+                          {"value-size", 'i', &r->value_size},
+                          {"rate", 'd', &r->rate},
+                          {"linger", 'i', &r->linger_ms},
+                          {"window", 'i', &r->window},
+                          {"threads", 'i', &r->nthreads},
+                          {"server-pid", 'i', &o.server_pid},
+                          {"settle", 'd', &o.settle_s},
+                          {"timeout", 'd', &o.timeout_s},
+                          {"connect-window", 'i', &r->connect_window},
+                          {"no-subscribe", '0', &r->subscribe},
+                          {"label", 's', &o.label},
+                          {"coalesce-us", 'i', &r->coalesce_us}};
+    enum { N = sizeof(t) / sizeof(t[0]) };
+    struct option lo[N + 2];
+    for (int i = 0; i < N; i++)
+        lo[i] = (struct option){t[i].name, t[i].type == '0' ? 0 : 1, NULL, 256 + i};
+    lo[N] = (struct option){"help", 0, NULL, 'h'};
+    lo[N + 1] = (struct option){NULL, 0, NULL, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        switch (opt) {
-        case 'u':
-            url = optarg;
-            break;
-        case 'f':
-            if (strcmp(optarg, "json") && strcmp(optarg, "msgpack")) return -1;
-            r->fmt = strcmp(optarg, "json") ? KB_MSGPACK : KB_JSON;
-            break;
-        case 'n':
-            r->nconns = atoi(optarg);
-            break;
-        case 't':
-            r->topic = optarg;
-            break;
-        case 'P':
-            r->partitions = atoi(optarg);
-            break;
-        case 'b':
-            r->bootstrap = optarg;
-            break;
-        case 'm':
-            r->records = atol(optarg);
-            break;
-        case 's':
-            r->value_size = atoi(optarg);
-            break;
-        case 'r':
-            r->rate = atof(optarg);
+        if (opt == 'h') usage(stdout), exit(0);
+        if (opt < 256 || opt >= 256 + N) return -1;
+        const kb_opt_t *k = &t[opt - 256];
+        char *end = optarg;
+        switch (k->type) {
+        case 'i':
+            *(int *)k->p = (int)strtol(optarg, &end, 10);
             break;
         case 'l':
-            r->linger_ms = atoi(optarg);
+            *(long *)k->p = strtol(optarg, &end, 10);
             break;
-        case 'w':
-            r->window = atoi(optarg);
+        case 'd':
+            *(double *)k->p = strtod(optarg, &end);
             break;
-        case 'T':
-            r->nthreads = atoi(optarg);
+        case 's':
+            *(const char **)k->p = optarg, end = optarg + strlen(optarg);
             break;
-        case 'p':
-            o.server_pid = atoi(optarg);
+        case '0':
+            *(int *)k->p = 0;
             break;
-        case 'S':
-            o.settle_s = atof(optarg);
-            break;
-        case 'O':
-            o.timeout_s = atof(optarg);
-            break;
-        case 'C':
-            r->connect_window = atoi(optarg);
-            break;
-        case 'N':
-            r->subscribe = 0;
-            break;
-        case 'L':
-            o.label = optarg;
-            break;
-        case 'c':
-            r->coalesce_us = atoi(optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            return -1;
         }
+        if (end && *end) return -1; /* "10x" is not a number */
     }
+    return 0;
+}
+
+static int parse(kb_run_t *r, int argc, char **argv)
+{
+    static char topic[64];
+    const char *url = NULL, *fmt = "json";
+    if (read_opts(r, argc, argv, &url, &fmt) != 0) return -1;
     if (optind != argc - 1 || url == NULL || parse_url(r, url) != 0) return -1;
+    if (strcmp(fmt, "json") != 0 && strcmp(fmt, "msgpack") != 0) return -1;
+    r->fmt = strcmp(fmt, "json") == 0 ? KB_JSON : KB_MSGPACK;
     o.mode_name = argv[optind];
     if (strcmp(o.mode_name, "fanout") == 0)
         r->mode = KB_FANOUT;
@@ -594,7 +570,7 @@ static int parse(kb_run_t *r, int argc, char **argv)
     if (o.settle_s < 0) o.settle_s = r->mode == KB_IDLE ? 2 : 1;
     if (r->nconns < 1 || r->nthreads < 1 || r->nthreads > 2 || r->records < 1 ||
         r->value_size < 19 || r->value_size > 60000 || r->window < 1 || r->partitions < 1 ||
-        r->connect_window < 1 || r->coalesce_us < 0 || r->coalesce_us > 100000 ||
+        r->connect_window < 1 || r->coalesce_us < 0 || r->coalesce_us > 100000 || r->rate < 0 ||
         !valid_topic(r->topic))
         return -1;
     if (r->mode != KB_IDLE && r->bootstrap == NULL) {

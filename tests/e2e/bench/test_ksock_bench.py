@@ -24,11 +24,12 @@ t = Tap()
 
 
 class Ksockd(KsockdProc):
-    def __init__(self, extra=None):
+    def __init__(self, extra=None, ws_extra=None):
         self.port = free_port()
         cfg = {
             "kafka": {"bootstrap.servers": BOOTSTRAP or "embedded"},
-            "websocket": {"listeners": [{"address": "127.0.0.1", "port": self.port}]},
+            "websocket": dict({"listeners": [{"address": "127.0.0.1", "port": self.port}]},
+                              **(ws_extra or {})),
             "auth": {"plugin": "none"},
             "log": {"level": "info", "sinks": [{"type": "console", "format": "json"}]},
         }
@@ -68,6 +69,23 @@ def fanout_every_subscriber_gets_every_record():
             assert r["deliveries"] == 10000 and r["deliveries_per_s"] > 0, out
             assert 0 < r["lat_p50_us"] <= r["lat_p99_us"] <= r["lat_max_us"], out
             assert r["server_cpu_s"] >= 0 and r["client_cpu_s"] > 0, out
+
+
+@t.test
+def dropped_records_are_reported():
+    """A server that drops records for slow subscribers (slow_client drop, 16-frame send
+    queues) and a generator that reads slowly (20 ms pauses): the -32 notices are counted, the
+    offset jumps are gaps, the records never received are missing, and the exit status says so."""
+    need_broker()
+    with Ksockd(extra={"bridge": {"slow_client": "drop"}},
+                ws_extra={"send_queue_max_frames": 16}) as k:
+        rc, r, out = bench("fanout", "--url", k.url, "--subscribers", 5, "--records", 5000,
+                           "--coalesce-us", 20000, "--timeout", 3)
+        assert rc == 1 and r is not None and r["ok"] == 0, out
+        assert r["produced"] == 5000 and r["expected"] == 25000, out
+        assert r["skipped_notices"] > 0 and r["gaps"] > 0, out
+        assert r["missing"] >= r["gaps"] and r["received"] == 25000 - r["missing"], out
+        assert r["duplicates"] == 0 and r["closed"] == 0, out
 
 
 @t.test
@@ -119,6 +137,7 @@ def bad_arguments_exit_2():
     url = "ws://127.0.0.1:1/"
     for args in ([], ["fanout"], ["nope", "--url", url], ["idle", "--url", "http://x/"],
                  ["idle", "--url", url, "--threads", "3"],
+                 ["idle", "--url", url, "--subscribers", "10x"],
                  ["idle", "--url", url, "--value-size", "10"],
                  ["idle", "--url", url, "--topic", "bad topic"],
                  ["idle", "--url", url, "--format", "cbor"]):
