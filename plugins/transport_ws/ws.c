@@ -172,7 +172,7 @@ static int setup_protocols(ws_inst_t *inst)
     if (inst->retry.secs_since_valid_hangup == 0) inst->retry.secs_since_valid_hangup = 0xffff;
 
     inst->client_protocols[0] = (struct lws_protocols){
-        WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
+        WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, WS_WRITE_BATCH};
     return 0;
 }
 
@@ -211,7 +211,7 @@ int ws__served_set(ws_inst_t *inst, const ksock_transport_events_t *ev)
     }
     size_t rx = (size_t)o->rx_buffer_size;
     inst->server_protocols[0] =
-        (struct lws_protocols){"ksock-default", ws__callback, 0, rx, 0, NULL, 0};
+        (struct lws_protocols){"ksock-default", ws__callback, 0, rx, 0, NULL, WS_WRITE_BATCH};
     for (size_t i = 0; i < n; i++) {
         if ((inst->served[i] = strdup(list[i])) == NULL) {
             inst->nserved = i;
@@ -220,7 +220,7 @@ int ws__served_set(ws_inst_t *inst, const ksock_transport_events_t *ev)
         }
         inst->nserved = i + 1;
         inst->server_protocols[i + 1] =
-            (struct lws_protocols){inst->served[i], ws__callback, 0, rx, 0, NULL, 0};
+            (struct lws_protocols){inst->served[i], ws__callback, 0, rx, 0, NULL, WS_WRITE_BATCH};
     }
     return 0;
 }
@@ -305,7 +305,7 @@ static void ws_call(ws_inst_t *inst, ws_call_fn fn, void *arg)
     inst->call_arg = arg;
     inst->call_done = false;
     pthread_mutex_unlock(&inst->lock);
-    lws_cancel_service(inst->ctx);
+    ws__wake(inst);
     pthread_mutex_lock(&inst->lock);
     while (!inst->call_done)
         pthread_cond_wait(&inst->cond, &inst->lock);
@@ -456,32 +456,62 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_tra
         ws__conn_free(c);
         return rc;
     }
-    lws_cancel_service(inst->ctx);
+    ws__wake(inst);
     return 0;
+}
+
+void ws__wake(ws_inst_t *inst)
+{
+    if (inst->ctx && inst->thread_running && !atomic_exchange(&inst->wake_pending, true))
+        lws_cancel_service(inst->ctx);
+}
+
+/* Under lock: queue frame (len bytes) on id, as send() says; sets *wake when c became pending. */
+static int queue_locked(ws_inst_t *inst, ksock_conn_id_t id, ksock_frame_t *frame, size_t len,
+                        bool *wake)
+{
+    ws_conn_t *c = ws__table_find(inst, id);
+    if (c == NULL || c->gone || c->close_req) return KSOCK_E_CLOSED;
+    if (c->qlen > 0 && (c->qlen >= (size_t)inst->o->send_queue_max_frames ||
+                        c->qbytes + len > (size_t)inst->o->send_queue_max_bytes)) {
+        c->writable_owed = true;
+        return KSOCK_E_QUEUE_FULL;
+    }
+    int rc = ws__queue_push(c, frame, len);
+    if (rc == 0 && ws__pending_add(inst, c)) *wake = true;
+    return rc;
 }
 
 static int ws_send(void *p, ksock_conn_id_t id, ksock_frame_t *frame)
 {
     ws_inst_t *inst = p;
     size_t len = 0;
+    bool wake = false;
     ksock_frame_data(frame, &len);
     pthread_mutex_lock(&inst->lock);
-    ws_conn_t *c = ws__table_find(inst, id);
-    if (c == NULL || c->gone || c->close_req) {
-        pthread_mutex_unlock(&inst->lock);
-        return KSOCK_E_CLOSED;
-    }
-    if (c->qlen > 0 && (c->qlen >= (size_t)inst->o->send_queue_max_frames ||
-                        c->qbytes + len > (size_t)inst->o->send_queue_max_bytes)) {
-        c->writable_owed = true;
-        pthread_mutex_unlock(&inst->lock);
-        return KSOCK_E_QUEUE_FULL;
-    }
-    int rc = ws__queue_push(c, frame, len);
-    bool wake = rc == 0 && ws__pending_add(inst, c);
+    int rc = queue_locked(inst, id, frame, len, &wake);
     pthread_mutex_unlock(&inst->lock);
-    if (wake && inst->thread_running) lws_cancel_service(inst->ctx);
+    if (wake) ws__wake(inst);
     return rc;
+}
+
+/* n send() calls under one lock, with at most one wake-up (transport.h, ABI 1.2). */
+static size_t ws_send_many(void *p, ksock_frame_t *frame, const ksock_conn_id_t *ids, size_t n,
+                           int *rc)
+{
+    ws_inst_t *inst = p;
+    size_t len = 0, failed = 0;
+    bool wake = false;
+    if (n == 0) return 0;
+    ksock_frame_data(frame, &len);
+    pthread_mutex_lock(&inst->lock);
+    for (size_t i = 0; i < n; i++) {
+        rc[i] = queue_locked(inst, ids[i], frame, len, &wake);
+        if (rc[i] != 0) failed++;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    if (wake) ws__wake(inst);
+    return failed;
 }
 
 static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
@@ -512,7 +542,7 @@ static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
         wake = ws__pending_add(inst, c);
     }
     pthread_mutex_unlock(&inst->lock);
-    if (wake && inst->thread_running) lws_cancel_service(inst->ctx);
+    if (wake) ws__wake(inst);
     return 0;
 }
 
@@ -688,6 +718,7 @@ static const ksock_transport_vtable_t ws_vtable = {
     .close = ws_close,
     .stop = ws_stop,
     .pause_read = ws_pause_read,
+    .send_many = ws_send_many,
 };
 
 static const ksock_plugin_desc_t ws_desc = {

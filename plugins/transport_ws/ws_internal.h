@@ -2,12 +2,13 @@
  * transport_ws internals shared between its files. Not installed.
  *
  * Files: ws.c (options, create/destroy, the vtable), ws_conn.c (connection
- * table, send queues, events to the loop, inbound flow control, reading and
- * writing), ws_server.c (the server handshake), ws_client.c (client
- * connections), ws_thread.c (the service thread and the lws callback),
- * ws_listen.c (listeners: addresses, vhosts, Host and Origin), ws_tls.c
- * (certificate checks). Functions one file offers the others are named
- * ws__*, like the ones ws_listen.c and ws_tls.c already had.
+ * table, send queues, events to the loop, inbound flow control, reading),
+ * ws_write.c (writing: batched and frame by frame), ws_server.c (the
+ * server handshake), ws_client.c (client connections), ws_thread.c (the
+ * service thread and the lws callback), ws_listen.c (listeners: addresses,
+ * vhosts, Host and Origin), ws_tls.c (certificate checks). Functions one
+ * file offers the others are named ws__*, like the ones ws_listen.c and
+ * ws_tls.c already had.
  */
 #ifndef KSOCK_TRANSPORT_WS_INTERNAL_H
 #define KSOCK_TRANSPORT_WS_INTERNAL_H
@@ -100,13 +101,34 @@ void ws__printable(const char *s, char *out, size_t n);
  * another thread:
  *
  *   loop thread                         lws thread
- *   send(): frame into conn->queue,     LWS_CALLBACK_EVENT_WAIT_CANCELLED:
- *   conn onto the pending list,    -->  take the pending list, ask for
- *   lws_cancel_service()                WRITEABLE (or start a connect)
- *                                       WRITEABLE: pop frames, lws_write()
+ *   send(), send_many(): frame into     LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+ *   conn->queue, conn onto the          clear wake_pending, take the
+ *   pending list, ws__wake()       -->  pending list, ask for WRITEABLE
+ *                                       (or start a connect)
+ *                                       WRITEABLE: pop frames, write them
  *   drain_events(): on_open,       <--  events appended to inst->events,
  *   on_message, on_writable,            one ksock_runtime_post() per batch
  *   on_close, in order
+ *
+ * Wake-ups: ws__wake() calls lws_cancel_service() only when `wake_pending`
+ * was clear. The lws thread clears it when it answers a wake-up, before it
+ * reads the pending list or resume_req, so whatever was queued before a
+ * skipped wake-up is seen by the answer to the earlier one: a send_many()
+ * to thousands of connections, or a burst of send() calls, costs one
+ * wake-up (one pipe write and one service pass), not one each.
+ *
+ * Writing. A server connection without permessage-deflate gets its frames
+ * framed here: RFC 6455 headers (server frames are unmasked) and payloads
+ * of as many queued frames as fit in WS_WRITE_BATCH (at least one) go to
+ * lws as one LWS_WRITE_RAW write, which lws hands to the socket as it is:
+ * one send(2) for many frames. lws buffers what the socket did not take
+ * (lws_partial_buffered) and calls WRITEABLE again only once that is out,
+ * and it sends its own pings, pongs and close frames from its POLLOUT
+ * service ahead of WRITEABLE, or behind the buffered bytes: since each
+ * raw write holds whole frames, a control frame never lands inside one of
+ * ours. Client connections (whose frames lws masks), deflate ones and
+ * WebSocket over HTTP/2 keep one lws_write() per frame (but an empty
+ * message, see write_empty in ws_write.c).
  *
  * `lock` guards the connection table, every connection's queue and flags,
  * and the pending list; `evlock` guards the event list. A connection is
@@ -134,8 +156,18 @@ void ws__printable(const char *s, char *out, size_t n);
  */
 
 #define WS_CLIENT_PROTOCOL         "ksock-client"
-#define WS_MAX_WRITES_PER_CALLBACK 64
-#define WS_TICK_MS                 250 /* libev wake-up period, see tick_cb */
+#define WS_MAX_WRITES_PER_CALLBACK 64 /* lws_write() calls per WRITEABLE, frame by frame */
+/*
+ * Batched writes: bytes per raw write (a larger frame goes alone), frames
+ * per raw write, and raw writes per WRITEABLE callback (so that one
+ * connection with a backlog does not hold the lws thread from the others).
+ * WS_WRITE_BATCH is also every protocol's tx_packet_size: the most lws
+ * hands to one send(2) (0 would cut every write at rx_buffer_size).
+ */
+#define WS_WRITE_BATCH                 (64 * 1024)
+#define WS_BATCH_MAX_FRAMES            1024
+#define WS_MAX_RAW_WRITES_PER_CALLBACK 4
+#define WS_TICK_MS                     250 /* libev wake-up period, see tick_cb */
 /*
  * Request line and headers lws keeps for one upgrade request (allocated
  * per handshake in progress, freed after it). Room for a token of the
@@ -298,8 +330,9 @@ struct ws_inst_s {
     ws_listener_t *listeners;
     size_t nlisteners, nlisteners_alloc;
     ws_client_vhost_t *client_vhosts; /* lws thread */
-    unsigned char *wbuf;              /* LWS_PRE + frame, lws thread */
+    unsigned char *wbuf;              /* LWS_PRE + frame(s), lws thread */
     size_t wbuf_cap;
+    ksock_frame_t *batch[WS_BATCH_MAX_FRAMES]; /* lws thread: the frames of one raw write */
 
     ksock_transport_events_t listen_ev;
     bool listening;
@@ -322,7 +355,8 @@ struct ws_inst_s {
     size_t rxq_total;     /* under evlock: sum of every connection's rxq_bytes */
     ws_conn_t *throttled; /* under evlock: connections not being read */
     _Atomic bool resume_req;
-    _Atomic bool stopping; /* ws_stop: read every connection, so close handshakes complete */
+    _Atomic bool wake_pending; /* a wake-up is on its way to the lws thread, see ws__wake */
+    _Atomic bool stopping;     /* ws_stop: read every connection, so close handshakes complete */
 
     ws_conn_t *resumed; /* loop thread: resumed connections with held messages */
     bool resume_posted;
@@ -334,6 +368,12 @@ struct ws_inst_s {
 
 /* strdup(s), the caller frees it: NULL for NULL, and when out of memory (the caller checks). */
 char *ws__strdup(const char *s);
+
+/*
+ * Wake the lws thread (lws_cancel_service) unless a wake-up is already on
+ * its way; nothing before the thread started. Loop thread.
+ */
+void ws__wake(ws_inst_t *inst);
 
 /* Drop one reference (the creator's, or a posted drain's); the last frees inst. Loop thread. */
 void ws__inst_unref(ws_inst_t *inst);
@@ -352,6 +392,8 @@ void ws__pending_del(ws_conn_t *c);
 
 /* Queue a reference to f (len bytes) on c's send queue; KSOCK_E_NOMEM. Under inst->lock. */
 int ws__queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len);
+/* The oldest frame of c's queue, and its reference (NULL: empty). Under inst->lock. */
+ksock_frame_t *ws__queue_pop(ws_conn_t *c);
 
 /* Free a connection and everything it holds (not in the table). */
 void ws__conn_free(ws_conn_t *c);
@@ -364,6 +406,12 @@ ws_conn_t *ws__conn_new(ws_inst_t *inst);
  * with 1011 "out of memory". Returns -1, for the callback to return.
  */
 int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi);
+
+/*
+ * lws thread: close from inside a callback with code and why (the host's
+ * on_close says the same). Returns -1, for the callback to return.
+ */
+int ws__conn_close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why);
 
 /* Events to the loop thread. */
 /* An event carrying a copy of data (NUL-terminated); NULL when out of memory. */
@@ -381,6 +429,7 @@ void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 /* lws thread: the end of a connection, and its reading and writing. */
 void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason, int err);
 void ws__conn_closed(ws_conn_t *c, struct lws *wsi);
+/* ws_write.c: WRITEABLE (or a refusal from RECEIVE); returns what the callback returns. */
 int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 int ws__conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void *in, size_t len);
 int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, size_t len);

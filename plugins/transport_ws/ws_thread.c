@@ -84,6 +84,8 @@ static void on_wait_cancelled(ws_inst_t *inst, struct lws *wsi)
         if (atomic_exchange(&inst->quit, 2) == 1) lws_context_destroy(lws_get_context(wsi));
         return;
     }
+    /* Before reading what the loop thread asked for: a request after this point wakes us again. */
+    atomic_store(&inst->wake_pending, false);
     ws__rx_resume(inst);
     pthread_mutex_lock(&inst->lock);
     run_call(inst);
