@@ -124,6 +124,7 @@ int64_t kb_mono_ns(void);
 int64_t kb_real_ns(void);
 
 /* ---- kb_proto.c ---- */
+void kb_proto_init(const char *topic); /* before the I/O threads start */
 size_t kb_build_subscribe(enum kb_fmt f, const char *topic, uint8_t *out);
 size_t kb_build_publish(enum kb_fmt f, const char *topic, int64_t id, int value_size, uint8_t *out);
 int kb_read_env(enum kb_fmt f, const uint8_t *p, size_t n, kb_env_t *e);

@@ -560,6 +560,7 @@ static void *thread_main(void *arg)
 int kb_ws_start(kb_run_t *r, char *err, size_t errlen)
 {
     free(r->threads); /* a previous run's figures */
+    kb_proto_init(r->topic);
     r->conns = calloc((size_t)r->nconns, sizeof(kb_conn_t));
     r->threads = calloc((size_t)r->nthreads, sizeof(kb_thread_t));
     if (r->conns == NULL || r->threads == NULL) return snprintf(err, errlen, "out of memory"), -1;
