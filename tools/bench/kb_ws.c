@@ -189,8 +189,8 @@ static uint8_t *frame_wrap(kb_thread_t *t, uint8_t *out, size_t n, int opcode, s
 
 static int send_frame(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n, int opcode)
 {
-    uint8_t buf[14 + 256];
-    if (n > 256) return -1;
+    uint8_t buf[14 + 512]; /* a subscribe with a 249-character topic is 304 bytes */
+    if (n > 512) return -1;
     memcpy(buf + 14, p, n);
     size_t len;
     uint8_t *f = frame_wrap(t, buf, n, opcode, &len);
