@@ -42,6 +42,8 @@ typedef struct {
     int64_t max;
 } kb_hist_t;
 
+enum { KB_C_IDLE, KB_C_CONNECTING, KB_C_HANDSHAKE, KB_C_OPEN, KB_C_CLOSED };
+
 /* One connection: kept small (10,000 of them must fit); the buffers exist only while needed. */
 typedef struct kb_conn {
     int fd;
@@ -122,6 +124,8 @@ void kb_ws_close_all(kb_run_t *run);
 void kb_totals(kb_run_t *run, kb_counts_t *sum); /* sum of the threads' published counters */
 int64_t kb_mono_ns(void);
 int64_t kb_real_ns(void);
+void kb_ws_feed(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n); /* tests */
+#define KB_RBUF (1024 * 1024 + 64) /* read buffer per thread: the largest frame + header */
 
 /* ---- kb_proto.c ---- */
 void kb_proto_init(const char *topic); /* before the I/O threads start */

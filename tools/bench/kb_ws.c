@@ -26,10 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KB_RBUF    (1024 * 1024 + 64) /* the largest frame accepted, plus its header */
 #define KB_SCRATCH (256 * 1024)
-
-enum { KB_C_IDLE, KB_C_CONNECTING, KB_C_HANDSHAKE, KB_C_OPEN, KB_C_CLOSED };
 
 int64_t kb_mono_ns(void)
 {
@@ -392,6 +389,8 @@ static long parse_handshake(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size
     return (long)(end + 4 - p);
 }
 
+static void on_bytes(kb_thread_t *t, kb_conn_t *c, size_t n);
+
 static void on_readable(kb_thread_t *t, kb_conn_t *c)
 {
     uint32_t keep = c->rlen;
@@ -403,8 +402,24 @@ static void on_readable(kb_thread_t *t, kb_conn_t *c)
         conn_close(t, c);
         return;
     }
-    size_t n = keep + (size_t)got, at = 0;
     t->reads++;
+    on_bytes(t, c, keep + (size_t)got);
+}
+
+/* Test hook (tests/e2e/bench/test_kb_frames.c): p[0..n) as if one recv() had returned it. */
+void kb_ws_feed(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n)
+{
+    uint32_t keep = c->rlen;
+    if (keep) memcpy(t->buf, c->rbuf, keep);
+    memcpy(t->buf + keep, p, n);
+    on_bytes(t, c, keep + n);
+}
+
+/* t->buf[0..n): what the connection carried over plus what just arrived. Complete frames are
+ * handled; a partial one is kept for the next read. */
+static void on_bytes(kb_thread_t *t, kb_conn_t *c, size_t n)
+{
+    size_t at = 0;
     if (c->state == KB_C_HANDSHAKE) {
         long h = parse_handshake(t, c, t->buf, n);
         if (h < 0) return;
