@@ -142,18 +142,18 @@ static int64_t digits(const uint8_t *p, const uint8_t *end, int neg_ok)
     if (!neg_ok && end - p >= 19) {
         int64_t a = eight_digits(p), b = eight_digits(p + 8);
         if (a >= 0 && b >= 0) {
-            int64_t v = a * 100000000 + b;
+            uint64_t v = (uint64_t)a * 100000000 + (uint64_t)b;
             for (int i = 16; i < 19 && p[i] >= '0' && p[i] <= '9'; i++)
-                v = v * 10 + (p[i] - '0');
-            return v;
+                v = v * 10 + (uint64_t)(p[i] - '0');
+            return (int64_t)(v & INT64_MAX); /* 19 nines would not fit: no signed overflow */
         }
     }
     if (neg_ok && p < end && *p == '-') neg = 1, p++;
     if (p >= end || *p < '0' || *p > '9') return -1;
-    int64_t v = 0;
+    uint64_t v = 0;
     for (int i = 0; p < end && *p >= '0' && *p <= '9' && i < 19; p++, i++)
-        v = v * 10 + (*p - '0');
-    return neg ? -v : v;
+        v = v * 10 + (uint64_t)(*p - '0');
+    return neg ? -(int64_t)(v & INT64_MAX) : (int64_t)(v & INT64_MAX);
 }
 
 static int64_t json_int(const uint8_t *p, size_t n, const char *key, int neg_ok)
@@ -232,10 +232,10 @@ static int lit(const uint8_t **q, const uint8_t *end, const char *s, size_t n)
 static const uint8_t *num(const uint8_t *q, const uint8_t *end, int64_t *v)
 {
     const uint8_t *start = q;
-    int64_t x = 0;
+    uint64_t x = 0;
     while (q < end && *q >= '0' && *q <= '9' && q - start < 19)
-        x = x * 10 + (*q++ - '0');
-    *v = x;
+        x = x * 10 + (uint64_t)(*q++ - '0');
+    *v = (int64_t)(x & INT64_MAX);
     return q > start ? q : NULL;
 }
 

@@ -634,5 +634,7 @@ int main(int argc, char **argv)
                                  : run_publish(&r);
     jint("ok", rc == 0);
     printf("%s}\n", o.json);
+    free(r.threads); /* kept after the run for its figures */
+    free(r.start_offsets);
     return rc;
 }
