@@ -21,6 +21,8 @@
  * for logrotate); a config that no longer validates is reported and the
  * running sinks are kept.
  */
+#include "sd_notify.h"
+
 #include <ksock/ksock.h>
 
 #include <getopt.h>
@@ -330,6 +332,7 @@ static void on_stop_signal(ksock_signal_t *s, int signum, void *data)
     daemon_t *d = data;
     ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", (ksock_kv_t[]){KSOCK_KV_I64("signal", signum)}, 1,
               "stopping on %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    ksockd_notify("STOPPING=1\nSTATUS=stopping on %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (d->bridge && !d->draining) {
         d->draining = true;
         if (ksock_bridge_drain(d->bridge, KSOCK_BRIDGE_DRAIN_CONFIGURED, on_drained, d) == 0)
@@ -345,6 +348,7 @@ static void on_hup(ksock_signal_t *s, int signum, void *data)
     ksock_config_t *cfg;
     ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "SIGHUP: reloading log sinks from %s",
               d->config_path);
+    ksockd_notify_reloading("reloading the log sinks");
     /*
      * ksock_runtime_configure() builds every new sink before it swaps them
      * in, and on failure frees what it built and keeps the running sinks, so
@@ -363,6 +367,8 @@ static void on_hup(ksock_signal_t *s, int signum, void *data)
                            err);
     else
         ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "log sinks reloaded");
+    ksockd_notify("READY=1\nSTATUS=%s", rc ? "reload failed: running with the previous log sinks"
+                                           : "running; log sinks reloaded");
 }
 
 /* Parse, adopt and apply (or only check) the config; *out is the runtime's. */
@@ -520,6 +526,8 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
               (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()), KSOCK_KV_STR("config", path),
                              KSOCK_KV_I64("pid", getpid())},
               3, "ksockd started");
+    ksockd_notify("READY=1\nSTATUS=%s",
+                  d.bridge ? "serving WebSocket clients" : "running (no websocket section)");
     /* The publishes in flight were answered by the drain (on_stop_signal) while the loop ran. */
     rc = ksock_runtime_run(rt);
     teardown(&d);
