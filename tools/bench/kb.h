@@ -149,5 +149,6 @@ typedef struct {
 int kb_kafka_prepare(kb_run_t *run, kb_prod_result_t *warm, char *err, size_t errlen);
 int kb_producer_open(kb_run_t *run, kb_prod_result_t *res, int raw);
 int kb_produce(kb_run_t *run, kb_prod_result_t *res); /* blocks; destroys the producer */
+void kb_producer_close(kb_prod_result_t *res);
 
 #endif

@@ -233,3 +233,10 @@ int kb_produce(kb_run_t *r, kb_prod_result_t *res)
     res->rk = NULL;
     return res->produced == r->records ? 0 : -1;
 }
+
+/* A producer that kb_produce will not run after all (the run ended early). */
+void kb_producer_close(kb_prod_result_t *res)
+{
+    if (res->rk) rd_kafka_destroy(res->rk);
+    res->rk = NULL;
+}

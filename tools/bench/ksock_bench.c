@@ -284,6 +284,14 @@ static long completeness(kb_run_t *r)
     return missing + dups + gaps;
 }
 
+/* A run that ends early: its threads stopped and connections closed; returns 1. */
+static int stop_ws(kb_run_t *r)
+{
+    kb_ws_join(r);
+    kb_ws_close_all(r);
+    return 1;
+}
+
 static int run_fanout(kb_run_t *r)
 {
     char err[512];
@@ -293,7 +301,10 @@ static int run_fanout(kb_run_t *r)
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
-    if (wait_ready(r, 1) != 0) return 1;
+    if (wait_ready(r, 1) != 0) {
+        kb_producer_close(&pa.res);
+        return stop_ws(r);
+    }
     sleep_s(o.settle_s); /* the server's consumer reaches `latest` before anything is produced */
     pthread_t pt;
     snap_t a = snap(r);
@@ -399,7 +410,7 @@ static int run_publish(kb_run_t *r)
         fprintf(stderr, "ksock-bench: %s\n", err);
         return 1;
     }
-    if (wait_ready(r, 1) != 0) return 1;
+    if (wait_ready(r, 1) != 0) return stop_ws(r);
     snap_t a = snap(r);
     atomic_store(&r->go, 1);
     wait_events(r, (uint64_t)r->records, NULL);

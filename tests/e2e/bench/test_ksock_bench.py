@@ -126,10 +126,19 @@ def refused_upgrade_is_reported():
 
 @t.test
 def nothing_listening_is_reported():
-    rc, r, out = bench("idle", "--url", f"ws://127.0.0.1:{free_port()}/", "--subscribers", 3,
-                       "--no-subscribe", "--settle", 0)
-    assert rc == 1 and r["connect_failed"] == 3, out
-    assert "Connection refused" in out, out
+    """No server: every connection fails and the run says so (fanout and publish too when there
+    is a broker for their producer)."""
+    modes = [("idle", "--no-subscribe", "--settle", 0)]
+    if BOOTSTRAP:
+        modes += [("fanout",), ("publish",)]
+    for mode in modes:
+        rc, r, out = bench(*mode, "--url", f"ws://127.0.0.1:{free_port()}/", "--subscribers", 3)
+        assert rc == 1 and r["ok"] == 0, (mode, out)
+        assert "Connection refused" in out, out
+        if mode[0] == "publish":  # its warm-up connection is the one that fails
+            assert "warm-up: could not connect" in out, out
+        else:
+            assert r["connect_failed"] == 3, (mode, out)
 
 
 @t.test
