@@ -132,8 +132,6 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
         ksock__br_conn_close(b, c, 1002, "no serializer for this subprotocol");
         return;
     }
-    c->sv = s->pi->vtable;
-    c->sinst = s->pi->inst;
     c->ser = s;
     ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
               (ksock_kv_t[]){KSOCK_KV_I64("conn", id),
@@ -149,7 +147,7 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     (void)type;
     ksock_bridge_t *b = data;
     conn_t *c = conn_data;
-    if (c == NULL || c->sv == NULL || c->closing || b->stopped) return;
+    if (c == NULL || c->ser == NULL || c->closing || b->stopped) return;
     if (b->stall_ms > 0) { /* test hook (docs/bridge.md): stall the loop once */
         struct timespec ts = {(time_t)(b->stall_ms / 1000), (long)(b->stall_ms % 1000) * 1000000L};
         b->stall_ms = 0;
@@ -161,7 +159,7 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     ksock_serde_get_limits(b->rt, &lim);
     ksock_envelope_t env;
     ksock_envelope_init(&env);
-    int rc = c->sv->decode_envelope(c->sinst, payload, len, &lim, &env, err, sizeof(err));
+    int rc = SV(c)->decode_envelope(SI(c), payload, len, &lim, &env, err, sizeof(err));
     if (rc != 0) {
         /* A well-formed envelope that breaks the rules is a protocol error, the rest decode errors.
          */

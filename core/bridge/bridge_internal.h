@@ -55,10 +55,8 @@ typedef struct conn_s {
     ksock_conn_id_t id;
     struct conn_s *next; /* hash chain */
     ksock_principal_t *principal;
-    const ksock_serializer_vtable_t *sv; /* set in on_open */
-    void *sinst;
-    serializer_t *ser;
-    sub_t *subs; /* its subscriptions, one per topic */
+    serializer_t *ser; /* set in on_open: SV(c) and SI(c) */
+    sub_t *subs;       /* its subscriptions, one per topic */
     size_t nsubs;
     uint32_t inflight;
     reply_t *ovf_head, *ovf_tail; /* replies waiting for room in the send queue, in order */
@@ -90,6 +88,16 @@ typedef struct group_s {
     size_t n, cap;
 } group_t;
 
+/* What a subscribe asked for, kept until it is answered. */
+typedef struct sub_req_s {
+    char *id; /* NULL: none */
+    size_t id_len;
+    ksock_start_t start;
+    int64_t start_ts;
+    size_t nreq;
+    ksock_partition_offset_t req[]; /* start: offsets */
+} sub_req_t;
+
 /*
  * One subscription: a connection and a topic. Per partition it keeps the
  * next offset to deliver; a partition is fed either by the subscription's
@@ -101,15 +109,10 @@ struct sub_s {
     topic_t *topic;
     sub_t *cnext;          /* the connection's list */
     sub_t *tnext, **tprev; /* the topic's list */
-    char *id;              /* the subscribe's id until answered; NULL: none */
-    size_t id_len;
-    ksock_start_t start;
-    ksock_partition_offset_t *req; /* start: offsets */
-    size_t nreq;
-    int64_t start_ts;
-    bool active;       /* `subscribed` sent */
-    bool gap_pending;  /* records dropped (slow-client drop): tell before the next */
-    bool catch_paused; /* the catch-up reader waits for room in the send queue */
+    sub_req_t *rq;         /* the request, until answered (then NULL) */
+    bool active;           /* `subscribed` sent */
+    bool gap_pending;      /* records dropped (slow-client drop): tell before the next */
+    bool catch_paused;     /* the catch-up reader waits for room in the send queue */
     int32_t nparts;
     int64_t *next; /* per partition: the next offset to deliver */
     int64_t *gap;  /* per partition: the first dropped offset, -1 none */
@@ -208,6 +211,10 @@ struct ksock_bridge_s {
     sub_t **fo_subs;
     size_t fo_cap;
 };
+
+/* A connection's serializer: its vtable and instance. */
+#define SV(c) ((const ksock_serializer_vtable_t *)(c)->ser->pi->vtable)
+#define SI(c) ((c)->ser->pi->inst)
 
 /* conns.c: the connection table. */
 conn_t *ksock__br_conn_find(const ksock_bridge_t *b, ksock_conn_id_t id);
