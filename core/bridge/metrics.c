@@ -145,7 +145,7 @@ static int deliveries(const ksock_bridge_t *b, ksock_buf_t *out)
         rc = sample1(out, "ksock_delivered_bytes_total", "serializer", s->name, s->bytes);
     if (rc == 0)
         rc = plain(out, "ksock_records_read_total", "counter",
-                   "Records read from Kafka by the bridge's readers.", b->stats.records);
+                   "Records read from Kafka by the shared readers.", b->stats.records);
     return rc;
 }
 
