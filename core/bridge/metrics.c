@@ -18,9 +18,11 @@
 
 /*
  * Index 0 is "other". The authenticator reports a reason as text
- * (docs/auth.md, Refusals of a token); a bounded label is made from it
- * here, by the first rule that matches, and only when a handshake is
- * refused (never on an accepted one).
+ * (docs/auth.md, Refusals of a token: "jwt: " and the reason); a bounded
+ * label is made from how the reason starts, by the first rule that
+ * matches, and only when a handshake is refused (never on an accepted
+ * one). Matching the start, not anywhere, keeps strings quoted from the
+ * token (an iss, a kid) from choosing the label.
  */
 static const char *const auth_reasons[BR_AUTH_REASONS] = {
     "other",       "no_subprotocol", "no_token",  "malformed",     "token_too_large", "alg_none",
@@ -29,15 +31,33 @@ static const char *const auth_reasons[BR_AUTH_REASONS] = {
 };
 
 static const struct {
-    const char *needle;
+    const char *prefix;
     unsigned reason;
 } auth_rules[] = {
-    {"max_token_size", 4}, {"alg none", 5}, {"signature", 7},   {"malformed", 3},
-    {"has no alg", 3},     {"typ ", 3},     {"crit header", 3}, {"alg ", 6},
-    {"no token", 2},       {"empty", 2},    {"expired", 8},     {"not valid yet", 9},
-    {"in the future", 9},  {"kid", 13},     {"jwks", 13},       {"JWKS", 13},
-    {"iss ", 10},          {"aud ", 11},    {"claim", 12},      {"max_ttl", 12},
-    {" is not ", 12},
+    {"token of ", 4},
+    {"alg none", 5},
+    {"alg ", 6},
+    {"bad signature", 7},
+    {"the token has no signature", 7},
+    {"malformed: the signature", 7},
+    {"malformed", 3},
+    {"the header has no alg", 3},
+    {"typ ", 3},
+    {"crit ", 3},
+    {"no token", 2},
+    {"empty", 2},
+    {"the token query parameter", 2},
+    {"token expired", 8},
+    {"token not valid yet", 9},
+    {"token issued in the future", 9},
+    {"kid ", 13},
+    {"no kid", 13},
+    {"no JWKS", 13},
+    {"iss ", 10},
+    {"no iss ", 10},
+    {"aud ", 11},
+    {"no aud ", 11},
+    {"the token has an aud ", 11},
 };
 
 size_t ksock__br_auth_reason(int rc, const char *errstr)
@@ -46,8 +66,13 @@ size_t ksock__br_auth_reason(int rc, const char *errstr)
     if (rc == KSOCK_E_FORBIDDEN) return 14;
     if (rc == KSOCK_E_NOMEM || rc == KSOCK_E_INTERNAL) return 15;
     if (errstr == NULL) return 0;
+    const char *r = strncmp(errstr, "jwt: ", 5) == 0 ? errstr + 5 : errstr;
     for (size_t i = 0; i < sizeof(auth_rules) / sizeof(auth_rules[0]); i++)
-        if (strstr(errstr, auth_rules[i].needle) != NULL) return auth_rules[i].reason;
+        if (strncmp(r, auth_rules[i].prefix, strlen(auth_rules[i].prefix)) == 0)
+            return auth_rules[i].reason;
+    /* The rest of the claim checks: exp/nbf/iat/sub forms, max_ttl, the permissions claim. */
+    if (rc == KSOCK_E_AUTH && (strstr(r, "claim") || strstr(r, " is not ") || strstr(r, "max_ttl")))
+        return 12;
     return 0;
 }
 

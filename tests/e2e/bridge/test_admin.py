@@ -268,6 +268,62 @@ def metrics_count_what_the_clients_did():
     assert value(s, "ksock_build_info", version=value_version(s)) == 1, s
 
 
+def b64(d):
+    import base64
+    raw = json.dumps(d).encode() if isinstance(d, dict) else d
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@t.test
+def each_refused_token_is_counted_with_its_reason():
+    """Tokens refused by the jwt authenticator each land in their own reason; nothing in "other",
+    no publish, no connection."""
+    need_clients()
+    now = int(time.time())
+    base = {"sub": "eve", "iss": "ksock-test", "aud": "ksockd", "iat": now, "exp": now + 600}
+
+    def signed(claims, alg="HS256", key=SECRET, headers=None):
+        return jwt.encode(claims, key, algorithm=alg, headers=headers)
+    good = signed(base)
+    h, c, sig = good.split(".")
+    cases = {
+        "alg_none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{c}.",
+        "alg_refused": signed(base, alg="HS384"),
+        "bad_signature": f"{h}.{b64(dict(base, sub='root'))}.{sig}",
+        "malformed": "not-a-jwt",
+        "expired": signed(dict(base, iat=now - 7200, exp=now - 3600)),
+        "not_yet_valid": signed(dict(base, nbf=now + 3600)),
+        "issuer": signed(dict(base, iss="someone-else")),
+        "audience": signed(dict(base, aud="another-service")),
+        "claims": signed({k: v for k, v in base.items() if k != "sub"}),
+        "token_too_large": signed(dict(base, pad="x" * 9000)),
+    }
+    auth = {"plugin": "jwt", "secret": SECRET, "issuer": "ksock-test", "audience": "ksockd"}
+    with Ksockd(auth=auth) as k:
+        async def go():
+            out = {}
+            for reason, tok in cases.items():
+                try:
+                    async with connect(k.url, tok):
+                        out[reason] = "accepted"
+                except websockets.exceptions.InvalidHandshake as e:
+                    out[reason] = getattr(getattr(e, "response", None), "status_code", None) \
+                        or getattr(e, "status_code", None)
+            async with connect(k.url, good) as ws:  # the control: the same config accepts it
+                out["good"] = (await call(ws, {"op": "ping", "id": "x"}))["op"]
+            return out
+        out = run(go())
+        s, text = metrics(k.admin_port)
+        promtool_check(text)
+    assert out.pop("good") == "pong", out
+    assert all(v == 401 for v in out.values()), out
+    got = {dict(lbl)["reason"]: v for (name, lbl), v in s.items()
+           if name == "ksock_auth_failures_total" and v}
+    assert got == {r: 1 for r in cases}, (got, k.log()[-4000:])
+    assert value(s, "ksock_handshakes_total") == len(cases) + 1, s
+    assert value(s, "ksock_connections_opened_total") == 1, s
+
+
 def value_version(s):
     return next(dict(lbl)["version"] for (name, lbl), _ in s.items() if name == "ksock_build_info")
 
