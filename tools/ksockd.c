@@ -12,6 +12,8 @@
  * bridge (docs/bridge.md): ksock_bridge_new_from_config() reads the
  * "websocket", "auth", "serializers" and "bridge" sections and their rules;
  * ksockd gives it the producer of "kafka" and its signals.
+ * With an "admin" section it also serves /healthz, /readyz and /metrics on
+ * an address of their own (tools/ksockd_admin.c; docs/operations.md).
  *
  * Signals: SIGTERM and SIGINT stop cleanly: the bridge drains (new
  * publishes are refused with KSOCK_E_SHUTDOWN, those in flight are
