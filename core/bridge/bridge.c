@@ -74,6 +74,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                         void **conn_data, char *errstr, size_t errstr_size)
 {
     ksock_bridge_t *b = data;
+    atomic_fetch_add(&b->handshakes, 1);
     const char *sp = hs->subprotocol;
     if (sp == NULL || strncmp(sp, SUBPROTO_PREFIX, strlen(SUBPROTO_PREFIX)) != 0 ||
         sp[strlen(SUBPROTO_PREFIX)] == '\0') {
@@ -83,6 +84,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                   (ksock_kv_t[]){KSOCK_KV_I64("conn", id), KSOCK_KV_STR("peer", hs->peer_addr)}, 2,
                   "refused: no ksock.v1 subprotocol");
         atomic_fetch_add(&b->refused, 1);
+        atomic_fetch_add(&b->auth_failed[ksock__br_auth_reason(KSOCK_E_PROTO, NULL)], 1);
         return KSOCK_E_PROTO;
     }
     ksock_principal_t *p = NULL;
@@ -104,6 +106,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                                  KSOCK_KV_STR("code", ksock_err_name(rc))},
                   3, "refused: %s", errstr[0] ? errstr : ksock_strerror(rc));
         atomic_fetch_add(&b->refused, 1);
+        atomic_fetch_add(&b->auth_failed[ksock__br_auth_reason(rc, errstr)], 1);
         return rc;
     }
     c->id = id;

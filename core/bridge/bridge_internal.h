@@ -41,6 +41,13 @@
 #define BRIDGE_MAX_SUBSCRIPTIONS 100
 #define BRIDGE_MAX_CATCHUP       32
 
+/* Metrics (metrics.c): publish refusals by -code (0: a code past the table), auth refusal reasons.
+ */
+#define BR_PUB_CODES    48
+#define BR_AUTH_REASONS 16
+#define BR_COUNT_REFUSED(b, code)                                                                  \
+    ((b)->pub_refused[(code) < 0 && -(code) < BR_PUB_CODES ? -(code) : 0]++)
+
 typedef struct reply_s {
     struct reply_s *next;
     ksock_frame_t *frame;
@@ -78,6 +85,7 @@ struct serializer_s {
     char *name;
     ksock_plugin_instance_t *pi;
     struct serializer_s *next;
+    uint64_t delivered, bytes; /* record frames queued to subscribers, their bytes (metrics.c) */
 };
 
 /* A topic's subscribers fed by its shared reader that use one serializer (one frame per record). */
@@ -190,6 +198,11 @@ struct ksock_bridge_s {
     uint64_t drain_timeout_ms;
     ksock_bridge_stats_t stats;
     _Atomic uint64_t refused; /* handshakes refused: counted on the transport's thread */
+    /* Metrics (metrics.c): plain counters, never formatted on the record path. */
+    _Atomic uint64_t handshakes;                   /* on the transport's thread */
+    _Atomic uint64_t auth_failed[BR_AUTH_REASONS]; /* by ksock__br_auth_reason() */
+    uint64_t pub_refused[BR_PUB_CODES];            /* publishes answered an error, by -code */
+    uint64_t queue_drops; /* record frames a full send queue did not take (slow()) */
     /* Subscriptions (subs.c, fanout.c, lookup.c). */
     ksock_kafka_conf_t *kconf;    /* readers' configuration; NULL: subscribe unsupported */
     ksock_kafka_consumer_t *meta; /* never started: its handle runs the lookups */
@@ -277,6 +290,9 @@ void ksock__br_record_env(const ksock_kafka_message_t *m, ksock_envelope_t *env,
                           ksock_header_t *hbuf, size_t n, ksock_header_t **heap);
 /* fanout.c: free every topic (bridge destroy). */
 void ksock__br_topics_free(ksock_bridge_t *b);
+
+/* metrics.c: the reason label of a refused handshake (an index below BR_AUTH_REASONS). */
+size_t ksock__br_auth_reason(int rc, const char *errstr);
 
 /* lookup.c */
 int ksock__br_lookup_start(ksock_bridge_t *b, topic_t *t, sub_t *s, const char *name, int64_t ts);

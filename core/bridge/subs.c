@@ -192,6 +192,7 @@ static int catchup_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_mess
                  ? KSOCK_E_NOMEM
                  : SV(c)->encode_envelope(SI(c), &env, &buf, err, sizeof(err));
     free(heap);
+    size_t flen = buf.len;
     ksock_frame_t *f =
         rc == 0 ? ksock_frame_adopt(SV(c)->frame_type(SI(c)), buf.data, buf.len) : NULL;
     if (f == NULL) {
@@ -208,6 +209,8 @@ static int catchup_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_mess
     }
     if (rc != 0) return 0;
     b->stats.deliveries++;
+    c->ser->delivered++;
+    c->ser->bytes += flen;
     s->next[p] = m->offset + 1;
     if (s->next[p] >= s->topic->pos[p]) join(b, s, p);
     return 0;
