@@ -423,6 +423,7 @@ void ksock_bridge_destroy(ksock_bridge_t *b)
     }
     free(b->buckets);
     ksock__br_topics_free(b); /* those waiting for a lookup */
+    ksock__br_retired_free(b);
     ksock__br_lookups_free(b);
     ksock_kafka_conf_free(b->kconf);
     free(b->fo_ids);

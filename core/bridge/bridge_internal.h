@@ -132,6 +132,7 @@ struct sub_s {
     bool *joined, *catching;
     size_t ncatching;
     ksock_kafka_consumer_t *cu; /* catch-up reader, NULL when none */
+    uint64_t cu_born;           /* ksock_now_ns() at its creation */
     group_t *group;             /* while some partition is joined */
     size_t gidx;
     lookup_t *lk; /* its own lookup in flight */
@@ -145,6 +146,7 @@ struct topic_s {
     int32_t nparts; /* 0 until resolved */
     int64_t *pos;   /* per partition: the next offset the shared reader hands out */
     ksock_kafka_consumer_t *head;
+    uint64_t head_born;
     group_t *groups;
     sub_t *subs;
     size_t nsubs;
@@ -231,6 +233,8 @@ struct ksock_bridge_s {
     uint64_t slow_grace_ms; /* how long a congestion may pause a shared reader */
     uint64_t congestions;   /* times a shared reader paused for congestion */
     int lookup_timeout_ms;
+    struct retired_s *retired; /* readers stopped, destroyed once old enough (fanout.c) */
+    ksock_timer_t *retire_timer;
     /* fan-out scratch: ids, outcomes and subscriptions of one send_many */
     ksock_conn_id_t *fo_ids;
     int *fo_rc;
@@ -304,6 +308,13 @@ void ksock__br_group_remove(sub_t *s);
 /* fanout.c: the record envelope of a Kafka message; headers into hbuf (n entries) or *heap. */
 void ksock__br_record_env(const ksock_kafka_message_t *m, ksock_envelope_t *env,
                           ksock_header_t *hbuf, size_t n, ksock_header_t **heap);
+/*
+ * fanout.c: end a reader made at `born`: stopped now (its handler is not
+ * called again, also when this runs inside it), destroyed now or, when it
+ * is younger than a few seconds, later.
+ */
+void ksock__br_reader_retire(ksock_bridge_t *b, ksock_kafka_consumer_t *kc, uint64_t born);
+void ksock__br_retired_free(ksock_bridge_t *b); /* bridge destroy */
 /* fanout.c: free every topic (bridge destroy). */
 void ksock__br_topics_free(ksock_bridge_t *b);
 
