@@ -464,6 +464,16 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
                   KSOCK_KV_I64("encodes", st.encodes), KSOCK_KV_I64("slow_closed", st.slow_closed),
                   KSOCK_KV_I64("slow_dropped", st.slow_dropped)},
               16, "bridge stopped");
+    ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
+              (ksock_kv_t[]){KSOCK_KV_I64("limit_principal", st.limit_principal),
+                             KSOCK_KV_I64("limit_subscriptions", st.limit_subscriptions),
+                             KSOCK_KV_I64("limit_rate_paused", st.limit_rate_paused),
+                             KSOCK_KV_I64("limit_too_big", st.limit_too_big),
+                             KSOCK_KV_I64("token_expired", st.token_expired),
+                             KSOCK_KV_I64("token_refreshed", st.token_refreshed),
+                             KSOCK_KV_I64("token_refused", st.token_refused),
+                             KSOCK_KV_I64("token_revoked", st.token_revoked)},
+              8, "bridge limits and tokens");
 }
 
 static void teardown(daemon_t *d)

@@ -97,6 +97,11 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
     if (rc == 0 && p == NULL) rc = KSOCK_E_INTERNAL;
     conn_t *c = rc == 0 ? calloc(1, sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL) rc = KSOCK_E_NOMEM;
+    if (rc == 0 &&
+        (c->principal = p, rc = ksock__br_limits_admit(b, c, errstr, errstr_size)) != 0) {
+        free(c); /* not counted: nothing else to undo */
+        c = NULL;
+    }
     if (rc != 0) {
         ksock_principal_free(p);
         ksock_log(b->rt, KSOCK_LOG_INFO, COMPONENT,
@@ -107,7 +112,6 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
         return rc;
     }
     c->id = id;
-    c->principal = p;
     *conn_data = c;
     return 0;
 }
@@ -135,6 +139,7 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
     c->sv = s->pi->vtable;
     c->sinst = s->pi->inst;
     c->ser = s;
+    ksock__br_token_arm(b, c);
     ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
               (ksock_kv_t[]){KSOCK_KV_I64("conn", id),
                              KSOCK_KV_STR("subject", c->principal->subject),
@@ -194,6 +199,9 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     case KSOCK_OP_UNSUBSCRIBE:
         ksock__br_do_unsubscribe(b, c, &env);
         break;
+    case KSOCK_OP_TOKEN:
+        ksock__br_do_token(b, c, &env);
+        break;
     default: {
         char msg[96];
         snprintf(msg, sizeof(msg), "op %s is sent by the server, not by clients",
@@ -229,6 +237,7 @@ static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, 
                              KSOCK_KV_I64("inflight", c->inflight)},
               4, "connection closed%s%s", err ? ": " : "", err ? ksock_err_name(err) : "");
     if (c->ovf_head) b->nwaiting--;
+    if (code == 1009) b->stats.limit_too_big++; /* the transport's max_message_size */
     ksock__br_subs_conn_gone(b, c);
     ksock__br_conn_remove(b, c);
     ksock__br_conn_free(c);
@@ -279,11 +288,13 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     if (b == NULL) return KSOCK_E_NOMEM;
     b->nbuckets = 64;
     b->buckets = calloc(b->nbuckets, sizeof(*b->buckets));
-    if (b->buckets == NULL) {
+    if (b->buckets == NULL || ksock__br_limits_init(b) != 0) {
+        free(b->buckets);
         free(b);
         return KSOCK_E_NOMEM;
     }
     if (o.kafka && ksock_kafka_conf_dup(o.kafka, &b->kconf) != 0) {
+        ksock__br_limits_free(b);
         free(b->buckets);
         free(b);
         return KSOCK_E_NOMEM;
@@ -384,6 +395,7 @@ void ksock__bridge_stats_1_1(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
 {
     ksock_bridge_stats_t st = b->stats;
     st.refused = atomic_load(&b->refused);
+    st.limit_principal = atomic_load(&b->refused_principal);
     size_t n = out->size < sizeof(st) ? out->size : sizeof(st);
     if (n > sizeof(st.size))
         memcpy((char *)out + sizeof(st.size), (char *)&st + sizeof(st.size), n - sizeof(st.size));
@@ -419,6 +431,7 @@ void ksock_bridge_destroy(ksock_bridge_t *b)
         }
     }
     free(b->buckets);
+    ksock__br_limits_free(b); /* after the connections, which give their counts back */
     ksock__br_topics_free(b); /* those waiting for a lookup */
     ksock__br_lookups_free(b);
     ksock_kafka_conf_free(b->kconf);

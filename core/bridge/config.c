@@ -28,6 +28,9 @@ typedef struct bridge_section_s {
     int64_t max_subscriptions;
     int64_t max_catchup_readers;
     int64_t partition_refresh; /* ms */
+    int64_t max_connections_per_principal;
+    int64_t publish_rate;
+    int64_t publish_burst;
 } bridge_section_t;
 
 static const char *const slow_values[] = {"close", "drop", NULL};
@@ -62,6 +65,20 @@ static const ksock_option_t bridge_section[] = {
                        partition_refresh, 0, 86400000,
                        "How often a subscribed topic is checked for added partitions (read from "
                        "their first record); 0 never."),
+    KSOCK_OPTION_RANGE("max_connections_per_principal", KSOCK_OPT_INT, 0, "0", bridge_section_t,
+                       max_connections_per_principal, 0, 100000000,
+                       "Open connections per principal (the token's subject; \"anonymous\" for "
+                       "auth none); one more is refused at the handshake with HTTP 429. 0: no "
+                       "limit (websocket.max_connections still bounds the total, HTTP 503)."),
+    KSOCK_OPTION_RANGE("publish_rate", KSOCK_OPT_INT, 0, "0", bridge_section_t, publish_rate, 0,
+                       100000000,
+                       "Publishes per second per connection (a token bucket of publish_burst). "
+                       "Over it ksockd stops reading that connection until the bucket refills "
+                       "(TCP pushes back on the client); nothing is refused. 0: no limit."),
+    KSOCK_OPTION_RANGE("publish_burst", KSOCK_OPT_INT, 0, "0", bridge_section_t, publish_burst, 0,
+                       100000000,
+                       "Publishes a connection may send at once before publish_rate applies (the "
+                       "bucket's size). 0: the same as publish_rate."),
     KSOCK_OPTION_END,
 };
 
@@ -506,6 +523,9 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     b->max_subscriptions = (uint64_t)p.bs.max_subscriptions;
     b->max_catchup = (uint64_t)p.bs.max_catchup_readers;
     b->partition_refresh_ms = (uint64_t)p.bs.partition_refresh;
+    b->max_per_principal = (uint64_t)p.bs.max_connections_per_principal;
+    b->publish_rate = (double)p.bs.publish_rate;
+    b->publish_burst = (double)(p.bs.publish_burst ? p.bs.publish_burst : p.bs.publish_rate);
     const ksock_cfg_t *sec = ksock_cfg_get(root, "serializers");
     if (sec)
         rc = serializers_section(rt, cfg, sec, b, errstr, errstr_size);

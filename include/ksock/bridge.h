@@ -130,6 +130,16 @@ typedef struct ksock_bridge_stats_s {
     uint64_t slow_closed;      /* subscribers closed at their send-queue bound */
     uint64_t slow_dropped;     /* record frames dropped for subscribers at their bound */
     uint64_t readers;          /* Kafka readers running right now (shared and catch-up) */
+    /* ABI 1.2: limits and token lifetime (docs/bridge.md, Limits). */
+    uint64_t limit_principal;     /* handshakes refused (HTTP 429): max_connections_per_principal */
+    uint64_t limit_subscriptions; /* subscribes refused -22: max_subscriptions */
+    uint64_t limit_rate_paused;   /* times a connection's reading paused at its publish_rate */
+    uint64_t limit_rate_refused;  /* publishes refused -22 over the rate (transport w/o pause) */
+    uint64_t limit_too_big;       /* connections closed 1009: a message over max_message_size */
+    uint64_t token_expired;       /* connections closed 4401 when their token expired */
+    uint64_t token_refreshed;     /* `token` ops accepted */
+    uint64_t token_refused;       /* `token` ops refused (-15; the old token stays) */
+    uint64_t token_revoked;       /* subscriptions ended -16 because a new token lacks the right */
     /* Later minors append here; the library fills only what out->size covers. */
 } ksock_bridge_stats_t;
 

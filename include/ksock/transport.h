@@ -47,7 +47,9 @@ typedef struct ksock_transport_events_s {
     /*
      * Server side: decide on an upgrade before it completes. Return 0 to
      * accept (and set *conn_data), KSOCK_E_AUTH to answer 401,
-     * KSOCK_E_FORBIDDEN for 403, anything else 400 with errstr as body.
+     * KSOCK_E_FORBIDDEN for 403, KSOCK_E_LIMIT for 429 (ABI 1.2: a limit
+     * of the client's, such as connections per principal; a 1.1 transport
+     * answers 400), anything else 400 with errstr as body.
      * Thread-safe; may run on the transport's thread.
      */
     int (*on_handshake)(void *data, ksock_conn_id_t id, const ksock_handshake_t *hs,

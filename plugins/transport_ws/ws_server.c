@@ -243,6 +243,8 @@ static const char *status_text(unsigned code)
         return "Not Found";
     case 426:
         return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
     case 503:
         return "Service Unavailable";
     default:
@@ -437,6 +439,7 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     if (hrc != 0) {
         code = hrc == KSOCK_E_AUTH        ? HTTP_STATUS_UNAUTHORIZED
                : hrc == KSOCK_E_FORBIDDEN ? HTTP_STATUS_FORBIDDEN
+               : hrc == KSOCK_E_LIMIT     ? 429u /* a quota of the client's: not 503 */
                                           : HTTP_STATUS_BAD_REQUEST;
         ws__conn_free(c);
         rc = ws__refuse(wsi, code, why[0] ? why : ksock_strerror(hrc));
