@@ -4,13 +4,15 @@ refresh; docs/protocol.md, Tokens), with Python `websockets` clients and PyJWT t
 the run's real broker (KSOCK_KAFKA_BOOTSTRAP), else the embedded cluster. Each limit: its code
 and its counter (the "bridge limits and tokens" record ksockd logs when it stops).
 
-    test_limits.py KSOCKD [TEST_NAME...]
+    test_limits.py KSOCKD KSOCK [TEST_NAME...]
 """
 import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -20,7 +22,8 @@ import testvenv  # noqa: E402
 from ksockd_proc import KsockdProc, free_port  # noqa: E402
 
 KSOCKD = sys.argv[1]
-HAVE = testvenv.need("websockets", "jwt")
+HAVE = testvenv.need("websockets", "jwt")  # may run this file again in the venv, same argv
+KSOCK = sys.argv.pop(2)  # the CLI (ksock tail --token-command); TEST_NAMEs follow
 if HAVE:
     import jwt  # noqa: E402
     import websockets  # noqa: E402
@@ -374,6 +377,58 @@ def a_bad_token_is_refused_with_minus_15_and_the_old_one_stays_until_it_expires(
     assert pong == {"op": "pong", "id": "still"}
     assert code == 4401 and exp <= at < exp + 1.5, (code, at - exp)
     assert k.counters()["token_refused"] == 4, k.counters()
+
+
+@t.test
+def ksock_tail_with_a_token_command_outlives_three_token_lifetimes():
+    """The client API's refresh callback (ksock_ws_on_token_refresh) through `ksock tail
+    --token-command`: every token lives 4 s; after 11 s the connection is still the first one
+    (no 4401, no reconnect) and a record published then is printed. The command ran at start
+    and for each refresh; the server counted the refreshes and no expiry."""
+    need_clients()
+    topic = f"lim.tail.{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as d, Ksockd() as k:
+        calls = os.path.join(d, "calls")
+        script = os.path.join(d, "tok.py")
+        with open(script, "w") as f:
+            f.write("import time, jwt\n"
+                    f"open({calls!r}, 'a').write('x')\n"
+                    "now = int(time.time())\n"
+                    "print(jwt.encode({'sub': 'alice', 'iat': now, 'exp': now + 4,\n"
+                    "                  'ksock': {'subscribe': ['*']}},\n"
+                    f"                 {SECRET!r}, algorithm='HS256'))\n")
+
+        async def setup():
+            async with connect(k.url, token("writer")) as w:
+                await make_topic(w, topic)
+        run(setup())
+        tail = subprocess.Popen([KSOCK, "tail", k.url, "--topic", topic, "--token-command",
+                                 f"{sys.executable} {script}", "--count", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(11)
+            assert tail.poll() is None, tail.communicate()
+
+            async def publish():
+                async with connect(k.url, token("writer")) as w:
+                    a = await call(w, {"op": "publish", "id": "p", "topic": topic,
+                                       "value": "after-11s"})
+                    assert a["op"] == "ack", a
+            run(publish())
+            out, err = tail.communicate(timeout=20)
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+                tail.communicate()
+        with open(calls) as f:
+            ncalls = len(f.read())
+    assert tail.returncode == 0, (tail.returncode, err)
+    assert json.loads(out.splitlines()[0])["value"] == "after-11s", out
+    assert "reconnect" not in err and "4401" not in err, err
+    c = k.counters()
+    assert c["token_refreshed"] >= 3 and c["token_expired"] == 0, c
+    assert ncalls == c["token_refreshed"] + 1, (ncalls, c)
+    print(f"# {c['token_refreshed']} refreshes in 11 s of 4-second tokens")
 
 
 @t.test
