@@ -449,21 +449,22 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
 {
     ksock_bridge_stats_t st = {.size = sizeof(st)};
     ksock_bridge_stats(b, &st);
-    ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
-              (ksock_kv_t[]){
-                  KSOCK_KV_I64("connections", st.connections),
-                  KSOCK_KV_I64("published", st.published),
-                  KSOCK_KV_I64("publish_errors", st.publish_errors),
-                  KSOCK_KV_I64("dropped", st.dropped), KSOCK_KV_I64("send_full", st.send_full),
-                  KSOCK_KV_I64("inflight_max", st.inflight_max), KSOCK_KV_I64("paused", st.paused),
-                  KSOCK_KV_I64("shutdown_refused", st.shutdown_refused),
-                  KSOCK_KV_I64("drain_unknown", st.drain_unknown),
-                  KSOCK_KV_I64("subscribed", st.subscribed),
-                  KSOCK_KV_I64("subscribe_errors", st.subscribe_errors),
-                  KSOCK_KV_I64("records", st.records), KSOCK_KV_I64("deliveries", st.deliveries),
-                  KSOCK_KV_I64("encodes", st.encodes), KSOCK_KV_I64("slow_closed", st.slow_closed),
-                  KSOCK_KV_I64("slow_dropped", st.slow_dropped)},
-              16, "bridge stopped");
+    ksock_log(
+        rt, KSOCK_LOG_INFO, "ksockd",
+        (ksock_kv_t[]){
+            KSOCK_KV_I64("connections", st.connections), KSOCK_KV_I64("published", st.published),
+            KSOCK_KV_I64("publish_errors", st.publish_errors), KSOCK_KV_I64("dropped", st.dropped),
+            KSOCK_KV_I64("send_full", st.send_full), KSOCK_KV_I64("inflight_max", st.inflight_max),
+            KSOCK_KV_I64("paused", st.paused),
+            KSOCK_KV_I64("shutdown_refused", st.shutdown_refused),
+            KSOCK_KV_I64("drain_unknown", st.drain_unknown),
+            KSOCK_KV_I64("subscribed", st.subscribed),
+            KSOCK_KV_I64("subscribe_errors", st.subscribe_errors),
+            KSOCK_KV_I64("records", st.records), KSOCK_KV_I64("deliveries", st.deliveries),
+            KSOCK_KV_I64("encodes", st.encodes), KSOCK_KV_I64("slow_closed", st.slow_closed),
+            KSOCK_KV_I64("slow_dropped", st.slow_dropped),
+            KSOCK_KV_I64("subscriptions", st.subscriptions), KSOCK_KV_I64("readers", st.readers)},
+        18, "bridge stopped");
     ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
               (ksock_kv_t[]){KSOCK_KV_I64("limit_principal", st.limit_principal),
                              KSOCK_KV_I64("limit_subscriptions", st.limit_subscriptions),

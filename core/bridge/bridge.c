@@ -305,6 +305,7 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->max_subscriptions = BRIDGE_MAX_SUBSCRIPTIONS;
     b->max_catchup = BRIDGE_MAX_CATCHUP;
     b->partition_refresh_ms = 10000;
+    b->reader_linger_ms = 30000;
     b->lookup_timeout_ms = 5000;
     b->rt = rt;
     b->transport = transport;

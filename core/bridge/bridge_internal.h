@@ -145,6 +145,7 @@ struct topic_s {
     size_t nsubs;
     lookup_t *lk; /* resolve or partition refresh in flight */
     ksock_timer_t *refresh;
+    ksock_timer_t *linger; /* no subscription left: the reader stays this long (reader_linger) */
     bool resolved;
 };
 
@@ -210,6 +211,7 @@ struct ksock_bridge_s {
     uint64_t max_catchup;       /* catch-up readers at once */
     uint64_t ncatchup;
     uint64_t partition_refresh_ms;
+    uint64_t reader_linger_ms;
     int lookup_timeout_ms;
     /* fan-out scratch: ids, outcomes and subscriptions of one send_many */
     ksock_conn_id_t *fo_ids;

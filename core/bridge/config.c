@@ -28,6 +28,7 @@ typedef struct bridge_section_s {
     int64_t max_subscriptions;
     int64_t max_catchup_readers;
     int64_t partition_refresh; /* ms */
+    int64_t reader_linger;     /* ms */
     int64_t max_connections_per_principal;
     int64_t publish_rate;
     int64_t publish_burst;
@@ -65,6 +66,12 @@ static const ksock_option_t bridge_section[] = {
                        partition_refresh, 0, 86400000,
                        "How often a subscribed topic is checked for added partitions (read from "
                        "their first record); 0 never."),
+    KSOCK_OPTION_RANGE("reader_linger", KSOCK_OPT_DURATION, 0, "30s", bridge_section_t,
+                       reader_linger, 0, 86400000,
+                       "How long a topic's shared Kafka reader keeps running after its last "
+                       "subscription ended, so that clients coming back (a reconnect, a "
+                       "resubscribe at latest) are answered without a Kafka round trip; 0 "
+                       "stops it at once."),
     KSOCK_OPTION_RANGE("max_connections_per_principal", KSOCK_OPT_INT, 0, "0", bridge_section_t,
                        max_connections_per_principal, 0, 100000000,
                        "Open connections per principal (the token's subject; \"anonymous\" for "
@@ -523,6 +530,7 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     b->max_subscriptions = (uint64_t)p.bs.max_subscriptions;
     b->max_catchup = (uint64_t)p.bs.max_catchup_readers;
     b->partition_refresh_ms = (uint64_t)p.bs.partition_refresh;
+    b->reader_linger_ms = (uint64_t)p.bs.reader_linger;
     b->max_per_principal = (uint64_t)p.bs.max_connections_per_principal;
     b->publish_rate = (double)p.bs.publish_rate;
     b->publish_burst = (double)(p.bs.publish_burst ? p.bs.publish_burst : p.bs.publish_rate);

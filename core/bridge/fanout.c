@@ -238,6 +238,7 @@ static void topic_free(ksock_bridge_t *b, topic_t *t)
 {
     if (t->lk) t->lk->topic = NULL;
     if (t->refresh) ksock_timer_close(t->refresh);
+    if (t->linger) ksock_timer_close(t->linger);
     if (t->head) {
         ksock_kafka_consumer_destroy(t->head);
         b->stats.readers--;
@@ -252,9 +253,8 @@ static void topic_free(ksock_bridge_t *b, topic_t *t)
     free(t);
 }
 
-void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
+static void topic_unlink_free(ksock_bridge_t *b, topic_t *t)
 {
-    if (t->nsubs > 0) return;
     for (topic_t **pp = &b->topics; *pp; pp = &(*pp)->next) {
         if (*pp == t) {
             *pp = t->next;
@@ -262,6 +262,29 @@ void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
         }
     }
     topic_free(b, t);
+}
+
+static void linger_cb(ksock_timer_t *tm, void *data)
+{
+    (void)tm;
+    topic_t *t = data;
+    if (t->nsubs == 0) topic_unlink_free(t->b, t);
+}
+
+/*
+ * The last subscription of a topic went. Its shared reader stays for
+ * bridge.reader_linger, at its position, so that a client that comes back
+ * (a reconnect, a resubscribe) is answered at once and readers do not
+ * churn; a topic never resolved goes at once.
+ */
+void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
+{
+    if (t->nsubs > 0) return;
+    if (t->resolved && !b->stopped && b->reader_linger_ms > 0 &&
+        (t->linger || ksock_timer_init(b->rt, &t->linger, linger_cb, t) == 0) &&
+        ksock_timer_start(t->linger, b->reader_linger_ms, 0) == 0)
+        return;
+    topic_unlink_free(b, t);
 }
 
 void ksock__br_topics_free(ksock_bridge_t *b)

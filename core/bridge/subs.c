@@ -328,6 +328,31 @@ void ksock__br_sub_lookup_done(ksock_bridge_t *b, sub_t *s, const lookup_t *l)
     sub_apply(b, s, l->low, l->high, l->at, l->nparts);
 }
 
+/*
+ * Before a topic's reader starts: refuse the waiting subscriptions whose
+ * offsets name partitions the topic does not have. Returns KSOCK_E_NOENT
+ * when none is left to start the reader for (nothing to do, no error).
+ */
+static int refuse_bad_partitions(ksock_bridge_t *b, topic_t *t, int32_t nparts)
+{
+    size_t left = 0;
+    for (sub_t *s = t->subs, *next; s; s = next) {
+        next = s->tnext;
+        if (s->active || s->lk) continue;
+        for (size_t i = 0; i < s->nreq; i++) {
+            if (s->req[i].partition < nparts) continue;
+            char err[160];
+            snprintf(err, sizeof(err), "topic %s has no partition %d (it has %d)", t->name,
+                     (int)s->req[i].partition, (int)nparts);
+            sub_fail(b, s, KSOCK_E_UNKNOWN_TOPIC, err);
+            s = NULL;
+            break;
+        }
+        if (s) left++;
+    }
+    return left ? 0 : KSOCK_E_NOENT;
+}
+
 void ksock__br_subs_topic_ready(ksock_bridge_t *b, topic_t *t, const lookup_t *l)
 {
     if (t->resolved) { /* a partition refresh */
@@ -336,11 +361,12 @@ void ksock__br_subs_topic_ready(ksock_bridge_t *b, topic_t *t, const lookup_t *l
     }
     char err[512] = "";
     int rc = l->err;
+    t->nsubs++; /* held while its subscriptions start (one may fail and go) */
     if (rc != 0)
         snprintf(err, sizeof(err), "%s", l->errmsg);
     else
-        rc = ksock__br_topic_start(b, t, l, err, sizeof(err));
-    t->nsubs++; /* held while its subscriptions start (one may fail and go) */
+        rc = refuse_bad_partitions(b, t, l->nparts);
+    if (rc == 0) rc = ksock__br_topic_start(b, t, l, err, sizeof(err));
     for (sub_t *s = t->subs, *next; s; s = next) {
         next = s->tnext;
         if (s->active || s->lk) continue;
@@ -409,6 +435,7 @@ static sub_t *sub_new(ksock_bridge_t *b, conn_t *c, topic_t *t, const ksock_enve
     s->tprev = &t->subs;
     t->subs = s;
     t->nsubs++;
+    if (t->linger) ksock_timer_stop(t->linger);
     b->stats.subscriptions++;
     return s;
 nomem:

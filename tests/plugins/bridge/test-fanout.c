@@ -290,7 +290,10 @@ TEST(unsubscribe_and_resubscribe)
     ASSERT_STR_EQ(last.op, "unsubscribed");
     ASSERT_STR_EQ(last.id, "u");
     ASSERT_EQ(bt_stats(&t).subscriptions, 0);
-    ASSERT_EQ(bt_stats(&t).readers, 0); /* the last subscription took the shared reader along */
+    ASSERT_EQ(bt_stats(&t).readers, 1); /* the shared reader lingers (bridge.reader_linger) */
+    subscribe(&t, c, "again", NULL);    /* answered at once, at the lingering reader's position */
+    bt_wait_frames(&t, c, n + 1);
+    expect_subscribed(&t, c, n, "again", (const int64_t[]){20, 0}, 2);
     bt_close(&t);
 }
 
