@@ -273,6 +273,11 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
             o.kafka = opts->kafka;
             o.slow_policy = opts->slow_policy;
         }
+        if (KSOCK_HAS_FIELD(opts, ksock_bridge_opts_t, publish_burst)) {
+            o.max_connections_per_principal = opts->max_connections_per_principal;
+            o.publish_rate = opts->publish_rate;
+            o.publish_burst = opts->publish_burst;
+        }
     }
     if (o.slow_policy != KSOCK_BRIDGE_SLOW_CLOSE && o.slow_policy != KSOCK_BRIDGE_SLOW_DROP) {
         ksock_errstr_set(errstr, errstr_size, "bridge: unknown slow_policy %d", (int)o.slow_policy);
@@ -304,6 +309,9 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->slow_policy = o.slow_policy;
     b->max_subscriptions = BRIDGE_MAX_SUBSCRIPTIONS;
     b->max_catchup = BRIDGE_MAX_CATCHUP;
+    b->max_per_principal = o.max_connections_per_principal;
+    b->publish_rate = o.publish_rate;
+    b->publish_burst = o.publish_burst ? o.publish_burst : o.publish_rate;
     b->partition_refresh_ms = 10000;
     b->reader_linger_ms = 30000;
     b->lookup_timeout_ms = 5000;

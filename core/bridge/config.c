@@ -514,7 +514,11 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
                                   .max_inflight = (uint32_t)p.bs.max_inflight,
                                   .anonymous = p.anonymous,
                                   .kafka = kconf,
-                                  .slow_policy = (ksock_bridge_slow_policy_t)p.bs.slow_client};
+                                  .slow_policy = (ksock_bridge_slow_policy_t)p.bs.slow_client,
+                                  .max_connections_per_principal =
+                                      (uint32_t)p.bs.max_connections_per_principal,
+                                  .publish_rate = (uint32_t)p.bs.publish_rate,
+                                  .publish_burst = (uint32_t)p.bs.publish_burst};
         if (rc == 0)
             rc = ksock_bridge_new(rt, p.transport, p.auth, producer, &bo, &b, errstr, errstr_size);
         ksock_kafka_conf_free(kconf);
@@ -531,9 +535,6 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     b->max_catchup = (uint64_t)p.bs.max_catchup_readers;
     b->partition_refresh_ms = (uint64_t)p.bs.partition_refresh;
     b->reader_linger_ms = (uint64_t)p.bs.reader_linger;
-    b->max_per_principal = (uint64_t)p.bs.max_connections_per_principal;
-    b->publish_rate = (double)p.bs.publish_rate;
-    b->publish_burst = (double)(p.bs.publish_burst ? p.bs.publish_burst : p.bs.publish_rate);
     const ksock_cfg_t *sec = ksock_cfg_get(root, "serializers");
     if (sec)
         rc = serializers_section(rt, cfg, sec, b, errstr, errstr_size);

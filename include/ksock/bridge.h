@@ -65,6 +65,10 @@ typedef struct ksock_bridge_opts_s {
     const ksock_kafka_conf_t *kafka;
     /* What to do with a subscriber whose send queue is full (docs/bridge.md, Slow clients). */
     ksock_bridge_slow_policy_t slow_policy;
+    /* Limits (docs/bridge.md, Limits), ABI 1.2 too: read when `size` covers them; 0: none. */
+    uint32_t max_connections_per_principal; /* one more is refused at the handshake (HTTP 429) */
+    uint32_t publish_rate;  /* publishes per second per connection: over it reading pauses */
+    uint32_t publish_burst; /* the token bucket's size; 0: publish_rate */
 } ksock_bridge_opts_t;
 
 /*
