@@ -140,6 +140,7 @@ bool ksock__br_rate_take(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *e
     if (!b->can_pause && c->tokens < 1.0) {
         b->stats.limit_rate_refused++;
         b->stats.publish_errors++;
+        BR_COUNT_REFUSED(b, KSOCK_E_LIMIT);
         ksock__br_reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, KSOCK_E_LIMIT,
                               "over this connection's publish rate (bridge.publish_rate)");
         return false;

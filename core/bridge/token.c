@@ -108,7 +108,8 @@ static void revoke(ksock_bridge_t *b, conn_t *c)
         const char *topic = s->topic->name;
         if (ksock_principal_can(c->principal, topic, KSOCK_PERM_SUBSCRIBE)) continue;
         b->stats.token_revoked++;
-        ksock__br_reply_error(b, c, s->id, s->id ? s->id_len : 0, topic, strlen(topic),
+        const char *id = s->rq ? s->rq->id : NULL; /* a subscribe not yet answered */
+        ksock__br_reply_error(b, c, id, id ? s->rq->id_len : 0, topic, strlen(topic),
                               KSOCK_E_FORBIDDEN,
                               "the new token does not allow subscribing to this topic: "
                               "subscription ended");

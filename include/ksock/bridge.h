@@ -155,6 +155,16 @@ typedef struct ksock_bridge_stats_s {
  */
 KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
 
+/*
+ * Append the bridge's metrics to `out` in the Prometheus text exposition
+ * format 0.0.4 (# HELP and # TYPE lines, one family each; the names and
+ * labels are in docs/operations.md, Admin endpoint). The counters are read
+ * as they are; nothing is reset. The caller owns `out` (ksock_buf_free()).
+ * 0, KSOCK_E_INVAL (NULL argument) or KSOCK_E_NOMEM (what was appended
+ * stays). Loop thread. ABI 1.2.
+ */
+KSOCK_EXTERN int ksock_bridge_metrics(const ksock_bridge_t *b, ksock_buf_t *out);
+
 /* ---- A bridge from a configuration (ABI 1.1) -------------------------------- */
 
 /* ksock_bridge_drain()'s timeout: the configured drain_timeout (5 s by default). */

@@ -85,7 +85,7 @@ static const ksock_option_t ws_options[] = {
                        "The same across all connections: a connection that receives while the "
                        "total is over this bound stops being read until the total is back "
                        "under half (and its own count under half its bound)."),
-    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "1536B", ws_opts_t, rx_buffer_size, 128,
+    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "512B", ws_opts_t, rx_buffer_size, 128,
                        1 << 20,
                        "libwebsockets' per-connection receive buffer, and the most it reads "
                        "from a socket at once: larger messages arrive in more pieces. Memory "
@@ -380,12 +380,12 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
 static int connect_copy_opts(ws_conn_t *c, const ksock_connect_opts_t *opts, char *errstr,
                              size_t errstr_size)
 {
-    c->url = ws__strdup(opts->url);
-    c->sub_req = ws__strdup(opts->subprotocol);
-    c->ca_file = ws__strdup(opts->ca_file);
-    c->insecure = opts->insecure;
-    if (c->url == NULL || (opts->subprotocol && c->sub_req == NULL) ||
-        (opts->ca_file && c->ca_file == NULL))
+    c->cl->url = ws__strdup(opts->url);
+    c->cl->sub_req = ws__strdup(opts->subprotocol);
+    c->cl->ca_file = ws__strdup(opts->ca_file);
+    c->cl->insecure = opts->insecure;
+    if (c->cl->url == NULL || (opts->subprotocol && c->cl->sub_req == NULL) ||
+        (opts->ca_file && c->cl->ca_file == NULL))
         return KSOCK_E_NOMEM;
     if (KSOCK_HAS_FIELD(opts, ksock_connect_opts_t, key_file)) {
         if ((opts->cert_file == NULL) != (opts->key_file == NULL)) {
@@ -397,18 +397,20 @@ static int connect_copy_opts(ws_conn_t *c, const ksock_connect_opts_t *opts, cha
                                                   errstr, errstr_size)
                                   : 0;
         if (trc != 0) return trc;
-        c->cert_file = ws__strdup(opts->cert_file);
-        c->key_file = ws__strdup(opts->key_file);
-        if (opts->cert_file && (c->cert_file == NULL || c->key_file == NULL)) return KSOCK_E_NOMEM;
+        c->cl->cert_file = ws__strdup(opts->cert_file);
+        c->cl->key_file = ws__strdup(opts->key_file);
+        if (opts->cert_file && (c->cl->cert_file == NULL || c->cl->key_file == NULL))
+            return KSOCK_E_NOMEM;
     }
     if (opts->nheaders) {
-        c->headers = calloc(opts->nheaders, sizeof(*c->headers));
-        if (c->headers == NULL) return KSOCK_E_NOMEM;
-        c->nheaders = opts->nheaders;
+        c->cl->headers = calloc(opts->nheaders, sizeof(*c->cl->headers));
+        if (c->cl->headers == NULL) return KSOCK_E_NOMEM;
+        c->cl->nheaders = opts->nheaders;
         for (size_t i = 0; i < opts->nheaders; i++) {
-            c->headers[i].name = ws__strdup(opts->headers[i].name);
-            c->headers[i].value = ws__strdup(opts->headers[i].value);
-            if (c->headers[i].name == NULL || c->headers[i].value == NULL) return KSOCK_E_NOMEM;
+            c->cl->headers[i].name = ws__strdup(opts->headers[i].name);
+            c->cl->headers[i].value = ws__strdup(opts->headers[i].value);
+            if (c->cl->headers[i].name == NULL || c->cl->headers[i].value == NULL)
+                return KSOCK_E_NOMEM;
         }
     }
     return 0;
@@ -431,8 +433,14 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_tra
     if (c == NULL) return KSOCK_E_NOMEM;
     c->client = true;
     c->conn_data = conn_data;
-    memcpy(&c->own_ev, ev, ev->size < sizeof(c->own_ev) ? ev->size : sizeof(c->own_ev));
-    c->ev = &c->own_ev;
+    ws_event_t *ce = realloc(c->close_ev, sizeof(*ce) + WS_REASON_ROOM_CLIENT);
+    if (ce) c->close_ev = ce;
+    if (ce == NULL || (c->cl = calloc(1, sizeof(*c->cl))) == NULL) {
+        ws__conn_free(c);
+        return KSOCK_E_NOMEM;
+    }
+    memcpy(&c->cl->own_ev, ev, ev->size < sizeof(c->cl->own_ev) ? ev->size : sizeof(c->cl->own_ev));
+    c->ev = &c->cl->own_ev;
     int rc = connect_copy_opts(c, opts, errstr, errstr_size);
     if (rc != 0) {
         if (rc == KSOCK_E_NOMEM) ksock_errstr_set(errstr, errstr_size, "out of memory");
@@ -537,8 +545,8 @@ static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
             while (rl > 0 && ((unsigned char)reason[rl] & 0xC0) == 0x80)
                 rl--;
         }
-        memcpy(c->close_reason, reason ? reason : "", rl);
-        c->close_reason[rl] = '\0';
+        memcpy(WS_CLOSE_REASON(c), reason ? reason : "", rl);
+        WS_CLOSE_REASON(c)[rl] = '\0';
         wake = ws__pending_add(inst, c);
     }
     pthread_mutex_unlock(&inst->lock);

@@ -107,6 +107,12 @@ ksock_frame_t *ws__queue_pop(ws_conn_t *c)
     size_t len = 0;
     ksock_frame_data(f, &len);
     c->qbytes -= len;
+    if (c->qlen == 0 && c->qcap <= 8) {
+        /* An idle connection keeps no ring (memory per idle connection); a busy one keeps its. */
+        free(c->q);
+        c->q = NULL;
+        c->qcap = c->qhead = 0;
+    }
     return f;
 }
 
@@ -167,16 +173,19 @@ void ws__conn_free(ws_conn_t *c)
     ksock_buf_free(&c->rx);
     free(c->peer_reason);
     free(c->subprotocol);
-    free(c->url);
-    free(c->sub_req);
-    free(c->ca_file);
-    free(c->cert_file);
-    free(c->key_file);
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free((char *)c->headers[i].name);
-        free((char *)c->headers[i].value);
+    if (c->cl) {
+        free(c->cl->url);
+        free(c->cl->sub_req);
+        free(c->cl->ca_file);
+        free(c->cl->cert_file);
+        free(c->cl->key_file);
+        for (size_t i = 0; i < c->cl->nheaders; i++) {
+            free((char *)c->cl->headers[i].name);
+            free((char *)c->cl->headers[i].value);
+        }
+        free(c->cl->headers);
+        free(c->cl);
     }
-    free(c->headers);
     free(c);
 }
 
@@ -445,15 +454,16 @@ void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason
     c->close_ev = NULL;
     e->code = code;
     e->err = err;
+    if (reason && reason != (const char *)e->data) /* not already there (WS_CLOSE_REASON) */
+        snprintf((char *)e->data, c->client ? WS_REASON_ROOM_CLIENT : WS_REASON_ROOM, "%s", reason);
     if (reason) {
-        snprintf((char *)e->data, WS_REASON_ROOM, "%s", reason);
         e->str = (const char *)e->data;
     }
     /*
      * Inside lws_client_connect_via_info() the caller still uses c after
      * the call returns: it pushes the event itself (see ws__client_start).
      */
-    if (c->in_start)
+    if (c->cl && c->cl->in_start)
         c->deferred_close = e;
     else
         ws__event_push(inst, e);
@@ -476,7 +486,8 @@ void ws__conn_closed(ws_conn_t *c, struct lws *wsi)
     if (c->peer_closed)
         ws__conn_finish(c, wsi, c->peer_code, c->peer_reason, 0);
     else if (c->local_closed)
-        ws__conn_finish(c, wsi, c->close_code, c->close_reason[0] ? c->close_reason : NULL, 0);
+        ws__conn_finish(c, wsi, c->close_code, WS_CLOSE_REASON(c)[0] ? WS_CLOSE_REASON(c) : NULL,
+                        0);
     else if (c->opened && conn_idle_expired(c))
         ws__conn_finish(c, wsi, 1006, "idle timeout: nothing heard, not even a pong",
                         KSOCK_E_TIMEDOUT);
@@ -501,7 +512,7 @@ int ws__conn_close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why)
 {
     c->local_closed = true;
     c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
+    snprintf(WS_CLOSE_REASON(c), WS_REASON_ROOM, "%s", why);
     lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
     return -1;
 }

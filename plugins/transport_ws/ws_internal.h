@@ -176,8 +176,18 @@ void ws__printable(const char *s, char *out, size_t n);
  * without an answer.
  */
 #define WS_MAX_REQUEST_HEADERS 16384
-#define WS_TABLE_MIN           64  /* connection table slots made by create (a power of 2) */
-#define WS_REASON_ROOM         200 /* a close event's reason: lws's client error texts fit */
+#define WS_TABLE_MIN           64 /* connection table slots made by create (a power of 2) */
+/* A close event's reason: a close frame's (123 bytes); lws's client error texts are longer. */
+#define WS_REASON_ROOM        124
+#define WS_REASON_ROOM_CLIENT 200
+
+/*
+ * The reason of a close we start (close(), a refusal, shutdown), NUL-terminated,
+ * at most 123 bytes: kept in the connection's close event, which is there until
+ * the connection finishes and reports that same reason (no second copy per
+ * connection). Empty when none was given.
+ */
+#define WS_CLOSE_REASON(c) ((char *)(c)->close_ev->data)
 
 /* A wsi's opaque data once its connection finished, while lws still holds the socket. */
 extern char ws__gone_mark; /* defined in ws_conn.c */
@@ -241,14 +251,27 @@ typedef struct ws_client_vhost_s {
     struct lws_vhost *vh;
 } ws_client_vhost_t;
 
+/*
+ * What connect() was given, read by the lws thread later: kept apart from
+ * ws_conn_t so that the many server connections do not carry it (memory per
+ * idle connection, docs/benchmarks.md).
+ */
+typedef struct ws_client_req_s {
+    ksock_transport_events_t own_ev;
+    char *url, *sub_req, *ca_file, *cert_file, *key_file;
+    ksock_kvpair_t *headers;
+    size_t nheaders;
+    bool insecure;
+    bool in_start; /* inside lws_client_connect_via_info() */
+} ws_client_req_t;
+
 typedef struct ws_conn_s {
     ws_inst_t *inst;
     ksock_conn_id_t id;
     void *conn_data;
-    const ksock_transport_events_t *ev; /* inst->listen_ev or own_ev */
-    ksock_transport_events_t own_ev;
-    struct ws_conn_s *hnext;          /* table chain */
-    struct ws_conn_s *pnext, **pprev; /* pending list, under lock */
+    const ksock_transport_events_t *ev; /* inst->listen_ev or cl->own_ev */
+    struct ws_conn_s *hnext;            /* table chain */
+    struct ws_conn_s *pnext, **pprev;   /* pending list, under lock */
     bool client;
 
     /* Under inst->lock. */
@@ -259,7 +282,6 @@ typedef struct ws_conn_s {
     bool connect_req;
     bool gone; /* finished: out of the table, close event queued */
     int close_code;
-    char close_reason[124];
 
     /* lws thread only. */
     struct lws *wsi;
@@ -275,13 +297,8 @@ typedef struct ws_conn_s {
     char *subprotocol;
     uint64_t max_message;
 
-    /* Client request, lws thread after connect(). */
-    char *url, *sub_req, *ca_file, *cert_file, *key_file;
-    ksock_kvpair_t *headers;
-    size_t nheaders;
-    bool insecure;
-    bool in_start; /* inside lws_client_connect_via_info() */
-    bool counted;  /* server wsi counted in inst->nwsi until lws destroys it */
+    ws_client_req_t *cl; /* client connections only (NULL on a server connection) */
+    bool counted;        /* server wsi counted in inst->nwsi until lws destroys it */
     struct ws_event_s *deferred_close;
     struct ws_event_s *close_ev; /* allocated with c, used once by ws__conn_finish */
 

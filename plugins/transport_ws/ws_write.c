@@ -36,8 +36,8 @@ static int close_drained(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
     c->local_closed = true;
     ws__rx_unthrottle(inst, c, wsi); /* the peer's close frame must still be read */
-    size_t rl = strlen(c->close_reason);
-    lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
+    size_t rl = strlen(WS_CLOSE_REASON(c));
+    lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)WS_CLOSE_REASON(c),
                      rl);
     return -1;
 }

@@ -22,11 +22,13 @@ import testvenv  # noqa: E402
 from ksockd_proc import KsockdProc, free_port  # noqa: E402
 
 KSOCKD = sys.argv[1]
-HAVE = testvenv.need("websockets", "jwt")  # may run this file again in the venv, same argv
+HAVE = testvenv.need("websockets", "jwt", "prometheus_client")  # may re-run this file in the venv
 KSOCK = sys.argv.pop(2)  # the CLI (ksock tail --token-command); TEST_NAMEs follow
 if HAVE:
     import jwt  # noqa: E402
     import websockets  # noqa: E402
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+import urllib.request  # noqa: E402
 BOOTSTRAP = os.environ.get("KSOCK_KAFKA_BOOTSTRAP")
 SECRET = "limits-test-secret-of-at-least-32-bytes!"
 t = Tap()
@@ -49,6 +51,7 @@ class Ksockd(KsockdProc):
 
     def __init__(self, bridge=None, websocket=None):
         self.port = free_port()
+        self.admin_port = free_port()
         ws = {"listeners": [{"address": "127.0.0.1", "port": self.port}]}
         ws.update(websocket or {})
         cfg = {
@@ -56,11 +59,22 @@ class Ksockd(KsockdProc):
             "websocket": ws,
             "auth": {"plugin": "jwt", "secret": SECRET, "leeway": "0s"},
             "log": {"level": "info", "sinks": [{"type": "console", "format": "json"}]},
+            "admin": {"port": self.admin_port},
         }
         if bridge is not None:
             cfg["bridge"] = bridge
         super().__init__(KSOCKD, cfg, ready="listening for WebSocket clients")
         self.url = f"ws://127.0.0.1:{self.port}/"
+
+    def metric(self, name, **labels):
+        """One sample of /metrics (the admin endpoint), parsed by prometheus_client."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
+            body = r.read().decode()
+        for fam in text_string_to_metric_families(body):
+            for s in fam.samples:
+                if s.name == name and s.labels == labels:
+                    return s.value
+        raise AssertionError(f"no {name}{labels} in /metrics:\n{body}")
 
     def counters(self):
         for line in self.log().splitlines():
@@ -134,6 +148,8 @@ def connections_per_principal_over_the_limit_get_429():
             await a2.close()
             return third, pong, again
         third, pong, again = run(go())
+        assert k.metric("ksock_limit_events_total", limit="connections_per_principal") == 1
+        assert k.metric("ksock_auth_failures_total", reason="other") == 0  # not an auth failure
     assert third == 429, third
     assert pong == {"op": "pong", "id": "b"} and again == {"op": "pong", "id": "a3"}
     assert k.counters()["limit_principal"] == 1, k.counters()
@@ -370,6 +386,9 @@ def a_bad_token_is_refused_with_minus_15_and_the_old_one_stays_until_it_expires(
                 pong = await call(ws, {"op": "ping", "id": "still"})
                 return bad, bad2, other, empty, pong, await wait_closed(ws)
         bad, bad2, other, empty, pong, (at, code, _) = run(go())
+        time.sleep(0.2)
+        assert k.metric("ksock_token_events_total", event="refused") == 4
+        assert k.metric("ksock_token_events_total", event="expired") == 1
     for r, rid in ((bad, "b1"), (bad2, "b2"), (other, "b3")):
         assert r["op"] == "error" and r["error_code"] == -15 and r["id"] == rid, r
     assert "another subject" in other["error_message"], other
