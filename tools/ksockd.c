@@ -482,8 +482,9 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
                              KSOCK_KV_I64("token_expired", st.token_expired),
                              KSOCK_KV_I64("token_refreshed", st.token_refreshed),
                              KSOCK_KV_I64("token_refused", st.token_refused),
-                             KSOCK_KV_I64("token_revoked", st.token_revoked)},
-              8, "bridge limits and tokens");
+                             KSOCK_KV_I64("token_revoked", st.token_revoked),
+                             KSOCK_KV_I64("limit_connections", st.limit_connections)},
+              9, "bridge limits and tokens");
 }
 
 static void teardown(daemon_t *d)

@@ -120,6 +120,14 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
     return 0;
 }
 
+/* Transport thread: an upgrade the transport refused before asking us (ABI 1.2). */
+static void on_refused(void *data, unsigned status, const char *why)
+{
+    (void)why;
+    ksock_bridge_t *b = data;
+    if (status == 503) atomic_fetch_add(&b->refused_full, 1); /* websocket.max_connections */
+}
+
 static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char *subprotocol)
 {
     ksock_bridge_t *b = data;
@@ -351,6 +359,7 @@ int ksock_bridge_start(ksock_bridge_t *b, char *errstr, size_t errstr_size)
         .on_writable = on_writable,
         .on_close = on_close,
         .subprotocols = b->subprotocols,
+        .on_refused = on_refused,
     };
     int rc = b->tv->listen(b->transport->inst, &ev, errstr, errstr_size);
     if (rc != 0) return rc;
@@ -407,6 +416,7 @@ void ksock__bridge_stats_1_1(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
     ksock_bridge_stats_t st = b->stats;
     st.refused = atomic_load(&b->refused);
     st.limit_principal = atomic_load(&b->refused_principal);
+    st.limit_connections = atomic_load(&b->refused_full);
     size_t n = out->size < sizeof(st) ? out->size : sizeof(st);
     if (n > sizeof(st.size))
         memcpy((char *)out + sizeof(st.size), (char *)&st + sizeof(st.size), n - sizeof(st.size));

@@ -241,6 +241,7 @@ struct ksock_bridge_s {
     pthread_mutex_t plock;
     struct pcount_s **pcount; /* subject -> open connections, PCOUNT_BUCKETS chains */
     _Atomic uint64_t refused_principal;
+    _Atomic uint64_t refused_full; /* 503s of the transport (on_refused, its thread) */
 };
 
 /* A connection's serializer: its vtable and instance. */

@@ -234,10 +234,11 @@ static int lag(const ksock_bridge_t *b, ksock_buf_t *out)
 static int limits(const ksock_bridge_t *b, ksock_buf_t *out)
 {
     const ksock_bridge_stats_t *s = &b->stats;
-    const char *const lim[] = {"connections_per_principal", "subscriptions", "publish_rate_paused",
-                               "publish_rate_refused", "message_size"};
-    uint64_t lv[] = {atomic_load(&b->refused_principal), s->limit_subscriptions,
-                     s->limit_rate_paused, s->limit_rate_refused, s->limit_too_big};
+    const char *const lim[] = {"connections",         "connections_per_principal", "subscriptions",
+                               "publish_rate_paused", "publish_rate_refused",      "message_size"};
+    uint64_t lv[] = {atomic_load(&b->refused_full), atomic_load(&b->refused_principal),
+                     s->limit_subscriptions,        s->limit_rate_paused,
+                     s->limit_rate_refused,         s->limit_too_big};
     const char *const tok[] = {"expired", "refreshed", "refused", "revoked"};
     uint64_t tv[] = {s->token_expired, s->token_refreshed, s->token_refused, s->token_revoked};
     int rc = family(out, "ksock_limit_events_total", "counter",

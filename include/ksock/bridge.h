@@ -144,6 +144,7 @@ typedef struct ksock_bridge_stats_s {
     uint64_t token_refreshed;     /* `token` ops accepted */
     uint64_t token_refused;       /* `token` ops refused (-15; the old token stays) */
     uint64_t token_revoked;       /* subscriptions ended -16 because a new token lacks the right */
+    uint64_t limit_connections; /* upgrades the transport refused 503 (websocket.max_connections) */
     /* Later minors append here; the library fills only what out->size covers. */
 } ksock_bridge_stats_t;
 

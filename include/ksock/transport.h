@@ -76,6 +76,15 @@ typedef struct ksock_transport_events_s {
      * serializer it loaded). NULL: the transport's own list.
      */
     const char *const *subprotocols;
+    /*
+     * Appended with ABI 1.2 (read when `size` covers it; may be NULL).
+     * Server side: the transport refused an upgrade itself, before
+     * on_handshake, answering HTTP `status` (503: at max_connections,
+     * stopping or out of memory; 404, 403, 400) for reason `why`
+     * (borrowed for the call). For the host's counters; thread-safe like
+     * on_handshake (may run on the transport's thread).
+     */
+    void (*on_refused)(void *data, unsigned status, const char *why);
 } ksock_transport_events_t;
 
 /* Client-side connection request. Borrowed for the call. */

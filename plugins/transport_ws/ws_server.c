@@ -429,6 +429,8 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     ws_conn_t *c = NULL;
     if (request_read(wsi, &r) != 0) goto nomem;
     if ((why_not = upgrade_precheck(inst, wsi, &r, &code, &sub)) != NULL) {
+        if (inst->listen_ev.on_refused)
+            inst->listen_ev.on_refused(inst->listen_ev.data, code, why_not);
         rc = ws__refuse(wsi, code, why_not);
         goto out;
     }

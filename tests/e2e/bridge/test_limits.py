@@ -170,6 +170,8 @@ def connections_in_total_over_max_connections_get_503():
             await b.close()
             return st
         assert run(go()) == 503
+        assert k.metric("ksock_limit_events_total", limit="connections") == 1
+    assert k.counters()["limit_connections"] == 1, k.counters()
 
 
 # ---- Subscriptions, message size, handshake --------------------------------------------------
