@@ -6,7 +6,9 @@
  * send.
  *
  * When: at 80% of the time the token had left when the library got it
- * (so a 10-minute token is refreshed 2 minutes before it expires). The
+ * (so a 10-minute token is refreshed 2 minutes before it expires), but at
+ * least 30 s before it expires, or halfway for one with under a minute
+ * left: the callback, the round trip and a retry need time too. The
  * expiry is the `exp` claim read from the JWT without checking its
  * signature (it only schedules, the server decides), then the one the
  * server's `token` answer gives. A token with no readable expiry is never
@@ -54,7 +56,9 @@ static void schedule(ksock_ws_t *ws, int64_t exp_ms)
     ws->token_exp_ms = exp_ms;
     if (exp_ms <= 0 || ws->token_timer == NULL) return;
     int64_t left = exp_ms - ksock_wallclock_ns() / 1000000;
-    ksock_timer_start(ws->token_timer, left > 0 ? (uint64_t)(left * 8 / 10) : 0, 0);
+    int64_t margin = left / 5, floor_ms = left / 2 < 30000 ? left / 2 : 30000;
+    if (margin < floor_ms) margin = floor_ms;
+    ksock_timer_start(ws->token_timer, left > 0 ? (uint64_t)(left - margin) : 0, 0);
 }
 
 /* Try again shortly, while the token is still good. */

@@ -320,7 +320,8 @@ KSOCK_EXTERN int ksock_ws_position(const ksock_ws_t *ws, const char *topic,
 typedef char *(*ksock_ws_token_cb)(ksock_ws_t *ws, void *data);
 /*
  * Keep the connection's token fresh: when 80% of the time the current
- * bearer token had left has passed (its `exp` claim, read but not
+ * bearer token had left has passed, but at least 30 s before it expires
+ * (halfway when it had under a minute left) (its `exp` claim, read but not
  * verified; then the expiry the server's answer gives), `cb` is asked for
  * a new one, which is sent in a `token` envelope (docs/protocol.md,
  * Tokens) and used by later reconnections. The server closes a connection
