@@ -305,8 +305,9 @@ async def wait_closed(ws):
 @t.test
 def a_token_that_expires_closes_the_connection_with_4401_at_expiry():
     need_clients()
-    exp = int(time.time()) + 3
     with Ksockd() as k:
+        exp = int(time.time()) + 3  # once ksockd is up (slow under valgrind)
+
         async def go():
             async with connect(k.url, token(exp=exp)) as ws:
                 pong = await call(ws, {"op": "ping", "id": "p"})
@@ -323,8 +324,9 @@ def a_token_that_expires_closes_the_connection_with_4401_at_expiry():
 @t.test
 def a_refreshed_token_keeps_the_connection_past_the_old_expiry():
     need_clients()
-    exp = int(time.time()) + 3
     with Ksockd() as k:
+        exp = int(time.time()) + 3  # once ksockd is up (slow under valgrind)
+
         async def go():
             async with connect(k.url, token(exp=exp)) as ws:
                 new_exp = int(time.time()) + 600
@@ -374,8 +376,9 @@ def a_refresh_that_removes_a_permission_ends_that_subscription_with_minus_16():
 @t.test
 def a_bad_token_is_refused_with_minus_15_and_the_old_one_stays_until_it_expires():
     need_clients()
-    exp = int(time.time()) + 3
     with Ksockd() as k:
+        exp = int(time.time()) + 3  # once ksockd is up (slow under valgrind)
+
         async def go():
             async with connect(k.url, token(exp=exp)) as ws:
                 bad = await call(ws, {"op": "token", "id": "b1", "value": "not.a.jwt"})
