@@ -5,7 +5,9 @@
  *   publish.c  publishing, delivery reports, the shutdown drain;
  *   subs.c     subscribe and unsubscribe: requests, their answers, catch-up readers;
  *   fanout.c   topics: one shared Kafka reader each, records to subscribers, slow clients;
- *   lookup.c   Kafka lookups (partitions, offsets) on threads of their own.
+ *   lookup.c   Kafka lookups (partitions, offsets) on threads of their own;
+ *   limits.c   connections per principal, the publish rate (docs/bridge.md, Limits);
+ *   token.c    token lifetime: expiry on open connections, the `token` op.
  * Nothing in subs.c, fanout.c or lookup.c knows the transport's library:
  * frames go out through the transport vtable (send_many).
  */
@@ -72,6 +74,15 @@ typedef struct conn_s {
     bool registered;              /* in the table (on_open seen) */
     bool closing;                 /* we asked the transport to close it */
     bool paused;                  /* we asked the transport to stop delivering its messages */
+    bool at_bound;                /* paused at max_inflight until acks bring it to resume_at */
+    /* limits.c and token.c */
+    ksock_bridge_t *b;
+    bool counted;              /* in its principal's connection count */
+    bool rate_paused;          /* reading paused until the publish bucket refills */
+    double tokens;             /* publish token bucket */
+    uint64_t tokens_ns;        /* its last refill, ksock_now_ns() */
+    ksock_timer_t *rate_timer; /* resumes a rate-paused connection */
+    ksock_timer_t *exp_timer;  /* closes it with 4401 when its token expires */
 } conn_t;
 
 typedef struct pending_s {
@@ -241,6 +252,14 @@ struct ksock_bridge_s {
     sub_t **fo_subs;
     sub_t **fo_full; /* the subscribers whose queue was full */
     size_t fo_cap;
+    /* limits.c: connections per principal (counted on the transport's thread) and publish rate */
+    uint64_t max_per_principal; /* 0: no limit */
+    double publish_rate;        /* per second and connection; 0: no limit */
+    double publish_burst;
+    pthread_mutex_t plock;
+    struct pcount_s **pcount; /* subject -> open connections, PCOUNT_BUCKETS chains */
+    _Atomic uint64_t refused_principal;
+    _Atomic uint64_t refused_full; /* 503s of the transport (on_refused, its thread) */
 };
 
 /* A connection's serializer: its vtable and instance. */
@@ -324,6 +343,21 @@ size_t ksock__br_auth_reason(int rc, const char *errstr);
 /* lookup.c */
 int ksock__br_lookup_start(ksock_bridge_t *b, topic_t *t, sub_t *s, const char *name, int64_t ts);
 void ksock__br_lookups_free(ksock_bridge_t *b); /* joins the threads */
+
+/* limits.c: set up and free the per-principal table (0 or KSOCK_E_NOMEM). */
+int ksock__br_limits_init(ksock_bridge_t *b);
+void ksock__br_limits_free(ksock_bridge_t *b);
+/* limits.c: transport thread: count the connection for its principal, or KSOCK_E_LIMIT. */
+int ksock__br_limits_admit(ksock_bridge_t *b, conn_t *c, char *errstr, size_t errstr_size);
+/* limits.c: the connection is freed: uncount it, close its timers. */
+void ksock__br_limits_conn_free(conn_t *c);
+/* limits.c: take a publish token; false when the publish was refused (and answered). */
+bool ksock__br_rate_take(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
+
+/* token.c: arm the expiry timer of the connection's principal (on open, after a refresh). */
+void ksock__br_token_arm(ksock_bridge_t *b, conn_t *c);
+/* token.c: a `token` op: a new token for the connection. */
+void ksock__br_do_token(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
 
 /* publish.c: a decoded publish from `c`. */
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);

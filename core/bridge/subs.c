@@ -506,6 +506,7 @@ void ksock__br_do_subscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t
         ksock__br_sub_free(b, old);
     }
     if (c->nsubs >= b->max_subscriptions) {
+        b->stats.limit_subscriptions++;
         refuse(b, c, env, true, KSOCK_E_LIMIT,
                "too many subscriptions on this connection (bridge.max_subscriptions)");
         return;
