@@ -73,11 +73,12 @@ def fanout_every_subscriber_gets_every_record():
 
 @t.test
 def dropped_records_are_reported():
-    """A server that drops records for slow subscribers (slow_client drop, 16-frame send
-    queues) and a generator that reads slowly (20 ms pauses): the -32 notices are counted, the
-    offset jumps are gaps, the records never received are missing, and the exit status says so."""
+    """A server that drops records for slow subscribers (slow_client drop at the first full
+    queue: slow_client_grace 0; 16-frame send queues) and a generator that reads slowly (20 ms
+    pauses): the -32 notices are counted, the offset jumps are gaps, the records never received
+    are missing, and the exit status says so."""
     need_broker()
-    with Ksockd(extra={"bridge": {"slow_client": "drop"}},
+    with Ksockd(extra={"bridge": {"slow_client": "drop", "slow_client_grace": "0"}},
                 ws_extra={"send_queue_max_frames": 16}) as k:
         rc, r, out = bench("fanout", "--url", k.url, "--subscribers", 5, "--records", 5000,
                            "--coalesce-us", 20000, "--timeout", 3)
