@@ -164,14 +164,23 @@ def json_options_in_the_serializers_section_are_applied():
     """json_topics declares topic t JSON (docs/serialization.md): the options reach the
     plugin (a wrong type is refused at start-up), and a value_json publish to t is acked."""
     need_clients()
-    with Ksockd(extra={"serializers": {"json": {"json_topics": ["t"]}}}) as k:
+    topic = f"jt-{os.getpid()}-{int(time.time() * 1000)}"
+    with Ksockd(extra={"serializers": {"json": {"json_topics": [topic]}}}) as k:
         async def go():
             async with websockets.connect(k.url, subprotocols=["ksock.v1.json"]) as ws:
-                return await json_call(ws, {"op": "publish", "id": "j", "topic": "t",
-                                            "value_json": {"amount": 12.50, "tags": ["a"]}})
-        a = run(go())
+                a = await json_call(ws, {"op": "publish", "id": "j", "topic": topic,
+                                         "value_json": {"amount": 12.50, "tags": ["a"]}})
+                s = await json_call(ws, {"op": "subscribe", "id": "s", "topic": topic,
+                                         "start": "earliest"})
+                r = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                return a, s, r
+        a, s, r = run(go())
         assert k.served() == "ksock.v1.json"
-    assert a["op"] == "ack" and a["id"] == "j" and a["topic"] == "t", a
+    assert a["op"] == "ack" and a["id"] == "j" and a["topic"] == topic, a
+    assert s["op"] == "subscribed", s
+    # the record of a topic declared JSON arrives as value_json, numbers as written
+    assert r["op"] == "record" and r["offset"] == a["offset"], r
+    assert r["value_json"] == {"amount": 12.50, "tags": ["a"]} and "value" not in r, r
     with tempfile.TemporaryDirectory() as d:  # the same section with a wrong type: not started
         path = os.path.join(d, "c.json")
         with open(path, "w") as f:
