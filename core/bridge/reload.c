@@ -228,7 +228,7 @@ int ksock_bridge_reload(ksock_bridge_t *b, const ksock_config_t *cfg, char *errs
                   KSOCK_KV_STR("subprotocols", sp.data ? sp.data : ""),
                   KSOCK_KV_STR("auth", r.auth ? ksock_plugin_desc(r.auth->plugin)->name : "none"),
                   KSOCK_KV_I64("connections", (int64_t)b->nconns)},
-              3, "configuration reloaded");
+              3, "bridge reloaded");
     ksock_buf_free(&sp);
     return 0;
 }
