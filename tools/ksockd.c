@@ -368,10 +368,13 @@ static int reload(daemon_t *d, ksock_config_t *cfg, char *err, size_t n)
         return rc;
     }
     ksock_runtime_adopt_config(d->rt, cfg); /* the new sinks borrow from it */
+    ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "log sinks reloaded");
     if (d->bridge && (rc = ksock_bridge_reload(d->bridge, cfg, err, n)) != 0) {
         char e2[256];
         if (ksock_runtime_configure(d->rt, d->cfg, e2, sizeof(e2)) != 0)
             ksock_log(d->rt, KSOCK_LOG_WARN, "ksockd", NULL, 0, "previous log sinks: %s", e2);
+        else
+            ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "previous log sinks restored");
         return rc;
     }
     d->cfg = cfg;
