@@ -362,6 +362,8 @@ static int reload(daemon_t *d, ksock_config_t *cfg, char *err, size_t n)
 {
     int rc = ksock_config_check(d->rt, cfg, err, n);
     if (rc == 0 && d->bridge) rc = ksock_bridge_check_config(d->rt, cfg, err, n);
+    if (rc == 0)
+        rc = ksockd_admin_check(cfg, err, n); /* not reloaded, but checked as by cmd_check */
     if (rc == 0) rc = ksock_runtime_configure(d->rt, cfg, err, n);
     if (rc != 0) {
         ksock_config_free(cfg);
