@@ -87,12 +87,12 @@ class Ksockd(KsockdProc):
             time.sleep(0.05)
         return self.log()[before:]
 
-    def metric(self, name):
+    def metric(self, name, **labels):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
             body = r.read().decode()
         for fam in text_string_to_metric_families(body):
             for s in fam.samples:
-                if s.name == name and not s.labels:
+                if s.name == name and s.labels == labels:
                     return s.value
         raise AssertionError(f"no {name} in /metrics:\n{body}")
 
@@ -194,12 +194,15 @@ def sighup_swaps_the_serializer_set_and_a_log_sink_while_a_client_keeps_receivin
         time.sleep(0.2)  # the file sink's flush interval
         a, b = sink_lines(log_a), sink_lines(log_b)
         opened = k.metric("ksock_connections_opened_total")
+        # the retired json instance's deliveries were handed to its successor when it was freed
+        delivered = k.metric("ksock_records_delivered_total", serializer="json")
     assert first == [f"before-{i}" for i in range(5)], first
     assert second == [f"after-{i}" for i in range(5)], second
     assert pb == 400, pb
     assert pong["op"] == "pong" and pong["id"] == "p", pong
     assert pong_json == {"op": "pong", "id": "still"}, pong_json
     assert conns == 1 and after == 1, (conns, after)  # the json client, never dropped
+    assert delivered == 10, delivered
     assert opened == 2, opened  # the json client and the msgpack one: the 400 never opened
     assert a[-1].startswith("SIGHUP: reloading"), a  # the last line before the swap
     assert "bridge reloaded" in b and "configuration reloaded" in b, b
