@@ -19,9 +19,10 @@
  * publishes are refused with KSOCK_E_SHUTDOWN, those in flight are
  * answered as Kafka acknowledges them), then connections close with 1001
  * and the loop stops; a second signal stops at once. SIGHUP re-reads the config
- * file and rebuilds the log sinks from it (which also reopens log files,
- * for logrotate); a config that no longer validates is reported and the
- * running sinks are kept.
+ * file and applies, without closing a connection, the log sinks (reopening
+ * log files, for logrotate) and the bridge's serializers, auth and limits
+ * (ksock_bridge_reload); a config that no longer validates is reported and
+ * the running one is kept whole (docs/operations.md, Signals).
  */
 #include "ksockd_admin.h"
 #include "sd_notify.h"
@@ -44,6 +45,7 @@ typedef struct {
     ksock_kafka_producer_t *producer; /* from the "kafka" section, if any */
     ksock_bridge_t *bridge;           /* from "websocket" and the sections it needs */
     ksockd_admin_t *admin;            /* from "admin", if any */
+    const ksock_config_t *cfg;        /* the running one (SIGHUP replaces it) */
     bool draining;
 } daemon_t;
 
@@ -350,34 +352,54 @@ static void on_stop_signal(ksock_signal_t *s, int signum, void *data)
     ksock_runtime_stop(d->rt); /* no bridge, drain refused, or a second signal */
 }
 
+/*
+ * The checks of --check-config, then the log sinks (built before they are
+ * swapped in), then the bridge (ksock_bridge_reload: serializers, auth,
+ * limits; open connections are kept). If the bridge refuses, the previous
+ * sinks are put back: an invalid config changes nothing.
+ */
+static int reload(daemon_t *d, ksock_config_t *cfg, char *err, size_t n)
+{
+    int rc = ksock_config_check(d->rt, cfg, err, n);
+    if (rc == 0 && d->bridge) rc = ksock_bridge_check_config(d->rt, cfg, err, n);
+    if (rc == 0)
+        rc = ksockd_admin_check(cfg, err, n); /* not reloaded, but checked as by cmd_check */
+    if (rc == 0) rc = ksock_runtime_configure(d->rt, cfg, err, n);
+    if (rc != 0) {
+        ksock_config_free(cfg);
+        return rc;
+    }
+    ksock_runtime_adopt_config(d->rt, cfg); /* the new sinks borrow from it */
+    ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "log sinks reloaded");
+    if (d->bridge && (rc = ksock_bridge_reload(d->bridge, cfg, err, n)) != 0) {
+        char e2[256];
+        if (ksock_runtime_configure(d->rt, d->cfg, e2, sizeof(e2)) != 0)
+            ksock_log(d->rt, KSOCK_LOG_WARN, "ksockd", NULL, 0, "previous log sinks: %s", e2);
+        else
+            ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "previous log sinks restored");
+        return rc;
+    }
+    d->cfg = cfg;
+    return 0;
+}
+
 static void on_hup(ksock_signal_t *s, int signum, void *data)
 {
     daemon_t *d = data;
-    char err[1024];
+    char err[2048];
     ksock_config_t *cfg;
-    ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "SIGHUP: reloading log sinks from %s",
-              d->config_path);
-    ksockd_notify_reloading("reloading the log sinks");
-    /*
-     * ksock_runtime_configure() builds every new sink before it swaps them
-     * in, and on failure frees what it built and keeps the running sinks, so
-     * no separate check is needed first.
-     */
+    ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "SIGHUP: reloading %s", d->config_path);
+    ksockd_notify_reloading("reloading the configuration");
     int rc = ksock_config_load_file(d->config_path, &cfg, err, sizeof(err));
-    if (rc == 0) {
-        rc = ksock_runtime_configure(d->rt, cfg, err, sizeof(err));
-        if (rc == 0)
-            ksock_runtime_adopt_config(d->rt, cfg); /* the new sinks borrow from it */
-        else
-            ksock_config_free(cfg);
-    }
+    if (rc == 0) rc = reload(d, cfg, err, sizeof(err)); /* it keeps or frees cfg */
     if (rc != 0)
-        ksock_report_error(d->rt, rc, "ksockd", "reload failed, keeping the running log sinks: %s",
-                           err);
+        ksock_report_error(d->rt, rc, "ksockd",
+                           "reload failed, keeping the running configuration: %s", err);
     else
-        ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "log sinks reloaded");
-    ksockd_notify("READY=1\nSTATUS=%s", rc ? "reload failed: running with the previous log sinks"
-                                           : "running; log sinks reloaded");
+        ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "configuration reloaded");
+    ksockd_notify("READY=1\nSTATUS=%s",
+                  rc ? "reload failed: running with the previous configuration"
+                     : "running; configuration reloaded");
 }
 
 /* Parse, adopt and apply (or only check) the config; *out is the runtime's. */
@@ -532,7 +554,7 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
     const ksock_config_t *cfg;
     int rc = load_config(rt, path, false, &cfg);
     if (rc != 0) return rc;
-    daemon_t d = {.rt = rt, .config_path = path};
+    daemon_t d = {.rt = rt, .config_path = path, .cfg = cfg};
     if ((rc = setup_kafka(rt, cfg, true, &d.producer)) != 0) return rc;
     if (ksock_signal_start(rt, &d.sigterm, SIGTERM, on_stop_signal, &d) != 0 ||
         ksock_signal_start(rt, &d.sigint, SIGINT, on_stop_signal, &d) != 0 ||

@@ -64,6 +64,14 @@ static int serializer_get(ksock_bridge_t *b, const char *name, serializer_t **ou
     return serializer_get(b, name, out, err, errlen);
 }
 
+/* Is `name` in the served set? Transport thread, under rlock (a bridge made from a config). */
+static bool serializer_served(const ksock_bridge_t *b, const char *name)
+{
+    for (const serializer_t *s = b->serializers; s; s = s->next)
+        if (strcmp(s->name, name) == 0) return true;
+    return false;
+}
+
 /* ---- Transport events ------------------------------------------------------- */
 
 /*
@@ -88,14 +96,19 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
         return KSOCK_E_PROTO;
     }
     ksock_principal_t *p = NULL;
-    int rc;
-    if (b->av != NULL) {
+    int rc = 0;
+    pthread_mutex_lock(&b->rlock); /* a reload swaps the authenticator and the serializers */
+    if (b->serializers_fixed && !serializer_served(b, sp + strlen(SUBPROTO_PREFIX))) {
+        ksock_errstr_set(errstr, errstr_size, "subprotocol %s is not served", sp);
+        rc = KSOCK_E_PROTO;
+    } else if (b->av != NULL) {
         rc = b->av->authenticate(b->auth->inst, hs, &p, errstr, errstr_size);
     } else {
         p = ksock_principal_new("anonymous");
         rc = p == NULL ? KSOCK_E_NOMEM
                        : ksock_principal_allow(p, "*", KSOCK_PERM_PUBLISH | KSOCK_PERM_SUBSCRIBE);
     }
+    pthread_mutex_unlock(&b->rlock);
     if (rc == 0 && p == NULL) rc = KSOCK_E_INTERNAL;
     conn_t *c = rc == 0 ? calloc(1, sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL) rc = KSOCK_E_NOMEM;
@@ -149,6 +162,7 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
         return;
     }
     c->ser = s;
+    s->refs++; /* a reload keeps it alive while this connection uses it (reload.c) */
     ksock__br_token_arm(b, c);
     ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
               (ksock_kv_t[]){KSOCK_KV_I64("conn", id),
@@ -249,6 +263,7 @@ static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, 
     if (c->ovf_head) b->nwaiting--;
     if (code == 1009) b->stats.limit_too_big++; /* the transport's max_message_size */
     ksock__br_subs_conn_gone(b, c);
+    ksock__br_serializer_release(b, c->ser); /* after its subscriptions left their groups */
     ksock__br_conn_remove(b, c);
     ksock__br_conn_free(c);
     ksock__br_drain_check(b);
@@ -308,8 +323,10 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
         free(b);
         return KSOCK_E_NOMEM;
     }
+    pthread_mutex_init(&b->rlock, NULL);
     if (o.kafka && ksock_kafka_conf_dup(o.kafka, &b->kconf) != 0) {
         ksock__br_limits_free(b);
+        pthread_mutex_destroy(&b->rlock);
         free(b->buckets);
         free(b);
         return KSOCK_E_NOMEM;
@@ -462,12 +479,8 @@ void ksock_bridge_destroy(ksock_bridge_t *b)
     free(b->fo_rc);
     free(b->fo_subs);
     free(b->fo_full);
-    for (serializer_t *s = b->serializers, *next; s; s = next) {
-        next = s->next;
-        ksock_plugin_instance_free(s->pi);
-        free(s->name);
-        free(s);
-    }
+    ksock__br_serializers_free(b->serializers);
+    ksock__br_reload_free(b); /* the retired ones too */
     for (size_t i = 0; b->subprotocols && b->subprotocols[i]; i++)
         free((char *)b->subprotocols[i]);
     free(b->subprotocols);

@@ -7,7 +7,8 @@
  *   fanout.c   topics: one shared Kafka reader each, records to subscribers, slow clients;
  *   lookup.c   Kafka lookups (partitions, offsets) on threads of their own;
  *   limits.c   connections per principal, the publish rate (docs/bridge.md, Limits);
- *   token.c    token lifetime: expiry on open connections, the `token` op.
+ *   token.c    token lifetime: expiry on open connections, the `token` op;
+ *   reload.c   SIGHUP: a new serializer set, authenticator and limits, nobody dropped.
  * Nothing in subs.c, fanout.c or lookup.c knows the transport's library:
  * frames go out through the transport vtable (send_many).
  */
@@ -99,6 +100,10 @@ struct serializer_s {
     ksock_plugin_instance_t *pi;
     struct serializer_s *next;
     uint64_t delivered, bytes; /* record frames queued to subscribers, their bytes (metrics.c) */
+    /* reload.c: connections using it; a reload retires it, freed when the last one closes */
+    size_t refs;
+    bool retired;
+    uint64_t delivered0, bytes0; /* the counters when it was retired (handed to its successor) */
 };
 
 /* A topic's subscribers fed by its shared reader that use one serializer (one frame per record). */
@@ -260,6 +265,11 @@ struct ksock_bridge_s {
     struct pcount_s **pcount; /* subject -> open connections, PCOUNT_BUCKETS chains */
     _Atomic uint64_t refused_principal;
     _Atomic uint64_t refused_full; /* 503s of the transport (on_refused, its thread) */
+    /* reload.c: a reload swaps auth, av, opts.anonymous and the serializer list under rlock,
+     * which on_handshake holds while it uses them (the transport's thread). */
+    pthread_mutex_t rlock;
+    serializer_t *ser_retired; /* replaced by a reload, still used by open connections */
+    uint64_t reloads;
 };
 
 /* A connection's serializer: its vtable and instance. */
@@ -288,6 +298,27 @@ int ksock__br_serializer_add(ksock_bridge_t *b, const char *name, const ksock_co
 
 /* config.c: the listener and serializer log records of a bridge made from a config. */
 void ksock__br_log_config(const ksock_bridge_t *b);
+
+/* What a reload takes from a config (config.c makes it, reload.c applies it). */
+typedef struct br_reload_s {
+    ksock_plugin_instance_t *auth; /* NULL: anonymous */
+    bool anonymous;
+    serializer_t *serializers;
+    uint32_t max_inflight;
+    int slow_policy;
+    uint64_t drain_timeout_ms, max_subscriptions, max_catchup, partition_refresh_ms;
+    uint64_t reader_linger_ms, slow_grace_ms, max_per_principal;
+    double publish_rate, publish_burst;
+} br_reload_t;
+/* config.c: build `out` from cfg (checked already): a new auth instance and serializer set. */
+int ksock__br_config_reload(ksock_bridge_t *b, const ksock_config_t *cfg, br_reload_t *out,
+                            char *errstr, size_t errstr_size);
+/* reload.c: free a serializer list (instances included). */
+void ksock__br_serializers_free(serializer_t *s);
+/* reload.c: a connection using `s` is gone; a retired `s` is freed with its last one. */
+void ksock__br_serializer_release(ksock_bridge_t *b, serializer_t *s);
+/* reload.c: bridge destroy: the retired serializers and rlock. */
+void ksock__br_reload_free(ksock_bridge_t *b);
 
 /* publish.c: Kafka's rule for topic names. */
 bool ksock__br_topic_valid(const char *t, size_t n);

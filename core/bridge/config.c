@@ -560,3 +560,60 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     *out = b;
     return 0;
 }
+
+/* ---- Reload (reload.c applies what this makes) ------------------------------------ */
+
+int ksock__br_config_reload(ksock_bridge_t *b, const ksock_config_t *cfg, br_reload_t *out,
+                            char *errstr, size_t errstr_size)
+{
+    static const char *const auth_ignore[] = {"plugin", NULL};
+    char err[1024];
+    memset(out, 0, sizeof(*out));
+    const ksock_cfg_t *root = ksock_config_root(cfg);
+    const ksock_cfg_t *auth = ksock_cfg_get(root, "auth");
+    bridge_section_t bs;
+    const ksock_cfg_t *bsec = ksock_cfg_get(root, "bridge");
+    if (ksock_options_apply(bridge_section, sizeof(ksock_option_t), cfg, bsec, "bridge", NULL, &bs,
+                            err, sizeof(err)) != 0)
+        return cfg_error(errstr, errstr_size, cfg, bsec, "%s", err);
+    const char *aname = ksock_cfg_string(ksock_cfg_get(auth, "plugin"));
+    out->anonymous = aname != NULL && strcmp(aname, "none") == 0;
+    int rc = 0;
+    if (!out->anonymous)
+        rc = section_instance(b->rt, cfg, "auth", KSOCK_PLUGIN_AUTH, aname ? aname : "", auth,
+                              auth_ignore, true, &out->auth, errstr, errstr_size);
+    /* The serializers are made in a scratch bridge: ksock__br_serializer_add() fills its list. */
+    ksock_bridge_t *tmp = rc == 0 ? calloc(1, sizeof(*tmp)) : NULL;
+    if (rc == 0 && tmp == NULL) rc = KSOCK_E_NOMEM;
+    if (rc == 0) {
+        tmp->rt = b->rt;
+        const ksock_cfg_t *sec = ksock_cfg_get(root, "serializers");
+        if (sec)
+            rc = serializers_section(b->rt, cfg, sec, tmp, errstr, errstr_size);
+        else
+            serializers_found(tmp);
+        if (rc == 0 && tmp->serializers == NULL)
+            rc = cfg_error(errstr, errstr_size, cfg, ksock_cfg_get(root, "websocket"),
+                           "websocket: no serializer plugin loads: clients could not talk to it");
+        out->serializers = tmp->serializers;
+        free(tmp);
+    }
+    if (rc != 0) {
+        ksock_plugin_instance_free(out->auth);
+        ksock__br_serializers_free(out->serializers);
+        memset(out, 0, sizeof(*out));
+        return rc;
+    }
+    out->max_inflight = (uint32_t)bs.max_inflight;
+    out->slow_policy = bs.slow_client;
+    out->drain_timeout_ms = (uint64_t)bs.drain_timeout;
+    out->max_subscriptions = (uint64_t)bs.max_subscriptions;
+    out->max_catchup = (uint64_t)bs.max_catchup_readers;
+    out->partition_refresh_ms = (uint64_t)bs.partition_refresh;
+    out->reader_linger_ms = (uint64_t)bs.reader_linger;
+    out->slow_grace_ms = (uint64_t)bs.slow_client_grace;
+    out->max_per_principal = (uint64_t)bs.max_connections_per_principal;
+    out->publish_rate = (double)bs.publish_rate;
+    out->publish_burst = (double)(bs.publish_burst ? bs.publish_burst : bs.publish_rate);
+    return 0;
+}

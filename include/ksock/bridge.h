@@ -199,6 +199,25 @@ KSOCK_EXTERN int ksock_bridge_check_config(ksock_runtime_t *rt, const ksock_conf
                                            char *errstr, size_t errstr_size);
 
 /*
+ * Apply `cfg` to a running bridge made by ksock_bridge_new_from_config()
+ * without closing a connection (docs/bridge.md, Reload): the authenticator
+ * of "auth" (new handshakes use it; open connections keep their
+ * principal, a `token` refresh uses the new one), the serializers of
+ * "serializers" (new connections see the new set; open ones keep the
+ * instance they negotiated until they close), and the limits of "bridge"
+ * (every connection, from its next event). `cfg` first passes the checks
+ * of ksock_bridge_check_config(); on any error nothing changes and errstr
+ * says why (KSOCK_E_CONFIG, the plugins' codes). A serializer that was not
+ * served at start cannot be added (its subprotocol is not in the
+ * listeners' list): KSOCK_E_CONFIG. Changes to "websocket" (listeners and
+ * transport options) and "kafka" are logged as needing a restart and are
+ * not applied. KSOCK_E_STATE for a bridge not made from a configuration
+ * or stopping. `cfg` must outlive the bridge. Loop thread. ABI 1.2.
+ */
+KSOCK_EXTERN int ksock_bridge_reload(ksock_bridge_t *b, const ksock_config_t *cfg, char *errstr,
+                                     size_t errstr_size);
+
+/*
  * Free the bridge (stops it first). A delivery that arrives afterwards
  * (the producer destroyed later) frees only its own memory. Destroy the
  * transport instance next, before the loop runs again: close events it

@@ -638,6 +638,24 @@ TEST(stop_does_not_run_the_loop)
     bt_close(&t);
 }
 
+/* ksock_bridge_reload() needs a bridge made from a config (it owns what it swaps): refused. */
+TEST(reload_of_a_bridge_not_made_from_a_config_is_refused)
+{
+    bt_t t;
+    bt_open(&t, NULL);
+    ksock_conn_id_t c = bt_connect(&t, NULL);
+    char err[256] = "";
+    ksock_config_t *cfg;
+    ASSERT_OK(ksock_config_load_string("t.json", "{}", 2, &cfg, err, sizeof(err)));
+    ASSERT_EQ(ksock_bridge_reload(t.b, cfg, err, sizeof(err)), KSOCK_E_STATE);
+    ASSERT(strstr(err, "not made from a configuration") != NULL);
+    ASSERT_EQ(ksock_bridge_reload(NULL, cfg, err, sizeof(err)), KSOCK_E_INVAL);
+    ASSERT_EQ(ksock_bridge_reload(t.b, NULL, err, sizeof(err)), KSOCK_E_INVAL);
+    ksock_config_free(cfg);
+    bt_expect_alive(&t, c); /* nothing changed for the open connection */
+    bt_close(&t);
+}
+
 KT_TEST_LIST(false, TEST_ENTRY(ping_is_answered_with_pong_and_its_id),
              TEST_ENTRY(publish_is_acked_with_id_topic_partition_offset),
              TEST_ENTRY(decode_error_is_19_with_the_id_that_decoded_and_connection_stays),
@@ -656,4 +674,5 @@ KT_TEST_LIST(false, TEST_ENTRY(ping_is_answered_with_pong_and_its_id),
              TEST_ENTRY(delivery_after_bridge_freed_is_safe),
              TEST_ENTRY(delivery_canceled_after_bridge_freed_is_safe),
              TEST_ENTRY(handshake_refusals), TEST_ENTRY(full_send_queue_waits_for_on_writable),
-             TEST_ENTRY(stop_does_not_run_the_loop), TEST_ENTRY(stats_for_an_abi_1_0_program))
+             TEST_ENTRY(stop_does_not_run_the_loop), TEST_ENTRY(stats_for_an_abi_1_0_program),
+             TEST_ENTRY(reload_of_a_bridge_not_made_from_a_config_is_refused))
