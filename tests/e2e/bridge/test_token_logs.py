@@ -6,7 +6,8 @@ authenticator's query source), in `Authorization: Bearer` and in the `token` op:
 refused ones (another key, expired, malformed, too long) and ones in a URL that is refused
 before auth (unknown subprotocol, foreign Origin). Every sink's output is searched for each
 token and for its signature part: zero hits, while each sink did record the refusals (so the
-search looked at a sink that saw the events). Embedded Kafka, 127.0.0.1 only.
+search looked at a sink that saw the events); libwebsockets' own log is on too
+(KSOCK_WS_LWS_LOG, to stderr). Embedded Kafka, 127.0.0.1 only.
 
     test_token_logs.py KSOCKD [TEST_NAME...]
 """
@@ -151,7 +152,9 @@ def tokens_never_reach_any_log_sink():
     canary = "canary" + str(os.getpid())
     secrets = [good_q, good_h, good_x, other_key, expired, huge, h_bad, no_proto, foreign,
                refresh_ok, refresh_other, refresh_bad]
-    k = KsockdProc(KSOCKD, cfg, ready="listening for WebSocket clients")
+    # libwebsockets' own log on as well (it writes to stderr, the console output searched)
+    k = KsockdProc(KSOCKD, cfg, env={"KSOCK_WS_LWS_LOG": "1023"},
+                   ready="listening for WebSocket clients")
     with k:
         q = lambda tok: url + "?token=" + tok  # noqa: E731
         assert run(try_connect(q(good_q))) == 101
