@@ -100,6 +100,7 @@ typedef struct kb_run {
     int port;
     const char *topic;
     const char *bootstrap;
+    const char *token; /* sent as Authorization: Bearer in every upgrade (NULL: none) */
     int nconns, nthreads, partitions;
     int connect_window; /* handshakes in progress per thread at most */
     int coalesce_us;    /* pause after a turn with few connections ready (kb_ws.c) */
@@ -125,7 +126,9 @@ void kb_totals(kb_run_t *run, kb_counts_t *sum); /* sum of the threads' publishe
 int64_t kb_mono_ns(void);
 int64_t kb_real_ns(void);
 void kb_ws_feed(kb_thread_t *t, kb_conn_t *c, const uint8_t *p, size_t n); /* tests */
-#define KB_RBUF (1024 * 1024 + 64) /* read buffer per thread: the largest frame + header */
+/* longest --token: the jwt authenticator's largest max_token_size */
+#define KB_TOKEN_MAX (64 * 1024)
+#define KB_RBUF      (1024 * 1024 + 64) /* read buffer per thread: the largest frame + header */
 
 /* ---- kb_proto.c ---- */
 void kb_proto_init(const char *topic); /* before the I/O threads start */

@@ -453,7 +453,7 @@ static void on_bytes(kb_thread_t *t, kb_conn_t *c, size_t n)
 
 static void send_upgrade(kb_thread_t *t, kb_conn_t *c)
 {
-    char req[512];
+    char req[512 + KB_TOKEN_MAX];
     uint8_t key[16];
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char k64[25];
@@ -473,8 +473,9 @@ static void send_upgrade(kb_thread_t *t, kb_conn_t *c)
         req, sizeof(req),
         "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Protocol: %s\r\n\r\n",
-        r->path, r->host, r->port, k64, r->fmt == KB_JSON ? "ksock.v1.json" : "ksock.v1.msgpack");
+        "Sec-WebSocket-Protocol: %s\r\n%s%s%s\r\n",
+        r->path, r->host, r->port, k64, r->fmt == KB_JSON ? "ksock.v1.json" : "ksock.v1.msgpack",
+        r->token ? "Authorization: Bearer " : "", r->token ? r->token : "", r->token ? "\r\n" : "");
     c->state = KB_C_HANDSHAKE;
     conn_send(t, c, (const uint8_t *)req, (size_t)n);
 }

@@ -166,8 +166,8 @@ static int wait_ready(kb_run_t *r, int report)
     }
     double t = (double)(kb_mono_ns() - t0) / 1e9;
     if (!report) return c.closed ? -1 : 0;
-    printf("connections: %lu open, %lu failed, in %.2f s", (unsigned long)c.open,
-           (unsigned long)c.closed, t);
+    printf("connections: %lu open, %lu failed, in %.2f s = %.0f handshakes/s",
+           (unsigned long)c.open, (unsigned long)c.closed, t, t > 0 ? (double)c.open / t : 0);
     if (r->subscribe)
         printf("; subscribed %lu, refused %lu", (unsigned long)c.subscribed,
                (unsigned long)c.sub_errors);
@@ -175,6 +175,7 @@ static int wait_ready(kb_run_t *r, int report)
     jint("open", (long long)c.open);
     jint("connect_failed", (long long)c.closed);
     jnum("connect_s", t);
+    jnum("handshakes_per_s", t > 0 ? (double)c.open / t : 0);
     if (r->subscribe) jint("subscribe_refused", (long long)c.sub_errors);
     return c.closed || c.sub_errors ? -1 : 0;
 }
@@ -466,6 +467,7 @@ static void usage(FILE *f)
                "  --timeout S             give up when nothing arrives for S seconds (default 10)\n"
                "  --connect-window N      handshakes in progress per thread (default 128)\n"
                "  --no-subscribe          idle: connections only\n"
+               "  --token T               send Authorization: Bearer T in every upgrade\n"
                "  --coalesce-us U         pause U us after a turn with few connections ready,\n"
                "                          so each read takes more frames (default 0)\n"
                "  --label L               copied into the JSON line\n");
@@ -521,6 +523,7 @@ static int read_opts(kb_run_t *r, int argc, char **argv, const char **url, const
                           {"connect-window", 'i', &r->connect_window},
                           {"no-subscribe", '0', &r->subscribe},
                           {"label", 's', &o.label},
+                          {"token", 's', &r->token},
                           {"coalesce-us", 'i', &r->coalesce_us}};
     enum { N = sizeof(t) / sizeof(t[0]) };
     struct option lo[N + 2];
@@ -562,6 +565,8 @@ static int parse(kb_run_t *r, int argc, char **argv)
     const char *url = NULL, *fmt = "json";
     if (read_opts(r, argc, argv, &url, &fmt) != 0) return -1;
     if (optind != argc - 1 || url == NULL || parse_url(r, url) != 0) return -1;
+    /* the token goes into the request verbatim: no line break may end the header early */
+    if (r->token && (strlen(r->token) > KB_TOKEN_MAX || strpbrk(r->token, "\r\n"))) return -1;
     if (strcmp(fmt, "json") != 0 && strcmp(fmt, "msgpack") != 0) return -1;
     r->fmt = strcmp(fmt, "json") == 0 ? KB_JSON : KB_MSGPACK;
     o.mode_name = argv[optind];

@@ -125,6 +125,39 @@ def refused_upgrade_is_reported():
         assert "upgrade refused: HTTP/1.1 400" in out, out
 
 
+def hs256(claims, secret):
+    """A JWT made here (no PyJWT needed): header and claims signed with HMAC-SHA256."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+@t.test
+def token_is_sent_to_a_jwt_server():
+    """--token goes out as Authorization: Bearer: a jwt ksockd opens every connection with it
+    (and reports a handshake rate), refuses them all (401) with another key's token or none."""
+    import time
+    secret = "ksock-bench-test-secret-at-least-32-bytes"
+    claims = {"sub": "bench", "exp": int(time.time()) + 600}
+    with Ksockd(extra={"auth": {"plugin": "jwt", "secret": secret}}) as k:
+        rc, r, out = bench("idle", "--url", k.url, "--connections", 20, "--no-subscribe",
+                           "--settle", 0, "--token", hs256(claims, secret))
+        assert rc == 0 and r["open"] == 20 and r["connect_failed"] == 0, out
+        assert r["handshakes_per_s"] > 0 and "handshakes/s" in out, out
+        for tok in (hs256(claims, "another-secret-of-at-least-32-bytes!!"), None):
+            rc, r, out = bench("idle", "--url", k.url, "--connections", 3, "--no-subscribe",
+                               "--settle", 0, *(["--token", tok] if tok else []))
+            assert rc == 1 and r["open"] == 0 and r["connect_failed"] == 3, out
+            assert "upgrade refused: HTTP/1.1 401" in out, out
+
+
 @t.test
 def nothing_listening_is_reported():
     """No server: every connection fails and the run says so (fanout and publish too when there
@@ -150,7 +183,9 @@ def bad_arguments_exit_2():
                  ["idle", "--url", url, "--subscribers", "10x"],
                  ["idle", "--url", url, "--value-size", "10"],
                  ["idle", "--url", url, "--topic", "bad topic"],
-                 ["idle", "--url", url, "--format", "cbor"]):
+                 ["idle", "--url", url, "--format", "cbor"],
+                 ["idle", "--url", url, "--token", "a.b.c\r\nX-Injected: 1"],
+                 ["idle", "--url", url, "--token", "x" * (64 * 1024 + 1)]):
         rc, r, out = bench(*args)
         assert rc == 2 and "usage:" in out, (args, out)
 
