@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Subscriptions under load, end to end (docs/protocol.md, Subscriptions): many subscribers
+on one topic, catch-up into live reading, resume at another ksockd after kill -9, slow
+clients (close with 1013, or `drop` with error -32), clients leaving mid catch-up. Real
+broker only. Each case is its own meson test (the name after KSOCKD selects it).
+
+    test_subscribe_load.py KSOCKD [TEST_NAME...]
+
+Sizes can be changed for a longer run: KSOCK_E2E_FANOUT_SUBS (1000),
+KSOCK_E2E_FANOUT_RECORDS (see fanout_*).
+"""
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap import Tap  # noqa: E402
+import subutil as su  # noqa: E402
+from subutil import Client, Ksockd, run  # noqa: E402
+
+KSOCKD = sys.argv[1]
+t = Tap()
+
+
+def need():
+    su.need_broker(t)
+
+
+def ends(topic, partitions):
+    return {p: su.watermarks(topic, p)[1] for p in range(partitions)}
+
+
+class Producer(threading.Thread):
+    """confluent-kafka producing `rate` records/s round robin over partitions until stop();
+    the value is the produce time (time.time(), text) padded to `size` bytes."""
+
+    def __init__(self, topic, partitions, rate, size=64):
+        super().__init__(daemon=True)
+        self.topic, self.partitions, self.rate, self.size = topic, partitions, rate, size
+        self.halt = threading.Event()
+        self.count = 0
+        self.error = None
+
+    def run(self):
+        try:
+            p = su.producer()
+            start = time.monotonic()
+            while not self.halt.is_set():
+                due = start + self.count / self.rate
+                now = time.monotonic()
+                if due > now:
+                    time.sleep(min(due - now, 0.05))
+                    continue
+                v = b"%.6f " % time.time()
+                p.produce(self.topic, v.ljust(self.size, b"x"),
+                          partition=self.count % self.partitions)
+                p.poll(0)
+                self.count += 1
+            assert p.flush(60) == 0, "records not delivered"
+        except BaseException as e:  # noqa: BLE001 - reported by stop()
+            self.error = e
+
+    def stop(self):
+        self.halt.set()
+        self.join(90)
+        assert not self.is_alive(), "producer did not stop"
+        if self.error:
+            raise self.error
+
+
+@t.test
+def fanout_many_subscribers_get_everything_in_order():
+    """(b) KSOCK_E2E_FANOUT_SUBS (1000) subscribers on one 2-partition topic, each receives
+    every one of KSOCK_E2E_FANOUT_RECORDS records produced after they subscribed, in offset
+    order per partition, none twice."""
+    need()
+    subs = int(os.environ.get("KSOCK_E2E_FANOUT_SUBS", "1000"))
+    n = int(os.environ.get("KSOCK_E2E_FANOUT_RECORDS", "2000"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 4 * subs + 256))  # both ends here plus ksockd's (inherited)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < 2 * subs + 128:
+        t.skip(f"RLIMIT_NOFILE hard limit {hard} is too low for {subs} subscribers")
+    topic = su.create_topic(su.unique("fanout"), 2)
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            gate = asyncio.Semaphore(100)  # handshakes in flight at once
+            ready = asyncio.Event()
+            counts = []
+            t_subscribed = []
+
+            async def one(i):
+                async with gate:
+                    c = Client(k.url, "msgpack", max_queue=4096)
+                    await c.__aenter__()
+                try:
+                    s = await c.subscribe(topic, id=str(i), timeout=45)
+                    assert s["op"] == "subscribed", s
+                    start = dict(s["offsets"])
+                    assert start == {0: 0, 1: 0}, s
+                    t_subscribed.append(time.monotonic())
+                    if len(t_subscribed) == subs:
+                        ready.set()
+                    nxt = dict(start)
+                    got = 0
+                    while got < n:
+                        e = await c.recv(timeout=45)
+                        assert e["op"] == "record", e
+                        p = e["partition"]
+                        assert e["offset"] == nxt[p], (i, e, nxt)
+                        nxt[p] += 1
+                        got += 1
+                    counts.append(got)
+                    return nxt
+                finally:
+                    await c.__aexit__(None, None, None)
+
+            t0 = time.monotonic()
+            tasks = [asyncio.create_task(one(i)) for i in range(subs)]
+            waiter = asyncio.create_task(ready.wait())
+            done, _ = await asyncio.wait(tasks + [waiter], return_when=asyncio.FIRST_EXCEPTION,
+                                         timeout=45)
+            for d in done:
+                if d is not waiter and d.exception():
+                    raise d.exception()
+            assert ready.is_set(), f"only {len(t_subscribed)} of {subs} subscribed"
+            t_ready = time.monotonic()
+            # kcat -P from a file: the producer nobody here wrote
+            await asyncio.to_thread(su.kcat_produce, topic, [b"r%06d" % i for i in range(n)])
+            t_produced = time.monotonic()
+            results = await asyncio.gather(*tasks)
+            t_done = time.monotonic()
+            return results, t_ready - t0, t_produced - t_ready, t_done - t_ready
+        results, t_sub, t_prod, t_all = run(go(), timeout=150)
+        end = ends(topic, 2)
+        assert sum(end.values()) == n, end
+        for r in results:
+            assert r == end, (r, end)
+        print(f"# {subs} subscribers ready in {t_sub:.1f} s; {n} records produced in {t_prod:.1f} s; "
+              f"all {subs * n} deliveries in {t_all:.1f} s ({subs * n / t_all:.0f}/s)")
+        print(f"# ksockd RSS {k.rss_kib()} KiB")
+
+
+@t.test
+def catch_up_then_live_without_gap_or_duplicate():
+    """(d) 20,000 records in 2 partitions, a producer still writing: a subscriber from earliest
+    gets every offset exactly once per partition, in order, up to the producer's last."""
+    need()
+    topic = su.create_topic(su.unique("catchup"), 2)
+    su.produce_many(topic, 20000, partitions=2)
+    prod = Producer(topic, 2, rate=1500)
+    prod.start()
+    try:
+        with Ksockd(KSOCKD) as k:
+            async def go():
+                async with Client(k.url, "json", max_queue=4096) as c:
+                    await asyncio.sleep(0.5)
+                    s = await c.subscribe(topic, id="c", start="earliest")
+                    assert s["offsets"] == [(0, 0), (1, 0)], s
+                    nxt = {0: 0, 1: 0}
+                    t0 = time.monotonic()
+                    caught_up_at = None
+                    stop_at = None
+                    end = None
+                    while True:
+                        if stop_at is None and sum(nxt.values()) >= 20000:
+                            caught_up_at = time.monotonic() - t0
+                            # keep reading live records for 3 s, then stop the producer
+                            stop_at = time.monotonic() + 3
+                        if stop_at is not None and end is None and time.monotonic() > stop_at:
+                            await asyncio.to_thread(prod.stop)
+                            end = ends(topic, 2)
+                        if end is not None and nxt == end:
+                            break
+                        e = await c.recv(timeout=30)
+                        assert e["op"] == "record", e
+                        p = e["partition"]
+                        assert e["offset"] == nxt[p], (e["partition"], e["offset"], nxt)
+                        nxt[p] += 1
+                    await c.quiet(1.0)
+                    return nxt, caught_up_at, prod.count
+            nxt, caught, produced = run(go(), timeout=90)
+            assert sum(nxt.values()) == 20000 + produced, (nxt, produced)
+            print(f"# caught up with 20000 in {caught:.1f} s, then {produced} produced live "
+                  f"(total {nxt})")
+    finally:
+        if prod.is_alive():
+            prod.halt.set()
+            prod.join(60)
+
+
+@t.test
+def resume_at_another_ksockd_after_kill_9():
+    """(e) A subscriber mid-stream when its ksockd is killed with SIGKILL resumes at a second
+    ksockd (other port) with `start: offsets` from what it processed: every offset once."""
+    need()
+    topic = su.create_topic(su.unique("resume"), 2)
+    su.produce_many(topic, 10000, partitions=2)
+    prod = Producer(topic, 2, rate=1000)
+    prod.start()
+    try:
+        with Ksockd(KSOCKD) as a, Ksockd(KSOCKD) as b:
+            assert a.port != b.port
+
+            async def go():
+                nxt = {}
+                seen = 0
+                async with Client(a.url, "protobuf", max_queue=64) as c:
+                    s = await c.subscribe(topic, id="a", start="earliest")
+                    nxt = dict(s["offsets"])
+                    assert nxt == {0: 0, 1: 0}, s
+                    try:
+                        while True:
+                            e = await c.recv(timeout=30)
+                            assert e["op"] == "record", e
+                            assert e["offset"] == nxt[e["partition"]], (e, nxt)
+                            nxt[e["partition"]] += 1
+                            seen += 1
+                            if seen == 4000:
+                                a.crash()  # mid-stream; keep reading what is on the way
+                    except su.websockets.exceptions.ConnectionClosed:
+                        pass
+                assert a.crashed and seen >= 4000, seen
+                async with Client(b.url, "protobuf", max_queue=64) as c:
+                    s = await c.subscribe(topic, id="b", start="offsets",
+                                          offsets=sorted(nxt.items()))
+                    assert s["offsets"] == sorted(nxt.items()), (s, nxt)
+                    await asyncio.sleep(2)
+                    await asyncio.to_thread(prod.stop)
+                    end = ends(topic, 2)
+                    while nxt != end:
+                        e = await c.recv(timeout=30)
+                        assert e["op"] == "record", e
+                        assert e["offset"] == nxt[e["partition"]], (e, nxt)
+                        nxt[e["partition"]] += 1
+                    await c.quiet(1.0)
+                return seen, nxt
+            seen, nxt = run(go(), timeout=90)
+            print(f"# {seen} records before the kill, resumed to {nxt}")
+    finally:
+        if prod.is_alive():
+            prod.halt.set()
+            prod.join(60)
+
+
+async def latencies(c, seconds, until=None):
+    """Produce->receive latencies (ms) of the records `c` gets for `seconds`."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        e = await c.recv(timeout=10)
+        assert e["op"] == "record", e
+        out.append((time.time() - float(e["value"].split(b" ", 1)[0])) * 1000)
+    return out
+
+
+@t.test
+def slow_client_is_closed_1013_and_fast_client_unaffected():
+    """(f) Default policy (close): a subscriber that stops reading is closed with 1013 once its
+    send queue is full, having received its records in order up to then; a fast subscriber's
+    median produce->receive latency stays within 2x of what it is without the slow one."""
+    need()
+    topic = su.create_topic(su.unique("slow"), 1)
+    prod = Producer(topic, 1, rate=400, size=4096)
+    with Ksockd(KSOCKD) as k:
+        try:
+            async def go():
+                async with Client(k.url, "msgpack") as fast:
+                    s = await fast.subscribe(topic, id="fast")
+                    prod.start()
+                    base = await latencies(fast, 4)
+                    slow = Client(k.url, "msgpack", max_queue=1, rcvbuf=4096, read_limit=4096)
+                    await slow.__aenter__()
+                    try:
+                        s = await slow.subscribe(topic, id="slow")
+                        start = dict(s["offsets"])
+                        loaded = await latencies(fast, 6)  # the slow one reads nothing
+                        nxt, code, reason = dict(start), None, None
+                        try:
+                            while True:
+                                e = await slow.recv(timeout=30)
+                                assert e["op"] == "record", e
+                                assert e["offset"] == nxt[0], (e["offset"], nxt)
+                                nxt[0] += 1
+                        except su.websockets.exceptions.ConnectionClosed as exc:
+                            code, reason = exc.rcvd.code if exc.rcvd else None, \
+                                exc.rcvd.reason if exc.rcvd else None
+                    finally:
+                        await slow.__aexit__(None, None, None)
+                    return base, loaded, code, reason, nxt[0] - start[0]
+            base, loaded, code, reason, got = run(go(), timeout=90)
+        finally:
+            if prod.is_alive():
+                prod.stop()
+    mb, ml = statistics.median(base), statistics.median(loaded)
+    print(f"# fast client median latency {mb:.1f} ms alone ({len(base)} records), "
+          f"{ml:.1f} ms with the slow client ({len(loaded)}); slow got {got} records, "
+          f"closed {code} {reason!r}")
+    assert code == 1013, (code, reason)
+    assert "slow client" in (reason or ""), reason
+    assert ml <= 2 * mb, f"median latency {ml:.1f} ms with the slow client, {mb:.1f} ms without"
+
+
+@t.test
+def slow_client_with_drop_policy_gets_32_then_later_records():
+    """(f) `"bridge": {"slow_client": "drop"}`: a subscriber that stops reading misses what does
+    not fit, then gets error -32 (no id, topic, start offsets, offsets = first record it did
+    not receive), then the records after; the connection stays open."""
+    need()
+    topic = su.create_topic(su.unique("drop"), 1)
+    with Ksockd(KSOCKD, bridge={"slow_client": "drop"},
+                websocket={"send_queue_max_frames": 64}) as k:
+        async def go():
+            slow = Client(k.url, "json", max_queue=1, rcvbuf=4096, read_limit=4096)
+            await slow.__aenter__()
+            try:
+                s = await slow.subscribe(topic, id="slow")
+                nxt = s["offsets"][0][1]
+                await asyncio.to_thread(su.produce_many, topic, 3000,
+                                        value=lambda i: b"%06d" % i + b"y" * 4000)
+                await asyncio.sleep(2)  # the records pile up and overflow, unread
+                await asyncio.to_thread(su.produce_many, topic, 5, value=lambda i: b"tail")
+                end = ends(topic, 1)[0]
+                gaps, got = [], 0
+                while nxt < end:
+                    e = await slow.recv(timeout=30)
+                    if e["op"] == "error":
+                        assert e["error_code"] == -32 and "id" not in e, e
+                        assert e["topic"] == topic and e["start"] == "offsets", e
+                        assert e["offsets"] == [(0, nxt)], (e, nxt)
+                        assert e.get("error_message"), e
+                        r = await slow.recv(timeout=30)
+                        assert r["op"] == "record" and r["offset"] > nxt, r
+                        gaps.append((nxt, r["offset"]))
+                        nxt = r["offset"] + 1
+                        got += 1
+                        continue
+                    assert e["op"] == "record" and e["offset"] == nxt, (e, nxt)
+                    nxt += 1
+                    got += 1
+                await slow.send({"op": "ping", "id": "alive"})
+                assert await slow.recv() == {"op": "pong", "id": "alive"}
+                return gaps, got
+            finally:
+                await slow.__aexit__(None, None, None)
+        gaps, got = run(go(), timeout=90)
+    assert gaps, "no record was dropped: the client was never slow"
+    print(f"# drop policy: {got} of 3005 records received, gaps {gaps}")
+
+
+@t.test
+def client_leaving_mid_catch_up_does_not_hurt_others():
+    """(i) Subscribers from earliest on 40,000 records close after their first few records;
+    one reads everything, a later one subscribes fine, and ksockd stops cleanly (exit 0, and
+    in the sanitizer build no leak or error report)."""
+    need()
+    topic = su.create_topic(su.unique("leave"), 2)
+    su.produce_many(topic, 40000, partitions=2, value=lambda i: b"%08d" % i + b"z" * 200)
+    with Ksockd(KSOCKD) as k:
+        async def quitter(i):
+            async with Client(k.url, ("json", "msgpack", "protobuf")[i % 3]) as c:
+                s = await c.subscribe(topic, id=f"q{i}", start="earliest")
+                assert s["op"] == "subscribed", s
+                await c.records(5 + i)
+            # closed without unsubscribe, with the catch-up in full flow
+
+        async def reader():
+            async with Client(k.url, "msgpack", max_queue=4096) as c:
+                s = await c.subscribe(topic, id="all", start="earliest")
+                return su.check_in_order(await c.records(40000, timeout=60), dict(s["offsets"]))
+
+        async def go():
+            r = asyncio.create_task(reader())
+            for _ in range(3):
+                await asyncio.gather(*(quitter(i) for i in range(10)))
+            nxt = await r
+            assert nxt == {0: 20000, 1: 20000}, nxt
+            async with Client(k.url, "json") as c:
+                s = await c.subscribe(topic, id="late", start="offsets", offsets=[(0, 19990),
+                                                                                 (1, 19995)])
+                su.check_in_order(await c.records(15), {0: 19990, 1: 19995}, {0: 20000, 1: 20000})
+        run(go(), timeout=90)
+        k.stop()
+        assert k.sanitizer_report() is None, k.sanitizer_report()
+
+
+t.run()
