@@ -451,8 +451,13 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
                   KSOCK_KV_I64("dropped", st.dropped), KSOCK_KV_I64("send_full", st.send_full),
                   KSOCK_KV_I64("inflight_max", st.inflight_max), KSOCK_KV_I64("paused", st.paused),
                   KSOCK_KV_I64("shutdown_refused", st.shutdown_refused),
-                  KSOCK_KV_I64("drain_unknown", st.drain_unknown)},
-              9, "bridge stopped");
+                  KSOCK_KV_I64("drain_unknown", st.drain_unknown),
+                  KSOCK_KV_I64("subscribed", st.subscribed),
+                  KSOCK_KV_I64("subscribe_errors", st.subscribe_errors),
+                  KSOCK_KV_I64("records", st.records), KSOCK_KV_I64("deliveries", st.deliveries),
+                  KSOCK_KV_I64("encodes", st.encodes), KSOCK_KV_I64("slow_closed", st.slow_closed),
+                  KSOCK_KV_I64("slow_dropped", st.slow_dropped)},
+              16, "bridge stopped");
 }
 
 static void teardown(daemon_t *d)

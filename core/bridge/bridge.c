@@ -134,6 +134,7 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
     }
     c->sv = s->pi->vtable;
     c->sinst = s->pi->inst;
+    c->ser = s;
     ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
               (ksock_kv_t[]){KSOCK_KV_I64("conn", id),
                              KSOCK_KV_STR("subject", c->principal->subject),
@@ -188,10 +189,10 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     case KSOCK_OP_PONG:
         break; /* an answer to nothing we sent; allowed ("either" direction), ignored */
     case KSOCK_OP_SUBSCRIBE:
+        ksock__br_do_subscribe(b, c, &env);
+        break;
     case KSOCK_OP_UNSUBSCRIBE:
-        ksock__br_reply_error(b, c, env.id, env.id_len, env.topic, env.topic_len,
-                              KSOCK_E_UNSUPPORTED,
-                              "subscribe and unsubscribe are not supported yet by this server");
+        ksock__br_do_unsubscribe(b, c, &env);
         break;
     default: {
         char msg[96];
@@ -211,6 +212,7 @@ static void on_writable(void *data, ksock_conn_id_t id, void *conn_data)
     conn_t *c = conn_data;
     if (c == NULL || c->closing || b->stopped) return;
     ksock__br_conn_flush_overflow(b, c);
+    ksock__br_subs_writable(b, c);
     ksock__br_conn_update_pause(b, c);
     ksock__br_drain_check(b);
 }
@@ -227,6 +229,7 @@ static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, 
                              KSOCK_KV_I64("inflight", c->inflight)},
               4, "connection closed%s%s", err ? ": " : "", err ? ksock_err_name(err) : "");
     if (c->ovf_head) b->nwaiting--;
+    ksock__br_subs_conn_gone(b, c);
     ksock__br_conn_remove(b, c);
     ksock__br_conn_free(c);
     ksock__br_drain_check(b);
@@ -257,6 +260,14 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
         }
         o.max_inflight = opts->max_inflight;
         o.anonymous = opts->anonymous;
+        if (KSOCK_HAS_FIELD(opts, ksock_bridge_opts_t, slow_policy)) {
+            o.kafka = opts->kafka;
+            o.slow_policy = opts->slow_policy;
+        }
+    }
+    if (o.slow_policy != KSOCK_BRIDGE_SLOW_CLOSE && o.slow_policy != KSOCK_BRIDGE_SLOW_DROP) {
+        ksock_errstr_set(errstr, errstr_size, "bridge: unknown slow_policy %d", (int)o.slow_policy);
+        return KSOCK_E_INVAL;
     }
     if (o.max_inflight == 0) o.max_inflight = KSOCK_BRIDGE_DEFAULT_MAX_INFLIGHT;
     if (auth == NULL && !o.anonymous) {
@@ -272,6 +283,18 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
         free(b);
         return KSOCK_E_NOMEM;
     }
+    if (o.kafka && ksock_kafka_conf_dup(o.kafka, &b->kconf) != 0) {
+        free(b->buckets);
+        free(b);
+        return KSOCK_E_NOMEM;
+    }
+    o.kafka = NULL; /* b->kconf is the bridge's copy */
+    b->lk_fd = -1;
+    b->slow_policy = o.slow_policy;
+    b->max_subscriptions = BRIDGE_MAX_SUBSCRIPTIONS;
+    b->max_catchup = BRIDGE_MAX_CATCHUP;
+    b->partition_refresh_ms = 10000;
+    b->lookup_timeout_ms = 5000;
     b->rt = rt;
     b->transport = transport;
     b->tv = transport->vtable;
@@ -281,6 +304,8 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->opts = o;
     b->can_pause =
         KSOCK_HAS_FIELD(b->tv, ksock_transport_vtable_t, pause_read) && b->tv->pause_read != NULL;
+    b->can_send_many =
+        KSOCK_HAS_FIELD(b->tv, ksock_transport_vtable_t, send_many) && b->tv->send_many != NULL;
     b->resume_at = o.max_inflight - (o.max_inflight + 3) / 4;
     b->drain_timeout_ms = 5000;
     const char *stall = getenv("KSOCK_TEST_STALL_MS");
@@ -389,10 +414,17 @@ void ksock_bridge_destroy(ksock_bridge_t *b)
     for (size_t i = 0; i < b->nbuckets; i++) {
         for (conn_t *c = b->buckets[i], *next; c; c = next) {
             next = c->next;
+            ksock__br_subs_conn_gone(b, c);
             ksock__br_conn_free(c);
         }
     }
     free(b->buckets);
+    ksock__br_topics_free(b); /* those waiting for a lookup */
+    ksock__br_lookups_free(b);
+    ksock_kafka_conf_free(b->kconf);
+    free(b->fo_ids);
+    free(b->fo_rc);
+    free(b->fo_subs);
     for (serializer_t *s = b->serializers, *next; s; s = next) {
         next = s->next;
         ksock_plugin_instance_free(s->pi);

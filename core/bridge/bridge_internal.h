@@ -2,8 +2,12 @@
  * The bridge's internals shared by its files (not installed):
  *   bridge.c   the public API, transport events, serializers;
  *   conns.c    the connection table, pausing, replies and their overflow;
- *   publish.c  publishing, delivery reports, the shutdown drain.
- * Subscribe and fan-out get files of their own next to these.
+ *   publish.c  publishing, delivery reports, the shutdown drain;
+ *   subs.c     subscribe and unsubscribe: requests, their answers, catch-up readers;
+ *   fanout.c   topics: one shared Kafka reader each, records to subscribers, slow clients;
+ *   lookup.c   Kafka lookups (partitions, offsets) on threads of their own.
+ * Nothing in subs.c, fanout.c or lookup.c knows the transport's library:
+ * frames go out through the transport vtable (send_many).
  */
 #ifndef KSOCK_BRIDGE_INTERNAL_H
 #define KSOCK_BRIDGE_INTERNAL_H
@@ -16,6 +20,8 @@
 #include <ksock/runtime.h>
 #include <ksock/serde.h>
 
+#include <pthread.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,11 +37,19 @@
 /* A drain ends only after clients were quiet this long (see drain_done). */
 #define DRAIN_QUIET_MS 250
 #define DRAIN_TICK_MS  50
+/* Defaults of the "bridge" section's subscription limits (config.c says what they mean). */
+#define BRIDGE_MAX_SUBSCRIPTIONS 100
+#define BRIDGE_MAX_CATCHUP       32
 
 typedef struct reply_s {
     struct reply_s *next;
     ksock_frame_t *frame;
 } reply_t;
+
+typedef struct serializer_s serializer_t;
+typedef struct sub_s sub_t;
+typedef struct topic_s topic_t;
+typedef struct lookup_s lookup_t;
 
 typedef struct conn_s {
     ksock_conn_id_t id;
@@ -43,6 +57,9 @@ typedef struct conn_s {
     ksock_principal_t *principal;
     const ksock_serializer_vtable_t *sv; /* set in on_open */
     void *sinst;
+    serializer_t *ser;
+    sub_t *subs; /* its subscriptions, one per topic */
+    size_t nsubs;
     uint32_t inflight;
     reply_t *ovf_head, *ovf_tail; /* replies waiting for room in the send queue, in order */
     bool registered;              /* in the table (on_open seen) */
@@ -59,11 +76,84 @@ typedef struct pending_s {
     char *topic;
 } pending_t;
 
-typedef struct serializer_s {
+struct serializer_s {
     char *name;
     ksock_plugin_instance_t *pi;
     struct serializer_s *next;
-} serializer_t;
+};
+
+/* A topic's subscribers fed by its shared reader that use one serializer (one frame per record). */
+typedef struct group_s {
+    struct group_s *next;
+    serializer_t *ser;
+    sub_t **subs;
+    size_t n, cap;
+} group_t;
+
+/*
+ * One subscription: a connection and a topic. Per partition it keeps the
+ * next offset to deliver; a partition is fed either by the subscription's
+ * own catch-up reader (`catching`) or by the topic's shared reader
+ * (`joined`), never both (docs/bridge.md, How a subscription is fed).
+ */
+struct sub_s {
+    conn_t *conn;
+    topic_t *topic;
+    sub_t *cnext;          /* the connection's list */
+    sub_t *tnext, **tprev; /* the topic's list */
+    char *id;              /* the subscribe's id until answered; NULL: none */
+    size_t id_len;
+    ksock_start_t start;
+    ksock_partition_offset_t *req; /* start: offsets */
+    size_t nreq;
+    int64_t start_ts;
+    bool active;       /* `subscribed` sent */
+    bool gap_pending;  /* records dropped (slow-client drop): tell before the next */
+    bool catch_paused; /* the catch-up reader waits for room in the send queue */
+    int32_t nparts;
+    int64_t *next; /* per partition: the next offset to deliver */
+    int64_t *gap;  /* per partition: the first dropped offset, -1 none */
+    bool *joined, *catching;
+    size_t ncatching;
+    ksock_kafka_consumer_t *cu; /* catch-up reader, NULL when none */
+    group_t *group;             /* while some partition is joined */
+    size_t gidx;
+    lookup_t *lk; /* its own lookup in flight */
+};
+
+/* A topic with subscribers: its shared reader at the head (fanout.c). */
+struct topic_s {
+    ksock_bridge_t *b;
+    topic_t *next;
+    char *name;
+    int32_t nparts; /* 0 until resolved */
+    int64_t *pos;   /* per partition: the next offset the shared reader hands out */
+    ksock_kafka_consumer_t *head;
+    group_t *groups;
+    sub_t *subs;
+    size_t nsubs;
+    lookup_t *lk; /* resolve or partition refresh in flight */
+    ksock_timer_t *refresh;
+    bool resolved;
+};
+
+/* A Kafka lookup on a thread (lookup.c): partitions, their offsets, offsets at a time. */
+struct lookup_s {
+    ksock_bridge_t *b;
+    lookup_t *next;
+    pthread_t thread;
+    _Atomic bool done;
+    topic_t *topic; /* a topic's lookup; NULL once the topic is gone */
+    sub_t *sub;     /* a subscription's lookup; NULL once it is gone */
+    bool for_sub;
+    char *name;
+    int64_t ts; /* -1: no offsets-for-times */
+    int timeout_ms;
+    int err;
+    char errmsg[256];
+    int32_t nparts;
+    int64_t *low, *high, *at;
+};
 
 struct ksock_bridge_s {
     ksock_runtime_t *rt;
@@ -96,6 +186,25 @@ struct ksock_bridge_s {
     uint64_t drain_timeout_ms;
     ksock_bridge_stats_t stats;
     _Atomic uint64_t refused; /* handshakes refused: counted on the transport's thread */
+    /* Subscriptions (subs.c, fanout.c, lookup.c). */
+    ksock_kafka_conf_t *kconf;    /* readers' configuration; NULL: subscribe unsupported */
+    ksock_kafka_consumer_t *meta; /* never started: its handle runs the lookups */
+    topic_t *topics;
+    lookup_t *lookups;
+    int lk_fd; /* eventfd: a lookup thread is done */
+    struct event *lk_ev;
+    bool can_send_many;
+    int slow_policy;            /* KSOCK_BRIDGE_SLOW_* */
+    uint64_t max_subscriptions; /* per connection */
+    uint64_t max_catchup;       /* catch-up readers at once */
+    uint64_t ncatchup;
+    uint64_t partition_refresh_ms;
+    int lookup_timeout_ms;
+    /* fan-out scratch: ids, outcomes and subscriptions of one send_many */
+    ksock_conn_id_t *fo_ids;
+    int *fo_rc;
+    sub_t **fo_subs;
+    size_t fo_cap;
 };
 
 /* conns.c: the connection table. */
@@ -120,6 +229,49 @@ int ksock__br_serializer_add(ksock_bridge_t *b, const char *name, const ksock_co
 
 /* config.c: the listener and serializer log records of a bridge made from a config. */
 void ksock__br_log_config(const ksock_bridge_t *b);
+
+/* publish.c: Kafka's rule for topic names. */
+bool ksock__br_topic_valid(const char *t, size_t n);
+
+/* subs.c: subscribe and unsubscribe requests. */
+void ksock__br_do_subscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
+void ksock__br_do_unsubscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
+/* subs.c: the connection has room again: gap notices, paused catch-up readers. */
+void ksock__br_subs_writable(ksock_bridge_t *b, conn_t *c);
+/* subs.c: end every subscription of a connection that is gone. */
+void ksock__br_subs_conn_gone(ksock_bridge_t *b, conn_t *c);
+/* subs.c: a topic's lookup is done: start the subscriptions that waited for it. */
+void ksock__br_subs_topic_ready(ksock_bridge_t *b, topic_t *t, const lookup_t *l);
+/* subs.c: a subscription's own lookup is done. */
+void ksock__br_sub_lookup_done(ksock_bridge_t *b, sub_t *s, const lookup_t *l);
+/* subs.c: partitions [from, t->nparts) were added to t: extend its subscriptions. */
+void ksock__br_subs_partitions_added(ksock_bridge_t *b, topic_t *t, int32_t from);
+/* subs.c: end one subscription (unsubscribe, replace, error, connection gone). */
+void ksock__br_sub_free(ksock_bridge_t *b, sub_t *s);
+/* subs.c: an `error` envelope -32 for `s` with the offsets where its gaps start. */
+void ksock__br_sub_send_gap(ksock_bridge_t *b, sub_t *s, const char *id, size_t id_len,
+                            const char *why);
+
+/* fanout.c: topics and the shared reader. */
+topic_t *ksock__br_topic_get(ksock_bridge_t *b, const char *name, bool create);
+void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t); /* frees it when no subscription is left */
+int ksock__br_topic_start(ksock_bridge_t *b, topic_t *t, const lookup_t *l, char *err, size_t n);
+/* fanout.c: a refresh lookup found partitions: read the new ones from their first record. */
+void ksock__br_topic_grow(ksock_bridge_t *b, topic_t *t, const lookup_t *l);
+/* fanout.c: a copy of the bridge's Kafka configuration for a reader (head: the shared one). */
+int ksock__br_reader_conf(ksock_bridge_t *b, bool head, ksock_kafka_conf_t **out, char *err,
+                          size_t n);
+void ksock__br_group_add(ksock_bridge_t *b, sub_t *s);
+void ksock__br_group_remove(sub_t *s);
+/* fanout.c: the record envelope of a Kafka message; headers into hbuf (n entries) or *heap. */
+void ksock__br_record_env(const ksock_kafka_message_t *m, ksock_envelope_t *env,
+                          ksock_header_t *hbuf, size_t n, ksock_header_t **heap);
+/* fanout.c: free every topic (bridge destroy). */
+void ksock__br_topics_free(ksock_bridge_t *b);
+
+/* lookup.c */
+int ksock__br_lookup_start(ksock_bridge_t *b, topic_t *t, sub_t *s, const char *name, int64_t ts);
+void ksock__br_lookups_free(ksock_bridge_t *b); /* joins the threads */
 
 /* publish.c: a decoded publish from `c`. */
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);

@@ -24,7 +24,13 @@
 typedef struct bridge_section_s {
     int64_t max_inflight;
     int64_t drain_timeout; /* ms */
+    int slow_client;       /* KSOCK_BRIDGE_SLOW_* */
+    int64_t max_subscriptions;
+    int64_t max_catchup_readers;
+    int64_t partition_refresh; /* ms */
 } bridge_section_t;
+
+static const char *const slow_values[] = {"close", "drop", NULL};
 
 static const ksock_option_t bridge_section[] = {
     KSOCK_OPTION_RANGE("max_inflight", KSOCK_OPT_INT, 0, "1000", bridge_section_t, max_inflight, 1,
@@ -38,6 +44,24 @@ static const ksock_option_t bridge_section[] = {
                        "publishes in flight (new ones are refused with -26) and for clients to "
                        "go quiet for 250 ms before closing the connections; what is still "
                        "pending then is answered -27 (outcome unknown)."),
+    KSOCK_OPTION_ENUM("slow_client", 0, "close", bridge_section_t, slow_client, slow_values,
+                      "A subscriber whose send queue is full (websocket send_queue_max_frames or "
+                      "send_queue_max_bytes): \"close\" closes it with 1013 and it resumes from "
+                      "its offsets after reconnecting; \"drop\" drops the records that do not "
+                      "fit and then sends it an error -32 (KSOCK_E_SKIPPED) with the offsets "
+                      "where the gap starts. The shared Kafka reader never waits for a client."),
+    KSOCK_OPTION_RANGE("max_subscriptions", KSOCK_OPT_INT, 0, "100", bridge_section_t,
+                       max_subscriptions, 1, 1000000,
+                       "Subscriptions (topics) per connection; one more is refused with -22."),
+    KSOCK_OPTION_RANGE("max_catchup_readers", KSOCK_OPT_INT, 0, "32", bridge_section_t,
+                       max_catchup_readers, 0, 100000,
+                       "Subscriptions starting behind the shared reader (earliest, offsets, "
+                       "timestamp) each read with a Kafka consumer of their own until they "
+                       "catch up; at most this many at once, one more is refused with -22."),
+    KSOCK_OPTION_RANGE("partition_refresh", KSOCK_OPT_DURATION, 0, "10s", bridge_section_t,
+                       partition_refresh, 0, 86400000,
+                       "How often a subscribed topic is checked for added partitions (read from "
+                       "their first record); 0 never."),
     KSOCK_OPTION_END,
 };
 
@@ -403,6 +427,20 @@ void ksock__br_log_config(const ksock_bridge_t *b)
                   "listeners too");
 }
 
+/* The readers' Kafka configuration: the "kafka" section, as the producer's is made. */
+static int reader_conf(const ksock_config_t *cfg, const ksock_cfg_t *root, ksock_kafka_conf_t **out,
+                       char *errstr, size_t errstr_size)
+{
+    int rc = ksock_kafka_conf_new(out);
+    if (rc != 0) return rc;
+    rc = ksock_kafka_conf_set_cfg(*out, cfg, ksock_cfg_get(root, "kafka"), errstr, errstr_size);
+    if (rc != 0) {
+        ksock_kafka_conf_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 /* ---- Public API ------------------------------------------------------------------ */
 
 /* Sections that mean something only next to "websocket". */
@@ -446,10 +484,16 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     if (rc == 0) rc = check_listed(rt, cfg, root, errstr, errstr_size);
     ksock_bridge_t *b = NULL;
     if (rc == 0) {
+        ksock_kafka_conf_t *kconf = NULL;
+        rc = reader_conf(cfg, root, &kconf, errstr, errstr_size);
         ksock_bridge_opts_t bo = {.size = sizeof(bo),
                                   .max_inflight = (uint32_t)p.bs.max_inflight,
-                                  .anonymous = p.anonymous};
-        rc = ksock_bridge_new(rt, p.transport, p.auth, producer, &bo, &b, errstr, errstr_size);
+                                  .anonymous = p.anonymous,
+                                  .kafka = kconf,
+                                  .slow_policy = (ksock_bridge_slow_policy_t)p.bs.slow_client};
+        if (rc == 0)
+            rc = ksock_bridge_new(rt, p.transport, p.auth, producer, &bo, &b, errstr, errstr_size);
+        ksock_kafka_conf_free(kconf);
     }
     if (rc != 0) {
         parts_free(&p);
@@ -459,6 +503,9 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     b->serializers_fixed = true;
     b->cfg = cfg;
     b->drain_timeout_ms = (uint64_t)p.bs.drain_timeout;
+    b->max_subscriptions = (uint64_t)p.bs.max_subscriptions;
+    b->max_catchup = (uint64_t)p.bs.max_catchup_readers;
+    b->partition_refresh_ms = (uint64_t)p.bs.partition_refresh;
     const ksock_cfg_t *sec = ksock_cfg_get(root, "serializers");
     if (sec)
         rc = serializers_section(rt, cfg, sec, b, errstr, errstr_size);

@@ -170,7 +170,7 @@ static char *memdup_z(const char *s, size_t n)
  * make us check one topic and produce to another, no byte a ksock__br_reply or a log
  * line would have to escape.
  */
-static bool topic_valid(const char *t, size_t n)
+bool ksock__br_topic_valid(const char *t, size_t n)
 {
     if (t == NULL || n == 0 || n > 249) return false;
     if ((n == 1 && t[0] == '.') || (n == 2 && t[0] == '.' && t[1] == '.')) return false;
@@ -283,7 +283,7 @@ static int publish_send(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *en
 
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
 {
-    if (!topic_valid(env->topic, env->topic_len)) {
+    if (!ksock__br_topic_valid(env->topic, env->topic_len)) {
         /* Not echoed: it is not a name, and may hold bytes a reply cannot carry. */
         ksock__br_reply_error(
             b, c, env->id, env->id_len, NULL, 0, KSOCK_E_PROTO,

@@ -1,0 +1,358 @@
+/*
+ * Fan-out (docs/bridge.md, How a subscription is fed): each topic with
+ * subscribers has one shared Kafka reader at the head, a consumer with a
+ * manual assignment of every partition and no group. Each record it reads
+ * is encoded once per serializer in use among the topic's joined
+ * subscribers, and that one frame is queued on all of them with one
+ * send_many call (one lock, one wake-up of the transport's thread).
+ *
+ * The reader never waits for a subscriber: a subscriber whose send queue
+ * is full gets the slow-client policy (close with 1013, or drop and a gap
+ * notice later), so one slow client never slows the others.
+ *
+ * Partitions added to a topic are found by a periodic lookup
+ * (partition_refresh) and read from their first record.
+ */
+#include "bridge_internal.h"
+
+/* ---- Record envelopes -------------------------------------------------------- */
+
+void ksock__br_record_env(const ksock_kafka_message_t *m, ksock_envelope_t *env,
+                          ksock_header_t *hbuf, size_t n, ksock_header_t **heap)
+{
+    ksock_envelope_init(env);
+    env->op = KSOCK_OP_RECORD;
+    env->topic = m->topic;
+    env->topic_len = strlen(m->topic);
+    env->partition = m->partition;
+    env->offset = m->offset;
+    env->timestamp = m->timestamp_ms >= 0 ? m->timestamp_ms : -1;
+    env->key = (ksock_bytes_t){m->key, m->key_len, m->key != NULL};
+    env->value = (ksock_bytes_t){m->value, m->value_len, m->value != NULL};
+    *heap = NULL;
+    if (m->header_count == 0) return;
+    ksock_header_t *h = hbuf;
+    if (m->header_count > n) {
+        h = *heap = malloc(m->header_count * sizeof(*h));
+        if (h == NULL) return; /* the caller sees nheaders 0 and refuses to send a partial record */
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->header_count; i++) {
+        ksock_kafka_header_t kh;
+        if (ksock_kafka_message_header(m, i, &kh) != 0) continue;
+        h[k++] = (ksock_header_t){kh.name, strlen(kh.name),
+                                  (ksock_bytes_t){kh.value, kh.value_len, kh.value != NULL}};
+    }
+    env->headers = h;
+    env->nheaders = k;
+}
+
+/* ---- Groups: the joined subscribers of a topic, by serializer ----------------- */
+
+void ksock__br_group_add(ksock_bridge_t *b, sub_t *s)
+{
+    (void)b;
+    if (s->group) return;
+    topic_t *t = s->topic;
+    group_t *g = t->groups;
+    while (g && g->ser != s->conn->ser)
+        g = g->next;
+    if (g == NULL) {
+        if ((g = calloc(1, sizeof(*g))) == NULL) goto nomem;
+        g->ser = s->conn->ser;
+        g->next = t->groups;
+        t->groups = g;
+    }
+    if (g->n == g->cap) {
+        size_t ncap = g->cap ? g->cap * 2 : 8;
+        sub_t **v = realloc(g->subs, ncap * sizeof(*v));
+        if (v == NULL) goto nomem;
+        g->subs = v;
+        g->cap = ncap;
+    }
+    s->gidx = g->n;
+    g->subs[g->n++] = s;
+    s->group = g;
+    return;
+nomem:
+    /* Without a place in the group it would silently get nothing: close it instead. */
+    ksock__br_conn_close(b, s->conn, CLOSE_INTERNAL, "out of memory");
+}
+
+void ksock__br_group_remove(sub_t *s)
+{
+    group_t *g = s->group;
+    if (g == NULL) return;
+    sub_t *last = g->subs[--g->n];
+    g->subs[s->gidx] = last;
+    last->gidx = s->gidx;
+    s->group = NULL;
+}
+
+/* ---- Sending one record to a group --------------------------------------------- */
+
+static bool scratch_reserve(ksock_bridge_t *b, size_t n)
+{
+    if (n <= b->fo_cap) return true;
+    size_t ncap = b->fo_cap ? b->fo_cap : 64;
+    while (ncap < n)
+        ncap *= 2;
+    ksock_conn_id_t *ids = realloc(b->fo_ids, ncap * sizeof(*ids));
+    if (ids) b->fo_ids = ids;
+    int *rc = realloc(b->fo_rc, ncap * sizeof(*rc));
+    if (rc) b->fo_rc = rc;
+    sub_t **subs = realloc(b->fo_subs, ncap * sizeof(*subs));
+    if (subs) b->fo_subs = subs;
+    if (ids == NULL || rc == NULL || subs == NULL) return false;
+    b->fo_cap = ncap;
+    return true;
+}
+
+/* A record that did not fit in a subscriber's send queue. */
+static void slow(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o)
+{
+    conn_t *c = s->conn;
+    if (b->slow_policy == KSOCK_BRIDGE_SLOW_DROP) {
+        if (s->gap[p] < 0) s->gap[p] = o;
+        s->gap_pending = true;
+        s->next[p] = o + 1;
+        b->stats.slow_dropped++;
+        return;
+    }
+    if (c->closing) return;
+    b->stats.slow_closed++;
+    ksock_log(b->rt, KSOCK_LOG_WARN, COMPONENT,
+              (ksock_kv_t[]){KSOCK_KV_I64("conn", c->id), KSOCK_KV_STR("topic", s->topic->name),
+                             KSOCK_KV_I64("partition", p), KSOCK_KV_I64("offset", o)},
+              4, "slow client: send queue full, closing with 1013");
+    ksock__br_conn_close(b, c, CLOSE_TRY_AGAIN, "slow client: send queue full");
+}
+
+/* Does `s` take record (p, o) from the shared reader now? Drops count here too. */
+static bool wants(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o)
+{
+    if (!s->joined[p] || o < s->next[p] || s->conn->closing) return false;
+    if (s->gap_pending || s->conn->ovf_head) { /* the queue is full or a notice must go first */
+        slow(b, s, p, o);
+        return false;
+    }
+    return true;
+}
+
+static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *env)
+{
+    int32_t p = env->partition;
+    int64_t o = env->offset;
+    if (!scratch_reserve(b, g->n)) return;
+    size_t n = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        sub_t *s = g->subs[i];
+        if (!wants(b, s, p, o)) continue;
+        b->fo_subs[n] = s;
+        b->fo_ids[n++] = s->conn->id;
+    }
+    if (n == 0) return;
+    const ksock_serializer_vtable_t *sv = g->ser->pi->vtable;
+    void *si = g->ser->pi->inst;
+    char err[256];
+    ksock_buf_t buf = KSOCK_BUF_INIT;
+    int rc = sv->encode_envelope(si, env, &buf, err, sizeof(err));
+    ksock_frame_t *f = rc == 0 ? ksock_frame_adopt(sv->frame_type(si), buf.data, buf.len) : NULL;
+    if (f == NULL) {
+        ksock_buf_free(&buf);
+        ksock_log(b->rt, KSOCK_LOG_ERROR, COMPONENT,
+                  (ksock_kv_t[]){KSOCK_KV_STR("topic", env->topic ? g->subs[0]->topic->name : ""),
+                                 KSOCK_KV_I64("partition", p), KSOCK_KV_I64("offset", o)},
+                  3, "cannot encode a record for %s: %s", g->ser->name, rc ? err : "out of memory");
+        for (size_t i = 0; i < n; i++) /* never a silent hole: they are told */
+            slow(b, b->fo_subs[i], p, o);
+        return;
+    }
+    b->stats.encodes++;
+    if (b->can_send_many) {
+        b->tv->send_many(b->transport->inst, f, b->fo_ids, n, b->fo_rc);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            b->fo_rc[i] = b->tv->send(b->transport->inst, b->fo_ids[i], f);
+    }
+    ksock_frame_unref(f);
+    for (size_t i = 0; i < n; i++) {
+        sub_t *s = b->fo_subs[i];
+        if (b->fo_rc[i] == 0) {
+            s->next[p] = o + 1;
+            b->stats.deliveries++;
+        } else if (b->fo_rc[i] == KSOCK_E_QUEUE_FULL) {
+            slow(b, s, p, o);
+        } else if (b->fo_rc[i] == KSOCK_E_NOMEM) {
+            ksock__br_conn_close(b, s->conn, CLOSE_INTERNAL, "out of memory");
+        } /* KSOCK_E_CLOSED: its on_close comes and ends the subscription */
+    }
+}
+
+/* The shared reader's handler: one record to every joined subscriber. Never pauses. */
+static int head_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_message_t *m, void *data)
+{
+    (void)kc;
+    topic_t *t = data;
+    ksock_bridge_t *b = t->b;
+    int32_t p = m->partition;
+    if (b->stopped || p < 0 || p >= t->nparts || m->offset < t->pos[p]) return 0;
+    t->pos[p] = m->offset + 1; /* below: re-read after a re-assignment, already handed out */
+    b->stats.records++;
+    if (t->groups == NULL) return 0;
+    ksock_header_t hbuf[16], *heap;
+    ksock_envelope_t env;
+    ksock__br_record_env(m, &env, hbuf, 16, &heap);
+    if (m->header_count > 16 && heap == NULL) {
+        for (group_t *g = t->groups; g; g = g->next)
+            for (size_t i = 0; i < g->n; i++)
+                if (g->subs[i]->joined[p] && m->offset >= g->subs[i]->next[p])
+                    slow(b, g->subs[i], p, m->offset);
+        return 0;
+    }
+    for (group_t *g = t->groups; g; g = g->next)
+        send_group(b, g, &env);
+    free(heap);
+    return 0;
+}
+
+/* ---- Topics ----------------------------------------------------------------------- */
+
+topic_t *ksock__br_topic_get(ksock_bridge_t *b, const char *name, bool create)
+{
+    for (topic_t *t = b->topics; t; t = t->next)
+        if (strcmp(t->name, name) == 0) return t;
+    if (!create) return NULL;
+    topic_t *t = calloc(1, sizeof(*t));
+    if (t == NULL || (t->name = strdup(name)) == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->b = b;
+    t->next = b->topics;
+    b->topics = t;
+    return t;
+}
+
+static void topic_free(ksock_bridge_t *b, topic_t *t)
+{
+    if (t->lk) t->lk->topic = NULL;
+    if (t->refresh) ksock_timer_close(t->refresh);
+    if (t->head) {
+        ksock_kafka_consumer_destroy(t->head);
+        b->stats.readers--;
+    }
+    for (group_t *g = t->groups, *next; g; g = next) {
+        next = g->next;
+        free(g->subs);
+        free(g);
+    }
+    free(t->pos);
+    free(t->name);
+    free(t);
+}
+
+void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
+{
+    if (t->nsubs > 0) return;
+    for (topic_t **pp = &b->topics; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    topic_free(b, t);
+}
+
+void ksock__br_topics_free(ksock_bridge_t *b)
+{
+    while (b->topics) {
+        topic_t *t = b->topics;
+        b->topics = t->next;
+        topic_free(b, t);
+    }
+}
+
+/* Assign every partition to the shared reader at t->pos. */
+static int head_assign(topic_t *t)
+{
+    ksock_kafka_partition_t *parts = calloc((size_t)t->nparts, sizeof(*parts));
+    if (parts == NULL) return KSOCK_E_NOMEM;
+    for (int32_t p = 0; p < t->nparts; p++)
+        parts[p] = (ksock_kafka_partition_t){t->name, p, t->pos[p], 0};
+    int rc = ksock_kafka_consumer_assign(t->head, parts, (size_t)t->nparts);
+    free(parts);
+    return rc;
+}
+
+static void refresh_cb(ksock_timer_t *tm, void *data)
+{
+    (void)tm;
+    topic_t *t = data;
+    if (t->lk == NULL) ksock__br_lookup_start(t->b, t, NULL, t->name, -1);
+}
+
+/* A reader's configuration: the bridge's, with bounded prefetch (memory per reader). */
+int ksock__br_reader_conf(ksock_bridge_t *b, bool head, ksock_kafka_conf_t **out, char *err,
+                          size_t n)
+{
+    int rc = ksock_kafka_conf_dup(b->kconf, out);
+    if (rc != 0) return rc;
+    if (ksock_kafka_conf_get(*out, "queued.max.messages.kbytes") == NULL)
+        rc = ksock_kafka_conf_set(*out, "queued.max.messages.kbytes", head ? "16384" : "4096", err,
+                                  n);
+    if (rc == 0 && ksock_kafka_conf_get(*out, "fetch.wait.max.ms") == NULL)
+        rc = ksock_kafka_conf_set(*out, "fetch.wait.max.ms", "100", err, n);
+    if (rc != 0) {
+        ksock_kafka_conf_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* The first lookup of a topic is done: start its shared reader at the end offsets. */
+int ksock__br_topic_start(ksock_bridge_t *b, topic_t *t, const lookup_t *l, char *err, size_t n)
+{
+    t->pos = calloc((size_t)l->nparts, sizeof(*t->pos));
+    if (t->pos == NULL) return KSOCK_E_NOMEM;
+    memcpy(t->pos, l->high, (size_t)l->nparts * sizeof(*t->pos));
+    t->nparts = l->nparts;
+    ksock_kafka_conf_t *conf;
+    int rc = ksock__br_reader_conf(b, true, &conf, err, n);
+    if (rc != 0) return rc;
+    rc = ksock_kafka_consumer_new(b->rt, &t->head, conf, NULL, head_on_message, t, err, n);
+    ksock_kafka_conf_free(conf);
+    if (rc != 0) return rc;
+    b->stats.readers++;
+    if ((rc = head_assign(t)) != 0 || (rc = ksock_kafka_consumer_start(t->head)) != 0) {
+        ksock_errstr_set(err, n, "cannot start the reader of %s: %s", t->name, ksock_strerror(rc));
+        return rc;
+    }
+    if (b->partition_refresh_ms > 0 && ksock_timer_init(b->rt, &t->refresh, refresh_cb, t) == 0)
+        ksock_timer_start(t->refresh, b->partition_refresh_ms, b->partition_refresh_ms);
+    t->resolved = true;
+    ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
+              (ksock_kv_t[]){KSOCK_KV_STR("topic", t->name), KSOCK_KV_I64("partitions", t->nparts)},
+              2, "shared reader started");
+    return 0;
+}
+
+/* A refresh found more partitions: read them from their first record. */
+void ksock__br_topic_grow(ksock_bridge_t *b, topic_t *t, const lookup_t *l)
+{
+    if (l->err != 0 || l->nparts <= t->nparts) return;
+    int64_t *pos = realloc(t->pos, (size_t)l->nparts * sizeof(*pos));
+    if (pos == NULL) return; /* the next refresh tries again */
+    t->pos = pos;
+    int32_t from = t->nparts;
+    for (int32_t p = from; p < l->nparts; p++)
+        t->pos[p] = l->low[p];
+    t->nparts = l->nparts;
+    int rc = head_assign(t);
+    ksock_log(b->rt, rc ? KSOCK_LOG_ERROR : KSOCK_LOG_INFO, COMPONENT,
+              (ksock_kv_t[]){KSOCK_KV_STR("topic", t->name), KSOCK_KV_I64("from", from),
+                             KSOCK_KV_I64("partitions", t->nparts)},
+              3, "partitions added%s%s", rc ? ": cannot assign them: " : "",
+              rc ? ksock_strerror(rc) : "");
+    ksock__br_subs_partitions_added(b, t, from);
+}
