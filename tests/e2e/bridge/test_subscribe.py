@@ -394,4 +394,146 @@ def forbidden_topic_is_16_and_connection_stays():
         run(go())
 
 
+@t.test
+def subscribe_replaced_before_its_answer_is_25():
+    """(h) Two subscribes to one topic sent back to back: the first (earliest, which needs a
+    broker lookup, milliseconds) is still unanswered when the second arrives, so it is -25
+    with its id and topic; the second is answered and only its records come."""
+    need()
+    topic = su.create_topic(su.unique("cancel"), 1)
+    su.produce_many(topic, 10)
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            async with Client(k.url, "json") as c:
+                await c.send({"op": "subscribe", "id": "first", "topic": topic, "start": "earliest"})
+                await c.send({"op": "subscribe", "id": "second", "topic": topic, "start": "offsets",
+                              "offsets": [(0, 7)]})
+                e = await c.recv()
+                assert e["op"] == "error" and e["error_code"] == -25, e
+                assert e["id"] == "first" and e["topic"] == topic, e
+                s = await c.recv()
+                assert s == {"op": "subscribed", "id": "second", "topic": topic, "start": "offsets",
+                             "offsets": [(0, 7)]}, s
+                su.check_in_order(await c.records(3), {0: 7}, {0: 10})
+                await c.quiet(1.0)
+        run(go())
+
+
+@t.test
+def limits_are_22():
+    """(h) bridge.max_catchup_readers 1: while one subscription catches up (its client does
+    not read, so it stays behind), another subscribe that needs a catch-up reader is -22;
+    `latest` needs none. bridge.max_subscriptions 2: a third topic on a connection is -22,
+    re-subscribing a topic it has is not a new one, and after an unsubscribe there is room."""
+    need()
+    big, t1, t2 = (su.create_topic(su.unique("limit"), 1) for _ in range(3))
+    su.produce_many(big, 20000, value=lambda i: b"x" * 200)
+    with Ksockd(KSOCKD, bridge={"max_subscriptions": 2, "max_catchup_readers": 1}) as k:
+        async def go():
+            hog = Client(k.url, "json", max_queue=1, read_limit=4096)
+            await hog.__aenter__()
+            try:
+                await hog.subscribe(big, id="hog", start="earliest")
+                async with Client(k.url, "json") as c:
+                    e = await c.subscribe(big, id="behind", start="offsets", offsets=[(0, 5)],
+                                          expect="error")
+                    assert e["error_code"] == -22 and e["id"] == "behind", e
+                    assert e["topic"] == big, e
+                    await c.subscribe(t1, id="a")
+                    await c.subscribe(t2, id="b")
+                    e = await c.subscribe(big, id="third", expect="error")
+                    assert e["error_code"] == -22 and e["id"] == "third" and e["topic"] == big, e
+                    s = await c.subscribe(t2, id="again", start="latest")  # a seek, not a third
+                    assert s["id"] == "again", s
+                    await c.send({"op": "unsubscribe", "id": "u", "topic": t1})
+                    assert (await c.recv())["op"] == "unsubscribed"
+                    s = await c.subscribe(big, id="now", start="latest")
+                    assert s["offsets"] == [(0, 20000)], s
+            finally:
+                await hog.__aexit__(None, None, None)
+            # the catch-up slot is free once the hog is gone (its close is seen a moment later)
+            async with Client(k.url, "msgpack") as c:
+                for attempt in range(50):
+                    e = await c.subscribe(big, id=f"late{attempt}", start="offsets",
+                                          offsets=[(0, 19990)], expect=None)
+                    if e["op"] == "subscribed":
+                        break
+                    assert e["error_code"] == -22, e
+                    await asyncio.sleep(0.1)
+                assert e["op"] == "subscribed" and e["offsets"] == [(0, 19990)], e
+                su.check_in_order(await c.records(10), {0: 19990}, {0: 20000})
+        run(go())
+
+
+@t.test
+def seek_during_catch_up():
+    """(h) A second subscribe while the first is still catching up (20,000 records behind):
+    after the second `subscribed` only its records, from its offset, each once."""
+    need()
+    topic = su.create_topic(su.unique("seek"), 1)
+    su.produce_many(topic, 20000)
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            async with Client(k.url, "protobuf") as c:
+                await c.subscribe(topic, id="first", start="earliest")
+                await c.records(5)
+                s = await c.subscribe(topic, id="seek", start="offsets", offsets=[(0, 15000)],
+                                      replacing=True)
+                assert s["offsets"] == [(0, 15000)] and s["id"] == "seek", s
+                su.check_in_order(await c.records(5000), {0: 15000}, {0: 20000})
+                await c.quiet(1.0)
+        run(go())
+
+
+@t.test
+def unsubscribe_during_catch_up():
+    """(h) Unsubscribe while 20,000 records are being caught up: records may come before
+    `unsubscribed` (already on their way), none after, not even newly produced ones."""
+    need()
+    topic = su.create_topic(su.unique("unsubcu"), 1)
+    su.produce_many(topic, 20000)
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            async with Client(k.url, "json") as c:
+                await c.subscribe(topic, id="s", start="earliest")
+                recs = await c.records(5)
+                await c.send({"op": "unsubscribe", "id": "u", "topic": topic})
+                while True:
+                    e = await c.recv()
+                    if e["op"] != "record":
+                        break
+                    recs.append(e)
+                assert e == {"op": "unsubscribed", "id": "u", "topic": topic}, e
+                su.check_in_order(recs, {0: 0})
+                su.produce_many(topic, 2)
+                await c.quiet(1.5)
+                return len(recs)
+        n = run(go())
+        print(f"# {n} records before unsubscribed")
+
+
+@t.test
+def topics_on_one_connection_are_independent():
+    """(h) Two topics on one connection: unsubscribing one leaves the other delivering."""
+    need()
+    a, b = su.create_topic(su.unique("ta"), 1), su.create_topic(su.unique("tb"), 1)
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            async with Client(k.url, "msgpack") as c:
+                await c.subscribe(a, id="a")
+                await c.subscribe(b, id="b")
+                su.produce_many(a, 1, value=lambda i: b"A")
+                su.produce_many(b, 1, value=lambda i: b"B")
+                got = sorted((r["topic"], r["value"]) for r in await c.records(2))
+                assert got == [(a, b"A"), (b, b"B")], got
+                await c.send({"op": "unsubscribe", "id": "ua", "topic": a})
+                assert await c.recv() == {"op": "unsubscribed", "id": "ua", "topic": a}
+                su.produce_many(a, 1, value=lambda i: b"A2")
+                su.produce_many(b, 1, value=lambda i: b"B2")
+                r = await c.recv()
+                assert r["topic"] == b and r["value"] == b"B2" and r["offset"] == 1, r
+                await c.quiet(1.0)
+        run(go())
+
+
 t.run()
