@@ -86,9 +86,18 @@ class Ksockd(KsockdProc):
         self.p.wait(timeout=30)
 
     def __exit__(self, exc_type, *exc):
-        if self.crashed and exc_type is None:
-            return super().__exit__(AssertionError, None, None)
-        return super().__exit__(exc_type, *exc)
+        try:
+            if self.crashed and exc_type is None:
+                return super().__exit__(AssertionError, None, None)
+            return super().__exit__(exc_type, *exc)
+        finally:
+            # the assertion keeps only the log's tail; the sanitizer's frames in ksock code
+            # (not librdkafka's unsymbolised ones) are what tells where
+            report = self.sanitizer_report()
+            if report:
+                for line in self.log()[self.log().find("Sanitizer") - 80:].splitlines():
+                    if "librdkafka.so" not in line and not line.startswith("{"):
+                        print("# " + line)
 
     def sanitizer_report(self):
         log = self.log()

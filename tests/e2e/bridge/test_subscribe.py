@@ -10,6 +10,7 @@ partitions added; refusals, retention, subscribing twice, unsubscribe. Real brok
 import asyncio
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -256,6 +257,28 @@ def unknown_topic_and_unknown_partition_are_29():
 
 
 @t.test
+def refused_resubscribe_ends_the_earlier_subscription():
+    """(h) Refusals: "no subscription is made (an earlier one on the topic ... is gone)": a
+    working subscription, then a subscribe to the same topic refused with -29 (a partition it
+    lacks): records produced afterwards do not arrive."""
+    need()
+    topic = su.create_topic(su.unique("refgone"), 1)
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            async with Client(k.url, "json") as c:
+                s = await c.subscribe(topic, id="ok")
+                assert s["offsets"] == [(0, 0)], s
+                su.produce_many(topic, 1)
+                assert (await c.records(1))[0]["offset"] == 0
+                e = await c.subscribe(topic, id="bad", start="offsets", offsets=[(3, 0)],
+                                      expect="error")
+                assert e["error_code"] == -29 and e["id"] == "bad", e
+                su.produce_many(topic, 2)
+                await c.quiet(1.5)
+        run(go())
+
+
+@t.test
 def invalid_topic_name_is_17():
     need()
     with Ksockd(KSOCKD) as k:
@@ -264,6 +287,9 @@ def invalid_topic_name_is_17():
                 for i, bad in enumerate(["..", "has space", "x" * 250]):
                     e = await c.subscribe(bad, id=f"b{i}", expect="error")
                     assert e["op"] == "error" and e["error_code"] == -17 and e["id"] == f"b{i}", e
+                    # not echoed (docs/bridge.md, Error mapping; protocol.md section 2 says so
+                    # for publish, its Refusals table says every refusal has the topic)
+                    assert "topic" not in e, e
         run(go())
 
 
@@ -286,32 +312,92 @@ def offset_beyond_the_end_starts_at_the_end():
 
 @t.test
 def deleted_offsets_start_at_log_start_and_say_skipped():
-    """(h) Records 0..5 deleted (DeleteRecords, as retention would): start offsets 0 gives
-    `subscribed` at 6, then error -32 with the subscribe's id and the requested offset 0, then
-    records 6..9. earliest also starts at 6, without -32."""
+    """(h) Partition 0's records 0..5 deleted (DeleteRecords, as retention would), partition 1
+    intact: start offsets 0 and 3 gives `subscribed` at 6 and 3, then error -32 with the
+    subscribe's id and only the partition concerned at its requested offset 0, then the
+    records. earliest also starts at 6, without -32."""
     need()
-    topic = su.create_topic(su.unique("deleted"), 1)
-    su.produce_many(topic, 10)
+    topic = su.create_topic(su.unique("deleted"), 2)
+    su.produce_many(topic, 20, partitions=2)
     su.delete_records(topic, 0, 6)
     with Ksockd(KSOCKD) as k:
         async def go():
             async with Client(k.url, "protobuf") as c:
-                s = await c.subscribe(topic, id="r", start="offsets", offsets=[(0, 0)])
+                s = await c.subscribe(topic, id="r", start="offsets", offsets=[(0, 0), (1, 3)])
                 assert s == {"op": "subscribed", "id": "r", "topic": topic, "start": "offsets",
-                             "offsets": [(0, 6)]}, s
+                             "offsets": [(0, 6), (1, 3)]}, s
                 e = await c.recv()
                 assert e["op"] == "error" and e["error_code"] == -32, e
                 assert e.get("id") == "r" and e.get("topic") == topic, e
                 assert e.get("start") == "offsets" and e.get("offsets") == [(0, 0)], e
                 assert e.get("error_message"), e
-                recs = await c.records(4)
-                su.check_in_order(recs, {0: 6}, {0: 10})
+                recs = await c.records(4 + 7)
+                su.check_in_order(recs, {0: 6, 1: 3}, {0: 10, 1: 10})
+                await c.quiet(0.5)
             async with Client(k.url, "json") as c:
                 s = await c.subscribe(topic, id="e", start="earliest")
-                assert s["offsets"] == [(0, 6)], s
-                recs = await c.records(4)
-                su.check_in_order(recs, {0: 6}, {0: 10})
+                assert s["offsets"] == [(0, 6), (1, 0)], s
+                recs = await c.records(4 + 10)
+                su.check_in_order(recs, {0: 6, 1: 0}, {0: 10, 1: 10})
         run(go())
+
+
+@t.test
+def log_append_time_topic_gives_the_broker_time():
+    """Record fields: on a topic with message.timestamp.type=LogAppendTime the `timestamp`
+    is the broker's append time, not the producer's (Kafka's own read-back agrees)."""
+    need()
+    topic = su.create_topic(su.unique("appendtime"), 1,
+                            config={"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    p = su.producer()
+    p.produce(topic, b"v", partition=0, timestamp=1)
+    assert p.flush(30) == 0
+    truth = kafka_truth(topic, 1)[0][0]
+    assert truth["timestamp"] >= before - 60000, truth  # the broker's clock, not 1
+    with Ksockd(KSOCKD) as k:
+        async def go():
+            async with Client(k.url, "msgpack") as c:
+                await c.subscribe(topic, id="s", start="earliest")
+                return (await c.records(1))[0]
+        r = run(go())
+    assert r == truth, (r, truth)
+
+
+@t.test
+def latest_while_producing_starts_exactly_at_subscribed():
+    """(c) `latest` under a producer writing all the time: each of 20 subscribers arriving at
+    different moments gets, per partition, every record from exactly its `subscribed` offset
+    on, no gap (the shared reader's position is where it starts)."""
+    need()
+    topic = su.create_topic(su.unique("latestlive"), 2)
+    stop = threading.Event()
+
+    def produce():
+        p = su.producer()
+        i = 0
+        while not stop.is_set():
+            p.produce(topic, b"%d" % i, partition=i % 2)
+            i += 1
+            p.poll(0)
+            time.sleep(0.001)
+        p.flush(30)
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    try:
+        with Ksockd(KSOCKD) as k:
+            async def one(i):
+                await asyncio.sleep(i * 0.1)
+                async with Client(k.url, su.FORMATS[i % 3]) as c:
+                    s = await c.subscribe(topic, id=str(i))
+                    su.check_in_order(await c.records(300), dict(s["offsets"]))
+
+            async def go():
+                await asyncio.gather(*(one(i) for i in range(20)))
+            run(go())
+    finally:
+        stop.set()
+        th.join(60)
 
 
 @t.test
