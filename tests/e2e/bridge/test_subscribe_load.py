@@ -364,12 +364,38 @@ def slow_client_with_drop_policy_gets_32_then_later_records():
             finally:
                 await slow.__aexit__(None, None, None)
         gaps, got = run(go(), timeout=90)
-        stats = k
     assert gaps, "no record was dropped: the client was never slow"
     print(f"# drop policy: {got} of 3010 records received, gaps (partition, from, next) {gaps}")
-    ctx = stats.stats()
+    ctx = k.stats()
     assert ctx["slow_dropped"] >= 3010 - got - 5, ctx  # frames dropped (a few tails may be the -32's)
     print(f"# counters: slow_dropped {ctx['slow_dropped']}, slow_closed {ctx['slow_closed']}")
+
+
+@t.test
+def catch_up_waits_for_a_slow_reader():
+    """docs/bridge.md, Catch-up: a catch-up reader "waits for it ... so a catch-up never drops
+    anything". A subscriber from earliest on 10,000 records (2 partitions) that reads in bursts
+    with pauses, with a small send queue (64 frames): it gets every record, no -32 and no 1013,
+    under both slow-client policies."""
+    need()
+    topic = su.create_topic(su.unique("cuslow"), 2)
+    su.produce_many(topic, 10000, partitions=2, value=lambda i: b"%06d" % i + b"w" * 1000)
+    for policy in ("close", "drop"):
+        with Ksockd(KSOCKD, bridge={"slow_client": policy},
+                    websocket={"send_queue_max_frames": 64}) as k:
+            async def go():
+                async with Client(k.url, "msgpack", max_queue=1, rcvbuf=4096,
+                                  read_limit=4096) as c:
+                    s = await c.subscribe(topic, id=policy, start="earliest")
+                    recs = []
+                    for _ in range(4):
+                        await asyncio.sleep(0.5)  # not reading: the queue fills
+                        recs += await c.records(2500, timeout=30)
+                    su.check_in_order(recs, dict(s["offsets"]), {0: 5000, 1: 5000})
+                    await c.quiet(1.0)
+            run(go())
+        ctx = k.stats()  # the `bridge stopped` counters
+        assert ctx["slow_closed"] == 0 and ctx["slow_dropped"] == 0, (policy, ctx)
 
 
 @t.test
