@@ -258,7 +258,7 @@ def slow_client_is_closed_1013_and_fast_client_unaffected():
         try:
             async def go():
                 async with Client(k.url, "msgpack") as fast:
-                    s = await fast.subscribe(topic, id="fast")
+                    await fast.subscribe(topic, id="fast")
                     prod.start()
                     base = await latencies(fast, 4)
                     slow = Client(k.url, "msgpack", max_queue=1, rcvbuf=4096, read_limit=4096)
@@ -428,6 +428,7 @@ def client_leaving_mid_catch_up_does_not_hurt_others():
             async with Client(k.url, "json") as c:
                 s = await c.subscribe(topic, id="late", start="offsets", offsets=[(0, 19990),
                                                                                  (1, 19995)])
+                assert s["offsets"] == [(0, 19990), (1, 19995)], s
                 su.check_in_order(await c.records(15), {0: 19990, 1: 19995}, {0: 20000, 1: 20000})
         run(go(), timeout=90)
         k.stop()
