@@ -360,6 +360,7 @@ class Client:
         self.url, self.fmt, self.tok = url, fmt, tok
         self.max_queue, self.rcvbuf, self.kw = max_queue, rcvbuf, kw
         self.ws = None
+        self.aborted = False
 
     async def __aenter__(self):
         kw = dict(subprotocols=[f"ksock.v1.{self.fmt}"], max_queue=self.max_queue,
@@ -380,7 +381,15 @@ class Client:
         return self
 
     async def __aexit__(self, *exc):
-        await self.ws.close()
+        if not self.aborted:
+            await self.ws.close()
+
+    def abort(self):
+        """Drop the TCP connection without a close handshake (a client that just goes away).
+        A clean close() cannot finish quickly when the library's queue is full: it stops
+        reading at max_queue, so it never sees ksockd's close frame behind the records."""
+        self.aborted = True
+        self.ws.transport.abort()
 
     async def send(self, env):
         await self.ws.send(encode(self.fmt, env))
