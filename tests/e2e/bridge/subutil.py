@@ -364,7 +364,8 @@ class Client:
 
     async def __aenter__(self):
         kw = dict(subprotocols=[f"ksock.v1.{self.fmt}"], max_queue=self.max_queue,
-                  compression=None, open_timeout=30, close_timeout=5, max_size=None, **self.kw)
+                  compression=None, open_timeout=30, close_timeout=5, max_size=None)
+        kw.update(self.kw)
         if self.tok:
             kw["extra_headers"] = {"Authorization": f"Bearer {self.tok}"}
         if self.rcvbuf:
