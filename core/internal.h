@@ -81,6 +81,14 @@ ksock_config_t **ksock__config_adopted_next(ksock_config_t *doc);
 void *ksock__runtime_serde_state(ksock_runtime_t *rt);
 void ksock__runtime_set_serde_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *));
 
+/*
+ * The serializer plugin behind a strategy that ksock_serde_strategy_from_plugin() made (the
+ * client API encodes and decodes envelopes with it): its vtable, instance and the runtime's
+ * decode limits, all borrowed for the runtime's life. KSOCK_E_INVAL for any other strategy.
+ */
+int ksock__serde_plugin_of(const ksock_serde_strategy_t *s, const ksock_serializer_vtable_t **vt,
+                           void **inst, const ksock_value_limits_t **lim);
+
 /* Per-runtime slot for the Kafka subsystem (core/kafka). */
 void *ksock__runtime_kafka_state(ksock_runtime_t *rt);
 void ksock__runtime_set_kafka_state(ksock_runtime_t *rt, void *state, void (*free_fn)(void *));

@@ -168,6 +168,7 @@ typedef struct {
     const ksock_cfg_t *auth;
     const ksock_cfg_t *bridge;
     const ksock_cfg_t *serializers;
+    const ksock_cfg_t *admin;
 } root_opts_t;
 
 static const ksock_option_t root_schema[] = {
@@ -194,6 +195,9 @@ static const ksock_option_t root_schema[] = {
                  "The serializers WebSocket clients may choose, {\"NAME\": {the plugin's "
                  "options}, ...}, in order of preference: json's json_topics, say. Absent: every "
                  "serializer plugin in the search path that loads, with its defaults"),
+    KSOCK_OPTION("admin", KSOCK_OPT_OBJECT, 0, NULL, root_opts_t, admin,
+                 "ksockd's admin HTTP endpoint, /healthz, /readyz and /metrics (see the admin "
+                 "section); absent: none"),
     KSOCK_OPTION_END};
 
 const ksock_option_t *ksock_config_schema(const char *section)

@@ -2,7 +2,11 @@
  * ksock: the KafkaSocks command-line client, on the client API (ws.h).
  *
  *   ksock connect URL [options]
+ *   ksock tail|publish [URL] --topic T ...           (tools/ksock_topic.c)
  *   ksock token generate|validate|authenticate ...   (tools/ksock_token.c)
+ *
+ * This file also holds the connection options every connecting verb shares
+ * (ksock_cli.h).
  *
  * Each line read from stdin is sent as one message: a line that parses as
  * JSON is sent as that value, any other line as a string (both through the
@@ -31,8 +35,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_HEADERS 32
-
 typedef struct cli_s {
     ksock_runtime_t *rt;
     ksock_ws_manager_t *mgr;
@@ -54,53 +56,20 @@ static cli_t cli;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ksock connect URL [options]\n"
-            "       ksock token generate|validate|authenticate ... (ksock token for help)\n"
-            "  --subprotocol NAME   offer NAME (default ksock.v1.<serializer>; \"\" for none)\n"
-            "  --serializer NAME    serializer plugin for messages (default json)\n"
-            "  --header 'K: V'      extra request header (repeatable)\n"
-            "  --query K=V          query parameter (repeatable)\n"
-            "  --token TOKEN        send Authorization: Bearer TOKEN\n"
-            "  --cacert FILE        CA bundle for wss://\n"
-            "  --insecure           do not verify the server certificate\n"
-            "  --cert FILE          client certificate (PEM) for servers that ask for one\n"
-            "  --key FILE           its private key (PEM, unencrypted)\n"
-            "  --reconnect          reconnect when the connection is lost\n"
-            "  --max-retries N      (-1: forever; default 10)\n"
-            "  --retry-delay MS     first/fixed delay (default 1000)\n"
-            "  --max-delay MS       (default 30000)\n"
-            "  --no-exponential     fixed delay\n"
-            "  --no-jitter          exact delays\n"
-            "  --stable-after MS    up this long resets the attempt count (default 10000)\n"
-            "  --queue N            keep up to N messages while disconnected\n"
-            "  --raw                print frames as received (as JSON strings)\n"
-            "  --linger DURATION    stay open this long after end of input, so that replies\n"
-            "                       are printed (default 1s; 0 closes at once)\n"
-            "  --plugin-dir DIR     add DIR to the plugin search path\n"
-            "  --transport JSON     transport_ws options (e.g. '{\"connect_timeout\":\"3s\"}')\n");
+    fprintf(f, "usage: ksock connect URL [options]\n"
+               "       ksock tail [URL] --topic T [options]   (ksock tail --help)\n"
+               "       ksock publish [URL] --topic T [options] VALUE|-   (ksock publish --help)\n"
+               "       ksock token generate|validate|authenticate ... (ksock token for help)\n"
+               "connect options:\n"
+               "  --raw                print frames as received (as JSON strings)\n"
+               "  --linger DURATION    stay open this long after end of input, so that replies\n"
+               "                       are printed (default 1s; 0 closes at once)\n");
+    ksock_cli_connect_usage(f);
 }
 
 static double now_ms(void)
 {
     return (double)(ksock_now_ns() - cli.t0) / 1e6;
-}
-
-static void json_string(ksock_buf_t *b, const char *s, size_t n)
-{
-    ksock_buf_append(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            ksock_buf_appendf(b, "\\%c", c);
-        else if (c == '\n')
-            ksock_buf_appendf(b, "\\n");
-        else if (c < 0x20 || c == 0x7f)
-            ksock_buf_appendf(b, "\\u%04x", c);
-        else
-            ksock_buf_append(b, &s[i], 1);
-    }
-    ksock_buf_append(b, "\"", 1);
 }
 
 static void event_line(const char *name, const char *extra)
@@ -145,7 +114,7 @@ static void on_open(ksock_ws_t *ws)
     const char *sp = ksock_ws_subprotocol(ws);
     ksock_buf_appendf(&b, "\"subprotocol\": ");
     if (sp)
-        json_string(&b, sp, strlen(sp));
+        ksock_cli_json_string(&b, sp, strlen(sp));
     else
         ksock_buf_appendf(&b, "null");
     event_line("open", b.data);
@@ -169,7 +138,7 @@ static void on_frame(ksock_ws_t *ws, ksock_frame_type_t type, const void *data, 
     }
     if (out.len == 0) {
         if (type == KSOCK_FRAME_TEXT) {
-            json_string(&out, data, len);
+            ksock_cli_json_string(&out, data, len);
         } else {
             static const char hex[] = "0123456789abcdef";
             ksock_buf_appendf(&out, "{\"binary\": \"");
@@ -209,7 +178,7 @@ static void on_close(ksock_ws_t *ws, int code, const char *reason, int err)
     ksock_buf_t b = KSOCK_BUF_INIT;
     ksock_buf_appendf(&b, "\"code\": %d, \"reason\": ", code);
     if (reason)
-        json_string(&b, reason, strlen(reason));
+        ksock_cli_json_string(&b, reason, strlen(reason));
     else
         ksock_buf_appendf(&b, "null");
     ksock_buf_appendf(&b, ", \"error\": \"%s\"", err ? ksock_err_name(err) : "none");
@@ -290,83 +259,75 @@ static void on_signal(ksock_signal_t *s, int signum, void *data)
         ksock_runtime_stop(cli.rt);
 }
 
-/* ---- Options ---------------------------------------------------------------- */
+/* ---- Connection options (shared by the verbs, ksock_cli.h) ---------------------- */
 
-enum {
-    O_SUB = 1,
-    O_SER,
-    O_HDR,
-    O_QUERY,
-    O_TOKEN,
-    O_CA,
-    O_INSECURE,
-    O_CERT,
-    O_KEY,
-    O_RECONNECT,
-    O_RETRIES,
-    O_DELAY,
-    O_MAXDELAY,
-    O_NOEXP,
-    O_NOJITTER,
-    O_STABLE,
-    O_QUEUE,
-    O_RAW,
-    O_PDIR,
-    O_TRANSPORT,
-    O_LINGER
-};
+void ksock_cli_connect_usage(FILE *f)
+{
+    fprintf(
+        f, "connection options (connect, tail, publish):\n"
+           "  --subprotocol NAME   offer NAME (default ksock.v1.<serializer>; \"\" for none)\n"
+           "  --serializer NAME    serializer plugin: json (default), msgpack, protobuf...\n"
+           "  --http-header 'K: V' extra request header (repeatable; `connect` also takes\n"
+           "                       --header)\n"
+           "  --query K=V          query parameter (repeatable)\n"
+           "  --token TOKEN        send Authorization: Bearer TOKEN\n"
+           "  --cacert FILE        CA bundle for wss://\n"
+           "  --insecure           do not verify the server certificate\n"
+           "  --cert FILE          client certificate (PEM) for servers that ask for one\n"
+           "  --key-file FILE      its private key (PEM, unencrypted; `connect` also takes --key)\n"
+           "  --reconnect          reconnect when the connection is lost\n"
+           "  --max-retries N      (-1: forever; default 10)\n"
+           "  --retry-delay MS     first/fixed delay (default 1000)\n"
+           "  --max-delay MS       (default 30000)\n"
+           "  --no-exponential     fixed delay\n"
+           "  --no-jitter          exact delays\n"
+           "  --stable-after MS    up this long resets the attempt count (default 10000)\n"
+           "  --queue N            keep up to N messages while disconnected\n"
+           "  --plugin-dir DIR     add DIR to the plugin search path\n"
+           "  --transport JSON     transport_ws options (e.g. '{\"connect_timeout\":\"3s\"}')\n");
+}
 
-static const struct option lopts[] = {
-    {"subprotocol", required_argument, NULL, O_SUB},
-    {"serializer", required_argument, NULL, O_SER},
-    {"header", required_argument, NULL, O_HDR},
-    {"query", required_argument, NULL, O_QUERY},
-    {"token", required_argument, NULL, O_TOKEN},
-    {"cacert", required_argument, NULL, O_CA},
-    {"insecure", no_argument, NULL, O_INSECURE},
-    {"cert", required_argument, NULL, O_CERT},
-    {"key", required_argument, NULL, O_KEY},
-    {"reconnect", no_argument, NULL, O_RECONNECT},
-    {"max-retries", required_argument, NULL, O_RETRIES},
-    {"retry-delay", required_argument, NULL, O_DELAY},
-    {"max-delay", required_argument, NULL, O_MAXDELAY},
-    {"no-exponential", no_argument, NULL, O_NOEXP},
-    {"no-jitter", no_argument, NULL, O_NOJITTER},
-    {"stable-after", required_argument, NULL, O_STABLE},
-    {"queue", required_argument, NULL, O_QUEUE},
-    {"raw", no_argument, NULL, O_RAW},
-    {"plugin-dir", required_argument, NULL, O_PDIR},
-    {"transport", required_argument, NULL, O_TRANSPORT},
-    {"linger", required_argument, NULL, O_LINGER},
-    {NULL, 0, NULL, 0},
-};
+void ksock_cli_json_string(ksock_buf_t *b, const char *s, size_t n)
+{
+    ksock_buf_append(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            ksock_buf_appendf(b, "\\%c", c);
+        else if (c == '\n')
+            ksock_buf_appendf(b, "\\n");
+        else if (c < 0x20 || c == 0x7f)
+            ksock_buf_appendf(b, "\\u%04x", c);
+        else
+            ksock_buf_append(b, &s[i], 1);
+    }
+    ksock_buf_append(b, "\"", 1);
+}
 
-/* What the command line asks for; the strings point into argv or into owned[]. */
-typedef struct args_s {
-    const char *url;
-    ksock_ws_opts_t o; /* o.headers, o.query and o.reconnect point into this struct */
-    ksock_reconnect_opts_t ro;
-    ksock_kvpair_t headers[MAX_HEADERS], query[MAX_HEADERS];
-    char *owned[2 * MAX_HEADERS]; /* the split copies of --header and --query: freed by args_free */
-    size_t nowned, nh, nq;
-    const char *serializer, *plugin_dir, *transport;
-} args_t;
+void ksock_cli_conn_init(ksock_cli_conn_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    ksock_ws_opts_init(&a->o);
+    ksock_reconnect_opts_init(&a->ro);
+    a->ro.enabled = false;
+    a->serializer = "json";
+}
 
-static void args_free(args_t *a)
+void ksock_cli_conn_free(ksock_cli_conn_t *a)
 {
     for (size_t i = 0; i < a->nowned; i++)
         free(a->owned[i]);
     a->nowned = 0;
 }
 
-/* --header 'Name: value' or --query name=value. 0, or 2 (the exit status) after a message. */
-static int add_kv(args_t *a, int c, const char *arg)
+/* --http-header 'Name: value' or --query name=value. 0, or 2 (the exit status) after a message. */
+static int add_kv(ksock_cli_conn_t *a, int c, const char *arg)
 {
-    const char sep = c == O_HDR ? ':' : '=';
-    char *d = strdup(arg), *p = strchr(d, sep);
-    if (p == NULL || a->nh >= MAX_HEADERS || a->nq >= MAX_HEADERS) {
+    const char sep = c == KSOCK_CLI_O_HDR ? ':' : '=';
+    char *d = strdup(arg), *p = d ? strchr(d, sep) : NULL;
+    if (p == NULL || a->nh >= KSOCK_CLI_MAX_HEADERS || a->nq >= KSOCK_CLI_MAX_HEADERS) {
         fprintf(stderr, "ksock: expected %s, got \"%s\"\n",
-                c == O_HDR ? "'Name: value'" : "name=value", arg);
+                c == KSOCK_CLI_O_HDR ? "'Name: value'" : "name=value", arg);
         free(d);
         return 2;
     }
@@ -374,7 +335,7 @@ static int add_kv(args_t *a, int c, const char *arg)
     while (*p == ' ')
         p++;
     a->owned[a->nowned++] = d;
-    if (c == O_HDR)
+    if (c == KSOCK_CLI_O_HDR)
         a->headers[a->nh++] = (ksock_kvpair_t){d, p};
     else
         a->query[a->nq++] = (ksock_kvpair_t){d, p};
@@ -385,28 +346,28 @@ static int add_kv(args_t *a, int c, const char *arg)
 static bool reconnect_option(ksock_reconnect_opts_t *ro, int c, const char *arg)
 {
     switch (c) {
-    case O_RECONNECT:
+    case KSOCK_CLI_O_RECONNECT:
         ro->enabled = true;
         return true;
-    case O_RETRIES:
+    case KSOCK_CLI_O_RETRIES:
         ro->max_retries = atoll(arg);
         return true;
-    case O_DELAY:
+    case KSOCK_CLI_O_DELAY:
         ro->retry_delay_ms = strtoull(arg, NULL, 10);
         return true;
-    case O_MAXDELAY:
+    case KSOCK_CLI_O_MAXDELAY:
         ro->max_delay_ms = strtoull(arg, NULL, 10);
         return true;
-    case O_NOEXP:
+    case KSOCK_CLI_O_NOEXP:
         ro->exponential_backoff = false;
         return true;
-    case O_NOJITTER:
+    case KSOCK_CLI_O_NOJITTER:
         ro->jitter = false;
         return true;
-    case O_STABLE:
+    case KSOCK_CLI_O_STABLE:
         ro->stable_after_ms = strtoull(arg, NULL, 10);
         return true;
-    case O_QUEUE:
+    case KSOCK_CLI_O_QUEUE:
         ro->queue_max_messages = strtoull(arg, NULL, 10);
         return true;
     default:
@@ -414,71 +375,47 @@ static bool reconnect_option(ksock_reconnect_opts_t *ro, int c, const char *arg)
     }
 }
 
-/* One option other than the reconnection ones. 0, or 2 (the exit status) after a message. */
-static int connect_option(args_t *a, int c, const char *arg)
+int ksock_cli_conn_option(ksock_cli_conn_t *a, int c, const char *arg)
 {
+    if (reconnect_option(&a->ro, c, arg)) return 0;
     switch (c) {
-    case O_SUB:
+    case KSOCK_CLI_O_SUB:
         a->o.subprotocol = arg;
         return 0;
-    case O_SER:
+    case KSOCK_CLI_O_SER:
         a->serializer = arg;
         return 0;
-    case O_HDR:
-    case O_QUERY:
+    case KSOCK_CLI_O_HDR:
+    case KSOCK_CLI_O_QUERY:
         return add_kv(a, c, arg);
-    case O_TOKEN:
+    case KSOCK_CLI_O_TOKEN:
         a->o.token = arg;
         return 0;
-    case O_CA:
+    case KSOCK_CLI_O_CA:
         a->o.ca_file = arg;
         return 0;
-    case O_INSECURE:
+    case KSOCK_CLI_O_INSECURE:
         a->o.insecure = true;
         return 0;
-    case O_CERT:
+    case KSOCK_CLI_O_CERT:
         a->o.cert_file = arg;
         return 0;
-    case O_KEY:
+    case KSOCK_CLI_O_KEY:
         a->o.key_file = arg;
         return 0;
-    case O_RAW:
-        cli.raw = true;
-        return 0;
-    case O_PDIR:
+    case KSOCK_CLI_O_PDIR:
         a->plugin_dir = arg;
         return 0;
-    case O_TRANSPORT:
+    case KSOCK_CLI_O_TRANSPORT:
         a->transport = arg;
         return 0;
-    case O_LINGER:
-        if (ksock_parse_duration_ms(arg, &cli.linger_ms) != 0 || cli.linger_ms < 0) {
-            fprintf(stderr,
-                    "ksock: --linger: expected a duration such as 1s or 500ms, got \"%s\"\n", arg);
-            return 2;
-        }
-        return 0;
     default:
-        usage(stderr);
-        return 2;
+        return 1;
     }
 }
 
-/* `ksock connect URL [options]` into *a. 0, or 2 (the exit status) after a message. */
-static int parse_args(int argc, char **argv, args_t *a)
+void ksock_cli_conn_finish(ksock_cli_conn_t *a)
 {
-    a->url = argv[2];
-    ksock_ws_opts_init(&a->o);
-    ksock_reconnect_opts_init(&a->ro);
-    a->ro.enabled = false;
-    a->serializer = "json";
-    optind = 3;
-    int c;
-    while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-        if (reconnect_option(&a->ro, c, optarg)) continue;
-        int rc = connect_option(a, c, optarg);
-        if (rc != 0) return rc;
-    }
     a->o.serializer = a->serializer;
     a->o.headers = a->headers;
     a->o.nheaders = a->nh;
@@ -486,31 +423,88 @@ static int parse_args(int argc, char **argv, args_t *a)
     a->o.nquery = a->nq;
     a->o.reconnect = &a->ro;
     if (a->ro.max_delay_ms < a->ro.retry_delay_ms) a->ro.max_delay_ms = a->ro.retry_delay_ms;
+}
+
+int ksock_cli_connect(const ksock_cli_conn_t *a, ksock_runtime_t **rt, ksock_ws_manager_t **mgr,
+                      ksock_ws_t **ws)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char err[1024] = "";
+    *mgr = NULL;
+    int rc = ksock_runtime_new(rt, err, sizeof(err));
+    if (rc == 0 && a->plugin_dir) rc = ksock_plugin_path_add(*rt, a->plugin_dir);
+    if (rc == 0) {
+        /* Library chatter at warn and above only: stdout is for messages. */
+        ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_WARN, "console", KSOCK_LOG_FORMAT_TEXT,
+                                  NULL};
+        ksock_log_configure(*rt, &lo, err, sizeof(err));
+    }
+    if (rc == 0) rc = ksock_serde_set_default_by_name(*rt, a->serializer, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_manager_new(*rt, a->transport, mgr, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_connect(*mgr, a->url, &a->o, ws, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "ksock: %s\n", err[0] ? err : ksock_strerror(rc));
+        ksock_ws_manager_destroy(*mgr);
+        if (*rt) ksock_runtime_destroy(*rt);
+        *mgr = NULL;
+        *rt = NULL;
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- `ksock connect` options ---------------------------------------------------------- */
+
+enum { O_RAW = KSOCK_CLI_O_FIRST_FREE, O_LINGER };
+
+static const struct option lopts[] = {
+    KSOCK_CLI_CONNECT_LONGOPTS,
+    {"header", required_argument, NULL, KSOCK_CLI_O_HDR},
+    {"key", required_argument, NULL, KSOCK_CLI_O_KEY},
+    {"raw", no_argument, NULL, O_RAW},
+    {"linger", required_argument, NULL, O_LINGER},
+    {NULL, 0, NULL, 0},
+};
+
+/* `ksock connect URL [options]` into *a. 0, or 2 (the exit status) after a message. */
+static int parse_args(int argc, char **argv, ksock_cli_conn_t *a)
+{
+    ksock_cli_conn_init(a);
+    a->url = argv[2];
+    optind = 3;
+    int c;
+    while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+        int rc = ksock_cli_conn_option(a, c, optarg);
+        if (rc == 0) continue;
+        if (rc == 2) return 2;
+        if (c == O_RAW) {
+            cli.raw = true;
+        } else if (c == O_LINGER) {
+            if (ksock_parse_duration_ms(optarg, &cli.linger_ms) != 0 || cli.linger_ms < 0) {
+                fprintf(stderr,
+                        "ksock: --linger: expected a duration such as 1s or 500ms, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    ksock_cli_conn_finish(a);
     return 0;
 }
 
 /* ---- main ------------------------------------------------------------------ */
 
 /* The runtime, its serializers and the connection. 0, or 2 (the exit status) after a message. */
-static int start(const args_t *a)
+static int start(const ksock_cli_conn_t *a)
 {
-    signal(SIGPIPE, SIG_IGN);
+    if (ksock_cli_connect(a, &cli.rt, &cli.mgr, &cli.ws) != 0) return 2;
     char err[1024] = "";
-    int rc = ksock_runtime_new(&cli.rt, err, sizeof(err));
-    if (rc == 0 && a->plugin_dir) rc = ksock_plugin_path_add(cli.rt, a->plugin_dir);
-    if (rc == 0) {
-        /* Library chatter at warn and above only: stdout is for messages, stderr for events. */
-        ksock_log_options_t lo = {sizeof(lo), KSOCK_LOG_WARN, "console", KSOCK_LOG_FORMAT_TEXT,
-                                  NULL};
-        ksock_log_configure(cli.rt, &lo, err, sizeof(err));
-    }
-    if (rc == 0)
-        rc = ksock_serde_strategy_from_plugin(cli.rt, "json", NULL, &cli.json, err, sizeof(err));
-    if (rc == 0) rc = ksock_serde_set_default_by_name(cli.rt, a->serializer, err, sizeof(err));
-    if (rc == 0) rc = ksock_ws_manager_new(cli.rt, a->transport, &cli.mgr, err, sizeof(err));
-    if (rc == 0) rc = ksock_ws_connect(cli.mgr, a->url, &a->o, &cli.ws, err, sizeof(err));
+    int rc = ksock_serde_strategy_from_plugin(cli.rt, "json", NULL, &cli.json, err, sizeof(err));
     if (rc != 0) {
-        fprintf(stderr, "ksock: %s\n", err[0] ? err : ksock_strerror(rc));
+        fprintf(stderr, "ksock: %s\n", err);
         ksock_ws_manager_destroy(cli.mgr);
         ksock_runtime_destroy(cli.rt);
         return 2;
@@ -550,6 +544,8 @@ static int run(void)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "token") == 0) return ksock_token_main(argc - 1, argv + 1);
+    if (argc >= 2 && (strcmp(argv[1], "tail") == 0 || strcmp(argv[1], "publish") == 0))
+        return ksock_topic_main(argc - 1, argv + 1);
     if (argc < 3 || strcmp(argv[1], "connect") != 0) {
         usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) ? stdout
                                                                                           : stderr);
@@ -558,10 +554,10 @@ int main(int argc, char **argv)
     cli.t0 = ksock_now_ns();
     cli.exit_code = 1;
     cli.linger_ms = 1000;
-    args_t a = {0};
+    ksock_cli_conn_t a;
     int rc = parse_args(argc, argv, &a);
     if (rc == 0) rc = start(&a);
     if (rc == 0) rc = run();
-    args_free(&a);
+    ksock_cli_conn_free(&a);
     return rc;
 }

@@ -12,6 +12,8 @@
  * bridge (docs/bridge.md): ksock_bridge_new_from_config() reads the
  * "websocket", "auth", "serializers" and "bridge" sections and their rules;
  * ksockd gives it the producer of "kafka" and its signals.
+ * With an "admin" section it also serves /healthz, /readyz and /metrics on
+ * an address of their own (tools/ksockd_admin.c; docs/operations.md).
  *
  * Signals: SIGTERM and SIGINT stop cleanly: the bridge drains (new
  * publishes are refused with KSOCK_E_SHUTDOWN, those in flight are
@@ -21,6 +23,9 @@
  * for logrotate); a config that no longer validates is reported and the
  * running sinks are kept.
  */
+#include "ksockd_admin.h"
+#include "sd_notify.h"
+
 #include <ksock/ksock.h>
 
 #include <getopt.h>
@@ -38,6 +43,7 @@ typedef struct {
     ksock_signal_t *sigterm, *sigint, *sighup;
     ksock_kafka_producer_t *producer; /* from the "kafka" section, if any */
     ksock_bridge_t *bridge;           /* from "websocket" and the sections it needs */
+    ksockd_admin_t *admin;            /* from "admin", if any */
     bool draining;
 } daemon_t;
 
@@ -294,6 +300,10 @@ static int cmd_reference(ksock_runtime_t *rt)
     printf("## `bridge`\n\n"
            "How ksockd serves the clients of the `websocket` section (docs/bridge.md).\n\n");
     print_options_md(ksock_bridge_config_schema(), sizeof(ksock_option_t));
+    printf("## `admin`\n\n"
+           "The admin HTTP endpoint: /healthz, /readyz, /metrics (docs/operations.md). Absent: "
+           "none.\n\n");
+    print_options_md(ksockd_admin_schema(), sizeof(ksock_option_t));
 
     ref_ctx_t r = {rt, NULL, 0};
     ksock_plugin_scan(rt, collect, &r);
@@ -330,8 +340,10 @@ static void on_stop_signal(ksock_signal_t *s, int signum, void *data)
     daemon_t *d = data;
     ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", (ksock_kv_t[]){KSOCK_KV_I64("signal", signum)}, 1,
               "stopping on %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    ksockd_notify("STOPPING=1\nSTATUS=stopping on %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (d->bridge && !d->draining) {
         d->draining = true;
+        ksockd_admin_set_state(d->admin, KSOCKD_ADMIN_DRAINING);
         if (ksock_bridge_drain(d->bridge, KSOCK_BRIDGE_DRAIN_CONFIGURED, on_drained, d) == 0)
             return;
     }
@@ -345,6 +357,7 @@ static void on_hup(ksock_signal_t *s, int signum, void *data)
     ksock_config_t *cfg;
     ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "SIGHUP: reloading log sinks from %s",
               d->config_path);
+    ksockd_notify_reloading("reloading the log sinks");
     /*
      * ksock_runtime_configure() builds every new sink before it swaps them
      * in, and on failure frees what it built and keeps the running sinks, so
@@ -363,6 +376,8 @@ static void on_hup(ksock_signal_t *s, int signum, void *data)
                            err);
     else
         ksock_log(d->rt, KSOCK_LOG_INFO, "ksockd", NULL, 0, "log sinks reloaded");
+    ksockd_notify("READY=1\nSTATUS=%s", rc ? "reload failed: running with the previous log sinks"
+                                           : "running; log sinks reloaded");
 }
 
 /* Parse, adopt and apply (or only check) the config; *out is the runtime's. */
@@ -443,21 +458,22 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
 {
     ksock_bridge_stats_t st = {.size = sizeof(st)};
     ksock_bridge_stats(b, &st);
-    ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
-              (ksock_kv_t[]){
-                  KSOCK_KV_I64("connections", st.connections),
-                  KSOCK_KV_I64("published", st.published),
-                  KSOCK_KV_I64("publish_errors", st.publish_errors),
-                  KSOCK_KV_I64("dropped", st.dropped), KSOCK_KV_I64("send_full", st.send_full),
-                  KSOCK_KV_I64("inflight_max", st.inflight_max), KSOCK_KV_I64("paused", st.paused),
-                  KSOCK_KV_I64("shutdown_refused", st.shutdown_refused),
-                  KSOCK_KV_I64("drain_unknown", st.drain_unknown),
-                  KSOCK_KV_I64("subscribed", st.subscribed),
-                  KSOCK_KV_I64("subscribe_errors", st.subscribe_errors),
-                  KSOCK_KV_I64("records", st.records), KSOCK_KV_I64("deliveries", st.deliveries),
-                  KSOCK_KV_I64("encodes", st.encodes), KSOCK_KV_I64("slow_closed", st.slow_closed),
-                  KSOCK_KV_I64("slow_dropped", st.slow_dropped)},
-              16, "bridge stopped");
+    ksock_log(
+        rt, KSOCK_LOG_INFO, "ksockd",
+        (ksock_kv_t[]){
+            KSOCK_KV_I64("connections", st.connections), KSOCK_KV_I64("published", st.published),
+            KSOCK_KV_I64("publish_errors", st.publish_errors), KSOCK_KV_I64("dropped", st.dropped),
+            KSOCK_KV_I64("send_full", st.send_full), KSOCK_KV_I64("inflight_max", st.inflight_max),
+            KSOCK_KV_I64("paused", st.paused),
+            KSOCK_KV_I64("shutdown_refused", st.shutdown_refused),
+            KSOCK_KV_I64("drain_unknown", st.drain_unknown),
+            KSOCK_KV_I64("subscribed", st.subscribed),
+            KSOCK_KV_I64("subscribe_errors", st.subscribe_errors),
+            KSOCK_KV_I64("records", st.records), KSOCK_KV_I64("deliveries", st.deliveries),
+            KSOCK_KV_I64("encodes", st.encodes), KSOCK_KV_I64("slow_closed", st.slow_closed),
+            KSOCK_KV_I64("slow_dropped", st.slow_dropped),
+            KSOCK_KV_I64("subscriptions", st.subscriptions), KSOCK_KV_I64("readers", st.readers)},
+        18, "bridge stopped");
 }
 
 static void teardown(daemon_t *d)
@@ -466,8 +482,11 @@ static void teardown(daemon_t *d)
      * Order (bridge.h): transport stopped, producer, bridge (which frees
      * the instances it made). The producer's destroy waits for Kafka by polling
      * librdkafka itself, not by running the loop; a delivery it reports
-     * now finds the bridge stopped and counts as dropped.
+     * now finds the bridge stopped and counts as dropped. The admin endpoint
+     * goes first: its Kafka probe uses the producer.
      */
+    ksockd_admin_destroy(d->admin);
+    d->admin = NULL;
     ksock_bridge_stop(d->bridge);
     if (d->producer) ksock_kafka_producer_destroy(d->producer, 5000);
     d->producer = NULL;
@@ -510,6 +529,11 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
         fprintf(stderr, "ksockd: cannot install signal handlers\n");
         rc = 1;
     }
+    char err[1024];
+    if (rc == 0 && ksockd_admin_new(rt, cfg, d.producer, &d.admin, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ksockd: %s\n", err);
+        rc = EXIT_CONFIG;
+    }
     if (rc == 0) rc = start_bridge(rt, cfg, &d);
     if (rc != 0) {
         teardown(&d);
@@ -520,6 +544,10 @@ static int cmd_run(ksock_runtime_t *rt, const char *path)
               (ksock_kv_t[]){KSOCK_KV_STR("version", ksock_version()), KSOCK_KV_STR("config", path),
                              KSOCK_KV_I64("pid", getpid())},
               3, "ksockd started");
+    ksockd_admin_set_bridge(d.admin, d.bridge);
+    ksockd_admin_set_state(d.admin, KSOCKD_ADMIN_READY);
+    ksockd_notify("READY=1\nSTATUS=%s",
+                  d.bridge ? "serving WebSocket clients" : "running (no websocket section)");
     /* The publishes in flight were answered by the drain (on_stop_signal) while the loop ran. */
     rc = ksock_runtime_run(rt);
     teardown(&d);
@@ -536,7 +564,8 @@ static int cmd_check(ksock_runtime_t *rt, const char *path)
     const ksock_config_t *cfg;
     int rc = load_config(rt, path, true, &cfg);
     if (rc == 0) rc = setup_kafka(rt, cfg, false, &none);
-    if (rc == 0 && ksock_bridge_check_config(rt, cfg, err, sizeof(err)) != 0) {
+    if (rc == 0 && (ksock_bridge_check_config(rt, cfg, err, sizeof(err)) != 0 ||
+                    ksockd_admin_check(cfg, err, sizeof(err)) != 0)) {
         fprintf(stderr, "ksockd: %s\n", err);
         rc = EXIT_CONFIG;
     }

@@ -74,6 +74,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                         void **conn_data, char *errstr, size_t errstr_size)
 {
     ksock_bridge_t *b = data;
+    atomic_fetch_add(&b->handshakes, 1);
     const char *sp = hs->subprotocol;
     if (sp == NULL || strncmp(sp, SUBPROTO_PREFIX, strlen(SUBPROTO_PREFIX)) != 0 ||
         sp[strlen(SUBPROTO_PREFIX)] == '\0') {
@@ -83,6 +84,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                   (ksock_kv_t[]){KSOCK_KV_I64("conn", id), KSOCK_KV_STR("peer", hs->peer_addr)}, 2,
                   "refused: no ksock.v1 subprotocol");
         atomic_fetch_add(&b->refused, 1);
+        atomic_fetch_add(&b->auth_failed[ksock__br_auth_reason(KSOCK_E_PROTO, NULL)], 1);
         return KSOCK_E_PROTO;
     }
     ksock_principal_t *p = NULL;
@@ -104,6 +106,7 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                                  KSOCK_KV_STR("code", ksock_err_name(rc))},
                   3, "refused: %s", errstr[0] ? errstr : ksock_strerror(rc));
         atomic_fetch_add(&b->refused, 1);
+        atomic_fetch_add(&b->auth_failed[ksock__br_auth_reason(rc, errstr)], 1);
         return rc;
     }
     c->id = id;
@@ -132,8 +135,6 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
         ksock__br_conn_close(b, c, 1002, "no serializer for this subprotocol");
         return;
     }
-    c->sv = s->pi->vtable;
-    c->sinst = s->pi->inst;
     c->ser = s;
     ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
               (ksock_kv_t[]){KSOCK_KV_I64("conn", id),
@@ -149,7 +150,7 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     (void)type;
     ksock_bridge_t *b = data;
     conn_t *c = conn_data;
-    if (c == NULL || c->sv == NULL || c->closing || b->stopped) return;
+    if (c == NULL || c->ser == NULL || c->closing || b->stopped) return;
     if (b->stall_ms > 0) { /* test hook (docs/bridge.md): stall the loop once */
         struct timespec ts = {(time_t)(b->stall_ms / 1000), (long)(b->stall_ms % 1000) * 1000000L};
         b->stall_ms = 0;
@@ -161,7 +162,7 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     ksock_serde_get_limits(b->rt, &lim);
     ksock_envelope_t env;
     ksock_envelope_init(&env);
-    int rc = c->sv->decode_envelope(c->sinst, payload, len, &lim, &env, err, sizeof(err));
+    int rc = SV(c)->decode_envelope(SI(c), payload, len, &lim, &env, err, sizeof(err));
     if (rc != 0) {
         /* A well-formed envelope that breaks the rules is a protocol error, the rest decode errors.
          */
@@ -294,6 +295,7 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->max_subscriptions = BRIDGE_MAX_SUBSCRIPTIONS;
     b->max_catchup = BRIDGE_MAX_CATCHUP;
     b->partition_refresh_ms = 10000;
+    b->reader_linger_ms = 30000;
     b->lookup_timeout_ms = 5000;
     b->rt = rt;
     b->transport = transport;

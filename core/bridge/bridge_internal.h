@@ -41,6 +41,13 @@
 #define BRIDGE_MAX_SUBSCRIPTIONS 100
 #define BRIDGE_MAX_CATCHUP       32
 
+/* Metrics (metrics.c): publish refusals by -code (0: a code past the table), auth refusal reasons.
+ */
+#define BR_PUB_CODES    48
+#define BR_AUTH_REASONS 16
+#define BR_COUNT_REFUSED(b, code)                                                                  \
+    ((b)->pub_refused[(code) < 0 && -(code) < BR_PUB_CODES ? -(code) : 0]++)
+
 typedef struct reply_s {
     struct reply_s *next;
     ksock_frame_t *frame;
@@ -55,10 +62,8 @@ typedef struct conn_s {
     ksock_conn_id_t id;
     struct conn_s *next; /* hash chain */
     ksock_principal_t *principal;
-    const ksock_serializer_vtable_t *sv; /* set in on_open */
-    void *sinst;
-    serializer_t *ser;
-    sub_t *subs; /* its subscriptions, one per topic */
+    serializer_t *ser; /* set in on_open: SV(c) and SI(c) */
+    sub_t *subs;       /* its subscriptions, one per topic */
     size_t nsubs;
     uint32_t inflight;
     reply_t *ovf_head, *ovf_tail; /* replies waiting for room in the send queue, in order */
@@ -80,6 +85,7 @@ struct serializer_s {
     char *name;
     ksock_plugin_instance_t *pi;
     struct serializer_s *next;
+    uint64_t delivered, bytes; /* record frames queued to subscribers, their bytes (metrics.c) */
 };
 
 /* A topic's subscribers fed by its shared reader that use one serializer (one frame per record). */
@@ -89,6 +95,16 @@ typedef struct group_s {
     sub_t **subs;
     size_t n, cap;
 } group_t;
+
+/* What a subscribe asked for, kept until it is answered. */
+typedef struct sub_req_s {
+    char *id; /* NULL: none */
+    size_t id_len;
+    ksock_start_t start;
+    int64_t start_ts;
+    size_t nreq;
+    ksock_partition_offset_t req[]; /* start: offsets */
+} sub_req_t;
 
 /*
  * One subscription: a connection and a topic. Per partition it keeps the
@@ -101,15 +117,10 @@ struct sub_s {
     topic_t *topic;
     sub_t *cnext;          /* the connection's list */
     sub_t *tnext, **tprev; /* the topic's list */
-    char *id;              /* the subscribe's id until answered; NULL: none */
-    size_t id_len;
-    ksock_start_t start;
-    ksock_partition_offset_t *req; /* start: offsets */
-    size_t nreq;
-    int64_t start_ts;
-    bool active;       /* `subscribed` sent */
-    bool gap_pending;  /* records dropped (slow-client drop): tell before the next */
-    bool catch_paused; /* the catch-up reader waits for room in the send queue */
+    sub_req_t *rq;         /* the request, until answered (then NULL) */
+    bool active;           /* `subscribed` sent */
+    bool gap_pending;      /* records dropped (slow-client drop): tell before the next */
+    bool catch_paused;     /* the catch-up reader waits for room in the send queue */
     int32_t nparts;
     int64_t *next; /* per partition: the next offset to deliver */
     int64_t *gap;  /* per partition: the first dropped offset, -1 none */
@@ -134,6 +145,7 @@ struct topic_s {
     size_t nsubs;
     lookup_t *lk; /* resolve or partition refresh in flight */
     ksock_timer_t *refresh;
+    ksock_timer_t *linger; /* no subscription left: the reader stays this long (reader_linger) */
     bool resolved;
 };
 
@@ -186,6 +198,11 @@ struct ksock_bridge_s {
     uint64_t drain_timeout_ms;
     ksock_bridge_stats_t stats;
     _Atomic uint64_t refused; /* handshakes refused: counted on the transport's thread */
+    /* Metrics (metrics.c): plain counters, never formatted on the record path. */
+    _Atomic uint64_t handshakes;                   /* on the transport's thread */
+    _Atomic uint64_t auth_failed[BR_AUTH_REASONS]; /* by ksock__br_auth_reason() */
+    uint64_t pub_refused[BR_PUB_CODES];            /* publishes answered an error, by -code */
+    uint64_t queue_drops; /* record frames a full send queue did not take (slow()) */
     /* Subscriptions (subs.c, fanout.c, lookup.c). */
     ksock_kafka_conf_t *kconf;    /* readers' configuration; NULL: subscribe unsupported */
     ksock_kafka_consumer_t *meta; /* never started: its handle runs the lookups */
@@ -199,6 +216,7 @@ struct ksock_bridge_s {
     uint64_t max_catchup;       /* catch-up readers at once */
     uint64_t ncatchup;
     uint64_t partition_refresh_ms;
+    uint64_t reader_linger_ms;
     int lookup_timeout_ms;
     /* fan-out scratch: ids, outcomes and subscriptions of one send_many */
     ksock_conn_id_t *fo_ids;
@@ -206,6 +224,10 @@ struct ksock_bridge_s {
     sub_t **fo_subs;
     size_t fo_cap;
 };
+
+/* A connection's serializer: its vtable and instance. */
+#define SV(c) ((const ksock_serializer_vtable_t *)(c)->ser->pi->vtable)
+#define SI(c) ((c)->ser->pi->inst)
 
 /* conns.c: the connection table. */
 conn_t *ksock__br_conn_find(const ksock_bridge_t *b, ksock_conn_id_t id);
@@ -268,6 +290,9 @@ void ksock__br_record_env(const ksock_kafka_message_t *m, ksock_envelope_t *env,
                           ksock_header_t *hbuf, size_t n, ksock_header_t **heap);
 /* fanout.c: free every topic (bridge destroy). */
 void ksock__br_topics_free(ksock_bridge_t *b);
+
+/* metrics.c: the reason label of a refused handshake (an index below BR_AUTH_REASONS). */
+size_t ksock__br_auth_reason(int rc, const char *errstr);
 
 /* lookup.c */
 int ksock__br_lookup_start(ksock_bridge_t *b, topic_t *t, sub_t *s, const char *name, int64_t ts);

@@ -28,6 +28,7 @@ typedef struct bridge_section_s {
     int64_t max_subscriptions;
     int64_t max_catchup_readers;
     int64_t partition_refresh; /* ms */
+    int64_t reader_linger;     /* ms */
 } bridge_section_t;
 
 static const char *const slow_values[] = {"close", "drop", NULL};
@@ -62,6 +63,12 @@ static const ksock_option_t bridge_section[] = {
                        partition_refresh, 0, 86400000,
                        "How often a subscribed topic is checked for added partitions (read from "
                        "their first record); 0 never."),
+    KSOCK_OPTION_RANGE("reader_linger", KSOCK_OPT_DURATION, 0, "30s", bridge_section_t,
+                       reader_linger, 0, 86400000,
+                       "How long a topic's shared Kafka reader keeps running after its last "
+                       "subscription ended, so that clients coming back (a reconnect, a "
+                       "resubscribe at latest) are answered without a Kafka round trip; 0 "
+                       "stops it at once."),
     KSOCK_OPTION_END,
 };
 
@@ -506,6 +513,7 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     b->max_subscriptions = (uint64_t)p.bs.max_subscriptions;
     b->max_catchup = (uint64_t)p.bs.max_catchup_readers;
     b->partition_refresh_ms = (uint64_t)p.bs.partition_refresh;
+    b->reader_linger_ms = (uint64_t)p.bs.reader_linger;
     const ksock_cfg_t *sec = ksock_cfg_get(root, "serializers");
     if (sec)
         rc = serializers_section(rt, cfg, sec, b, errstr, errstr_size);

@@ -163,10 +163,10 @@ static void send_frame(ksock_bridge_t *b, conn_t *c, ksock_frame_t *f)
 /* Encode `env` with the connection's serializer and send it (send_frame). */
 void ksock__br_reply(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
 {
-    if (c->closing || c->sv == NULL) return;
+    if (c->closing || c->ser == NULL) return;
     char err[256];
     ksock_buf_t buf = KSOCK_BUF_INIT;
-    int rc = c->sv->encode_envelope(c->sinst, env, &buf, err, sizeof(err));
+    int rc = SV(c)->encode_envelope(SI(c), env, &buf, err, sizeof(err));
     if (rc != 0) {
         ksock_log(
             b->rt, KSOCK_LOG_ERROR, COMPONENT,
@@ -176,7 +176,7 @@ void ksock__br_reply(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
         ksock__br_conn_close(b, c, CLOSE_INTERNAL, "cannot encode a ksock__br_reply");
         return;
     }
-    ksock_frame_t *f = ksock_frame_adopt(c->sv->frame_type(c->sinst), buf.data, buf.len);
+    ksock_frame_t *f = ksock_frame_adopt(SV(c)->frame_type(SI(c)), buf.data, buf.len);
     if (f == NULL) {
         ksock_buf_free(&buf);
         ksock__br_conn_close(b, c, CLOSE_INTERNAL, "out of memory");

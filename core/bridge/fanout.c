@@ -112,6 +112,7 @@ static bool scratch_reserve(ksock_bridge_t *b, size_t n)
 static void slow(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o)
 {
     conn_t *c = s->conn;
+    b->queue_drops++;
     if (b->slow_policy == KSOCK_BRIDGE_SLOW_DROP) {
         if (s->gap[p] < 0) s->gap[p] = o;
         s->gap_pending = true;
@@ -157,6 +158,7 @@ static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *en
     char err[256];
     ksock_buf_t buf = KSOCK_BUF_INIT;
     int rc = sv->encode_envelope(si, env, &buf, err, sizeof(err));
+    size_t flen = buf.len;
     ksock_frame_t *f = rc == 0 ? ksock_frame_adopt(sv->frame_type(si), buf.data, buf.len) : NULL;
     if (f == NULL) {
         ksock_buf_free(&buf);
@@ -176,17 +178,21 @@ static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *en
             b->fo_rc[i] = b->tv->send(b->transport->inst, b->fo_ids[i], f);
     }
     ksock_frame_unref(f);
+    uint64_t sent = 0;
     for (size_t i = 0; i < n; i++) {
         sub_t *s = b->fo_subs[i];
         if (b->fo_rc[i] == 0) {
             s->next[p] = o + 1;
-            b->stats.deliveries++;
+            sent++;
         } else if (b->fo_rc[i] == KSOCK_E_QUEUE_FULL) {
             slow(b, s, p, o);
         } else if (b->fo_rc[i] == KSOCK_E_NOMEM) {
             ksock__br_conn_close(b, s->conn, CLOSE_INTERNAL, "out of memory");
         } /* KSOCK_E_CLOSED: its on_close comes and ends the subscription */
     }
+    b->stats.deliveries += sent;
+    g->ser->delivered += sent;
+    g->ser->bytes += sent * flen;
 }
 
 /* The shared reader's handler: one record to every joined subscriber. Never pauses. */
@@ -238,6 +244,7 @@ static void topic_free(ksock_bridge_t *b, topic_t *t)
 {
     if (t->lk) t->lk->topic = NULL;
     if (t->refresh) ksock_timer_close(t->refresh);
+    if (t->linger) ksock_timer_close(t->linger);
     if (t->head) {
         ksock_kafka_consumer_destroy(t->head);
         b->stats.readers--;
@@ -252,9 +259,8 @@ static void topic_free(ksock_bridge_t *b, topic_t *t)
     free(t);
 }
 
-void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
+static void topic_unlink_free(ksock_bridge_t *b, topic_t *t)
 {
-    if (t->nsubs > 0) return;
     for (topic_t **pp = &b->topics; *pp; pp = &(*pp)->next) {
         if (*pp == t) {
             *pp = t->next;
@@ -262,6 +268,29 @@ void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
         }
     }
     topic_free(b, t);
+}
+
+static void linger_cb(ksock_timer_t *tm, void *data)
+{
+    (void)tm;
+    topic_t *t = data;
+    if (t->nsubs == 0) topic_unlink_free(t->b, t);
+}
+
+/*
+ * The last subscription of a topic went. Its shared reader stays for
+ * bridge.reader_linger, at its position, so that a client that comes back
+ * (a reconnect, a resubscribe) is answered at once and readers do not
+ * churn; a topic never resolved goes at once.
+ */
+void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t)
+{
+    if (t->nsubs > 0) return;
+    if (t->resolved && !b->stopped && b->reader_linger_ms > 0 &&
+        (t->linger || ksock_timer_init(b->rt, &t->linger, linger_cb, t) == 0) &&
+        ksock_timer_start(t->linger, b->reader_linger_ms, 0) == 0)
+        return;
+    topic_unlink_free(b, t);
 }
 
 void ksock__br_topics_free(ksock_bridge_t *b)

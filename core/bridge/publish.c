@@ -97,6 +97,7 @@ void ksock__br_drain_timer_cb(ksock_timer_t *t, void *data)
         pending_unlink(b, p);
         p->bridge = NULL;
         b->stats.drain_unknown++;
+        BR_COUNT_REFUSED(b, KSOCK_E_KAFKA);
         conn_t *c = b->stopped ? NULL : ksock__br_conn_find(b, p->conn);
         if (c) {
             c->inflight--;
@@ -123,10 +124,12 @@ static void on_delivery(ksock_kafka_producer_t *prod, const ksock_kafka_delivery
     }
     pending_unlink(b, p);
     conn_t *c = b->stopped ? NULL : ksock__br_conn_find(b, p->conn);
-    if (d->err == 0)
+    if (d->err == 0) {
         b->stats.published++;
-    else
+    } else {
         b->stats.publish_errors++;
+        BR_COUNT_REFUSED(b, kafka_code(d->err));
+    }
     if (c == NULL) {
         b->stats.dropped++;
         pending_free(p);
@@ -249,6 +252,7 @@ static int publish_refused(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t 
     } else {
         return 0;
     }
+    BR_COUNT_REFUSED(b, code);
     ksock__br_reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, code, why);
     return code;
 }
@@ -284,6 +288,7 @@ static int publish_send(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *en
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
 {
     if (!ksock__br_topic_valid(env->topic, env->topic_len)) {
+        BR_COUNT_REFUSED(b, KSOCK_E_PROTO);
         /* Not echoed: it is not a name, and may hold bytes a reply cannot carry. */
         ksock__br_reply_error(
             b, c, env->id, env->id_len, NULL, 0, KSOCK_E_PROTO,
@@ -295,6 +300,7 @@ void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *
     if (p == NULL || (p->topic = memdup_z(env->topic, env->topic_len)) == NULL ||
         (env->id && (p->id = memdup_z(env->id, env->id_len)) == NULL)) {
         if (p) pending_free(p);
+        BR_COUNT_REFUSED(b, KSOCK_E_NOMEM);
         ksock__br_reply_error(b, c, env->id, env->id_len, NULL, 0, KSOCK_E_NOMEM, "out of memory");
         return;
     }
@@ -304,15 +310,17 @@ void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *
     ksock_kafka_header_t *hdrs;
     char *names;
     int rc = publish_refused(b, c, env, p->topic);
-    if (rc == 0 && (rc = kafka_headers(env, &hdrs, &names)) != 0)
+    if (rc == 0 && (rc = kafka_headers(env, &hdrs, &names)) != 0) {
+        BR_COUNT_REFUSED(b, rc);
         ksock__br_reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len, rc,
                               rc == KSOCK_E_PROTO ? "header name contains NUL" : "out of memory");
-    else if (rc == 0) {
+    } else if (rc == 0) {
         rc = publish_send(b, c, env, p, hdrs);
         free(hdrs);
         free(names);
         if (rc != 0) {
             b->stats.publish_errors++;
+            BR_COUNT_REFUSED(b, kafka_code(rc));
             ksock__br_reply_error(b, c, env->id, env->id_len, env->topic, env->topic_len,
                                   kafka_code(rc), ksock_strerror(rc));
         }

@@ -60,12 +60,20 @@ void ksock__br_sub_send_gap(ksock_bridge_t *b, sub_t *s, const char *id, size_t 
 static void sub_fail(ksock_bridge_t *b, sub_t *s, int code, const char *msg)
 {
     b->stats.subscribe_errors++;
-    ksock__br_reply_error(b, s->conn, s->id, s->id_len, s->topic->name, strlen(s->topic->name),
-                          code, msg);
+    ksock__br_reply_error(b, s->conn, s->rq ? s->rq->id : NULL, s->rq ? s->rq->id_len : 0,
+                          s->topic->name, strlen(s->topic->name), code, msg);
     ksock__br_sub_free(b, s);
 }
 
 /* ---- Lifetime ------------------------------------------------------------------ */
+
+static void sub_req_free(sub_t *s)
+{
+    if (s->rq == NULL) return;
+    free(s->rq->id);
+    free(s->rq);
+    s->rq = NULL;
+}
 
 static sub_t *sub_find(conn_t *c, const char *name)
 {
@@ -74,24 +82,36 @@ static sub_t *sub_find(conn_t *c, const char *name)
     return NULL;
 }
 
-/* Size the per-partition arrays for n partitions; new ones start not fed, no gap. */
+/*
+ * Size the per-partition arrays for n partitions, in one allocation (memory
+ * per idle subscriber counts: docs/benchmarks.md); new partitions start not
+ * fed, without a gap.
+ */
 static int sub_grow(sub_t *s, int32_t n)
 {
     if (n <= s->nparts) return 0;
-    int64_t *next = realloc(s->next, (size_t)n * sizeof(*next));
-    if (next) s->next = next;
-    int64_t *gap = realloc(s->gap, (size_t)n * sizeof(*gap));
-    if (gap) s->gap = gap;
-    bool *joined = realloc(s->joined, (size_t)n * sizeof(*joined));
-    if (joined) s->joined = joined;
-    bool *catching = realloc(s->catching, (size_t)n * sizeof(*catching));
-    if (catching) s->catching = catching;
-    if (!next || !gap || !joined || !catching) return KSOCK_E_NOMEM;
-    for (int32_t p = s->nparts; p < n; p++) {
-        s->next[p] = 0;
-        s->gap[p] = -1;
-        s->joined[p] = s->catching[p] = false;
+    size_t un = (size_t)n;
+    char *m = malloc(un * (2 * sizeof(int64_t) + 2 * sizeof(bool)));
+    if (m == NULL) return KSOCK_E_NOMEM;
+    int64_t *next = (int64_t *)m, *gap = next + un;
+    bool *joined = (bool *)(gap + un), *catching = joined + un;
+    size_t old = (size_t)s->nparts;
+    if (old) {
+        memcpy(next, s->next, old * sizeof(*next));
+        memcpy(gap, s->gap, old * sizeof(*gap));
+        memcpy(joined, s->joined, old * sizeof(*joined));
+        memcpy(catching, s->catching, old * sizeof(*catching));
     }
+    for (size_t p = old; p < un; p++) {
+        next[p] = 0;
+        gap[p] = -1;
+        joined[p] = catching[p] = false;
+    }
+    free(s->next); /* the one allocation */
+    s->next = next;
+    s->gap = gap;
+    s->joined = joined;
+    s->catching = catching;
     s->nparts = n;
     return 0;
 }
@@ -121,12 +141,8 @@ void ksock__br_sub_free(ksock_bridge_t *b, sub_t *s)
     ksock__br_group_remove(s);
     catchup_end(b, s);
     if (s->lk) s->lk->sub = NULL;
-    free(s->id);
-    free(s->req);
-    free(s->next);
-    free(s->gap);
-    free(s->joined);
-    free(s->catching);
+    sub_req_free(s);
+    free(s->next); /* with gap, joined and catching (sub_grow) */
     free(s);
     b->stats.subscriptions--;
     t->nsubs--;
@@ -174,10 +190,11 @@ static int catchup_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_mess
     ksock_buf_t buf = KSOCK_BUF_INIT;
     int rc = (m->header_count > 16 && heap == NULL)
                  ? KSOCK_E_NOMEM
-                 : c->sv->encode_envelope(c->sinst, &env, &buf, err, sizeof(err));
+                 : SV(c)->encode_envelope(SI(c), &env, &buf, err, sizeof(err));
     free(heap);
+    size_t flen = buf.len;
     ksock_frame_t *f =
-        rc == 0 ? ksock_frame_adopt(c->sv->frame_type(c->sinst), buf.data, buf.len) : NULL;
+        rc == 0 ? ksock_frame_adopt(SV(c)->frame_type(SI(c)), buf.data, buf.len) : NULL;
     if (f == NULL) {
         ksock_buf_free(&buf);
         ksock__br_conn_close(b, c, CLOSE_INTERNAL, "cannot encode a record");
@@ -192,6 +209,8 @@ static int catchup_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_mess
     }
     if (rc != 0) return 0;
     b->stats.deliveries++;
+    c->ser->delivered++;
+    c->ser->bytes += flen;
     s->next[p] = m->offset + 1;
     if (s->next[p] >= s->topic->pos[p]) join(b, s, p);
     return 0;
@@ -237,16 +256,16 @@ static int sub_starts(sub_t *s, const int64_t *low, const int64_t *high, const i
     topic_t *t = s->topic;
     for (int32_t p = 0; p < t->nparts; p++)
         s->next[p] = t->pos[p]; /* latest, and partitions an offsets list leaves out */
-    if (s->start == KSOCK_START_LATEST || low == NULL) return 0;
+    if (s->rq->start == KSOCK_START_LATEST || low == NULL) return 0;
     for (int32_t p = 0; p < t->nparts && p < ln; p++) {
-        if (s->start == KSOCK_START_EARLIEST)
+        if (s->rq->start == KSOCK_START_EARLIEST)
             s->next[p] = low[p];
-        else if (s->start == KSOCK_START_TIMESTAMP)
+        else if (s->rq->start == KSOCK_START_TIMESTAMP)
             s->next[p] = at && at[p] >= 0 ? at[p] : high[p];
     }
-    for (size_t i = 0; s->start == KSOCK_START_OFFSETS && i < s->nreq; i++) {
-        int32_t p = s->req[i].partition;
-        int64_t o = s->req[i].offset;
+    for (size_t i = 0; s->rq->start == KSOCK_START_OFFSETS && i < s->rq->nreq; i++) {
+        int32_t p = s->rq->req[i].partition;
+        int64_t o = s->rq->req[i].offset;
         if (p >= t->nparts) {
             ksock_errstr_set(err, n, "topic %s has no partition %d (it has %d)", t->name, (int)p,
                              (int)t->nparts);
@@ -304,18 +323,18 @@ static void sub_apply(ksock_bridge_t *b, sub_t *s, const int64_t *low, const int
     }
     for (int32_t p = 0; p < t->nparts; p++)
         offs[p] = (ksock_partition_offset_t){p, s->next[p]};
-    reply_offsets(b, s, KSOCK_OP_SUBSCRIBED, s->id, s->id_len, offs, (size_t)t->nparts, 0, NULL);
+    reply_offsets(b, s, KSOCK_OP_SUBSCRIBED, s->rq->id, s->rq->id_len, offs, (size_t)t->nparts, 0,
+                  NULL);
     free(offs);
     s->active = true;
     b->stats.subscribed++;
     for (int32_t p = 0; p < t->nparts; p++)
         if (s->gap[p] >= 0) {
-            ksock__br_sub_send_gap(b, s, s->id, s->id_len,
+            ksock__br_sub_send_gap(b, s, s->rq->id, s->rq->id_len,
                                    "records deleted by retention: starting at the first one left");
             break;
         }
-    free(s->id);
-    s->id = NULL;
+    sub_req_free(s); /* answered: what the request said is no longer needed */
     if (s->ncatching < (size_t)t->nparts) ksock__br_group_add(b, s);
 }
 
@@ -328,6 +347,31 @@ void ksock__br_sub_lookup_done(ksock_bridge_t *b, sub_t *s, const lookup_t *l)
     sub_apply(b, s, l->low, l->high, l->at, l->nparts);
 }
 
+/*
+ * Before a topic's reader starts: refuse the waiting subscriptions whose
+ * offsets name partitions the topic does not have. Returns KSOCK_E_NOENT
+ * when none is left to start the reader for (nothing to do, no error).
+ */
+static int refuse_bad_partitions(ksock_bridge_t *b, topic_t *t, int32_t nparts)
+{
+    size_t left = 0;
+    for (sub_t *s = t->subs, *next; s; s = next) {
+        next = s->tnext;
+        if (s->active || s->lk) continue;
+        for (size_t i = 0; i < s->rq->nreq; i++) {
+            if (s->rq->req[i].partition < nparts) continue;
+            char err[160];
+            snprintf(err, sizeof(err), "topic %s has no partition %d (it has %d)", t->name,
+                     (int)s->rq->req[i].partition, (int)nparts);
+            sub_fail(b, s, KSOCK_E_UNKNOWN_TOPIC, err);
+            s = NULL;
+            break;
+        }
+        if (s) left++;
+    }
+    return left ? 0 : KSOCK_E_NOENT;
+}
+
 void ksock__br_subs_topic_ready(ksock_bridge_t *b, topic_t *t, const lookup_t *l)
 {
     if (t->resolved) { /* a partition refresh */
@@ -336,18 +380,19 @@ void ksock__br_subs_topic_ready(ksock_bridge_t *b, topic_t *t, const lookup_t *l
     }
     char err[512] = "";
     int rc = l->err;
+    t->nsubs++; /* held while its subscriptions start (one may fail and go) */
     if (rc != 0)
         snprintf(err, sizeof(err), "%s", l->errmsg);
     else
-        rc = ksock__br_topic_start(b, t, l, err, sizeof(err));
-    t->nsubs++; /* held while its subscriptions start (one may fail and go) */
+        rc = refuse_bad_partitions(b, t, l->nparts);
+    if (rc == 0) rc = ksock__br_topic_start(b, t, l, err, sizeof(err));
     for (sub_t *s = t->subs, *next; s; s = next) {
         next = s->tnext;
         if (s->active || s->lk) continue;
         if (rc != 0)
             sub_fail(b, s, rc, err);
-        else if (s->start == KSOCK_START_TIMESTAMP) {
-            int lrc = ksock__br_lookup_start(b, t, s, t->name, s->start_ts);
+        else if (s->rq->start == KSOCK_START_TIMESTAMP) {
+            int lrc = ksock__br_lookup_start(b, t, s, t->name, s->rq->start_ts);
             if (lrc != 0) sub_fail(b, s, lrc, "cannot start a Kafka lookup");
         } else
             sub_apply(b, s, l->low, l->high, NULL, l->nparts);
@@ -384,21 +429,19 @@ static sub_t *sub_new(ksock_bridge_t *b, conn_t *c, topic_t *t, const ksock_enve
 {
     sub_t *s = calloc(1, sizeof(*s));
     if (s == NULL) return NULL;
+    s->rq = calloc(1, sizeof(*s->rq) + env->noffsets * sizeof(s->rq->req[0]));
+    if (s->rq == NULL) goto nomem;
     if (env->id) {
-        s->id = malloc(env->id_len + 1);
-        if (s->id == NULL) goto nomem;
-        memcpy(s->id, env->id, env->id_len);
-        s->id[env->id_len] = '\0';
-        s->id_len = env->id_len;
+        s->rq->id = malloc(env->id_len + 1);
+        if (s->rq->id == NULL) goto nomem;
+        memcpy(s->rq->id, env->id, env->id_len);
+        s->rq->id[env->id_len] = '\0';
+        s->rq->id_len = env->id_len;
     }
-    s->start = env->start;
-    s->start_ts = env->start_timestamp;
-    if (env->noffsets > 0) {
-        s->req = malloc(env->noffsets * sizeof(*s->req));
-        if (s->req == NULL) goto nomem;
-        memcpy(s->req, env->offsets, env->noffsets * sizeof(*s->req));
-        s->nreq = env->noffsets;
-    }
+    s->rq->start = env->start;
+    s->rq->start_ts = env->start_timestamp;
+    if (env->noffsets > 0) memcpy(s->rq->req, env->offsets, env->noffsets * sizeof(s->rq->req[0]));
+    s->rq->nreq = env->noffsets;
     s->conn = c;
     s->topic = t;
     s->cnext = c->subs;
@@ -409,10 +452,11 @@ static sub_t *sub_new(ksock_bridge_t *b, conn_t *c, topic_t *t, const ksock_enve
     s->tprev = &t->subs;
     t->subs = s;
     t->nsubs++;
+    if (t->linger) ksock_timer_stop(t->linger);
     b->stats.subscriptions++;
     return s;
 nomem:
-    free(s->id);
+    sub_req_free(s);
     free(s);
     return NULL;
 }
@@ -450,7 +494,7 @@ void ksock__br_do_subscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t
     sub_t *old = sub_find(c, name);
     if (old) { /* a seek: the earlier subscription ends here */
         if (!old->active)
-            ksock__br_reply_error(b, c, old->id, old->id_len, name, env->topic_len,
+            ksock__br_reply_error(b, c, old->rq->id, old->rq->id_len, name, env->topic_len,
                                   KSOCK_E_CANCELED, "replaced by a later subscribe");
         ksock__br_sub_free(b, old);
     }
@@ -467,11 +511,11 @@ void ksock__br_do_subscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t
         return;
     }
     int rc = 0;
-    if (t->resolved && s->start == KSOCK_START_LATEST)
+    if (t->resolved && s->rq->start == KSOCK_START_LATEST)
         sub_apply(b, s, NULL, NULL, NULL, 0);
     else if (t->resolved)
         rc = ksock__br_lookup_start(b, t, s, name,
-                                    s->start == KSOCK_START_TIMESTAMP ? s->start_ts : -1);
+                                    s->rq->start == KSOCK_START_TIMESTAMP ? s->rq->start_ts : -1);
     else if (t->lk == NULL)
         rc = ksock__br_lookup_start(b, t, NULL, name, -1);
     if (rc != 0) sub_fail(b, s, rc, "cannot start a Kafka lookup");
@@ -486,7 +530,7 @@ void ksock__br_do_unsubscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope
     sub_t *s = env->topic_len < sizeof(name) - 1 ? sub_find(c, name) : NULL;
     if (s) {
         if (!s->active)
-            ksock__br_reply_error(b, c, s->id, s->id_len, name, n, KSOCK_E_CANCELED,
+            ksock__br_reply_error(b, c, s->rq->id, s->rq->id_len, name, n, KSOCK_E_CANCELED,
                                   "ended by an unsubscribe");
         ksock__br_sub_free(b, s);
     }

@@ -192,6 +192,18 @@ int ksock_serde_strategy_from_plugin(ksock_runtime_t *rt, const char *name,
     return 0;
 }
 
+int ksock__serde_plugin_of(const ksock_serde_strategy_t *s, const ksock_serializer_vtable_t **vt,
+                           void **inst, const ksock_value_limits_t **lim)
+{
+    if (s == NULL || s->encode != plugin_encode) return KSOCK_E_INVAL;
+    plugin_strategy_t *ps = s->data;
+    if (ps->vt->encode_envelope == NULL || ps->vt->decode_envelope == NULL) return KSOCK_E_INVAL;
+    *vt = ps->vt;
+    *inst = ps->pi->inst;
+    *lim = &ps->state->limits;
+    return 0;
+}
+
 /* ---- Global strategies and limits ---------------------------------------------- */
 
 static int strategy_usable(const ksock_serde_strategy_t *s, bool for_encode)

@@ -21,80 +21,11 @@
  * reconnecting, closing) whose transitions share the disconnected queue,
  * the policy and the transport events; the default policy is backoff.c.
  */
-#include "../internal.h"
-
-#include <ksock/ws.h>
+#include "ws_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define WS_COMPONENT "ws"
-
-typedef struct ws_qmsg_s {
-    struct ws_qmsg_s *next;
-    ksock_frame_t *frame;
-} ws_qmsg_t;
-
-struct ksock_ws_manager_s {
-    ksock_runtime_t *rt;
-    ksock_config_t *tdoc; /* transport options document, borrowed by the instance */
-    ksock_plugin_instance_t *transport;
-    const ksock_transport_vtable_t *tv;
-    ksock_transport_events_t ev;
-    ksock_reconnect_opts_t reconnect; /* strings owned below */
-    char *reconnect_policy, *reconnect_policy_json;
-    char *ca_file, *token, *cert_file, *key_file;
-    bool insecure;
-    ksock_ws_t *conns; /* every live handle */
-};
-
-struct ksock_ws_s {
-    ksock_ws_manager_t *mgr;
-    ksock_ws_t *next, **pprev;
-    void *data;
-    ksock_ws_state_t state;
-    ksock_conn_id_t conn_id; /* 0: none */
-    bool user_closed;
-    int close_code;
-    char *close_reason;
-
-    /* request */
-    char *url; /* with the query parameters */
-    char *subprotocol_req;
-    char *ca_file, *cert_file, *key_file;
-    bool insecure;
-    uint64_t max_message_size;
-    ksock_kvpair_t *headers;
-    size_t nheaders;
-    char *subprotocol; /* accepted */
-    const ksock_serde_strategy_t *strategy;
-
-    /* resilience */
-    bool reconnect_enabled;
-    ksock_reconnect_opts_t ropts;
-    ksock_config_t *pdoc; /* policy options document */
-    ksock_plugin_instance_t *policy;
-    uint32_t attempt;
-    uint64_t opened_at_ns;
-    bool ever_opened;
-    ksock_timer_t *timer;
-    bool final_pending; /* the timer delivers the final on_close */
-    int final_code, final_err;
-    const char *final_reason; /* close_reason or a literal: delivering it allocates nothing */
-
-    /* the queue kept while disconnected */
-    ws_qmsg_t *q_head, *q_tail;
-    size_t q_msgs, q_bytes;
-
-    ksock_ws_open_cb on_open;
-    ksock_ws_message_cb on_message;
-    ksock_ws_frame_cb on_frame;
-    ksock_ws_close_cb on_close;
-    ksock_ws_reconnecting_cb on_reconnecting;
-    ksock_ws_reconnected_cb on_reconnected;
-    ksock_ws_writable_cb on_writable;
-};
 
 /* ---- Options ------------------------------------------------------------- */
 
@@ -254,6 +185,7 @@ static void ws_free(ksock_ws_t *ws)
         if (ws->next) ws->next->pprev = ws->pprev;
     }
     ksock_timer_close(ws->timer);
+    ksock__ws_subs_free(ws);
     q_clear(ws);
     policy_free(ws);
     free(ws->close_reason);
@@ -406,6 +338,7 @@ static void ev_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
     ws->opened_at_ns = ksock_now_ns();
     if (closing) return; /* the transport sends our close right away */
     ws->state = KSOCK_WS_OPEN;
+    ksock__ws_subs_opened(ws);
     q_flush(ws);
     if (ws->on_open) ws->on_open(ws);
     if (again && ws->state == KSOCK_WS_OPEN && ws->on_reconnected) ws->on_reconnected(ws);
@@ -418,7 +351,8 @@ static void ev_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     (void)data;
     if (id != ws->conn_id) return;
     if (ws->on_frame) ws->on_frame(ws, type, payload, len);
-    if (ws->on_message == NULL) return;
+    ksock__ws_subs_message(ws, payload, len);
+    if (ws->on_message == NULL || id != ws->conn_id) return;
     ksock_value_t *v = NULL;
     char err[256] = "";
     int rc = ksock_serde_deserialize(ws->mgr->rt, payload, len, ws->strategy, &v, err, sizeof(err));
@@ -701,6 +635,7 @@ int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url, const ksock_ws_op
     if (rc == 0)
         rc = ksock_serde_strategy_from_plugin(mgr->rt, ser, NULL, &ws->strategy, errstr,
                                               errstr_size);
+    if (rc == 0) rc = ksock__ws_subs_init(ws);
     if (rc == 0) {
         reconnect_copy(&ws->ropts, opts.reconnect ? opts.reconnect : &mgr->reconnect);
         ws->reconnect_enabled = ws->ropts.enabled;
@@ -722,7 +657,7 @@ int ksock_ws_connect(ksock_ws_manager_t *mgr, const char *url, const ksock_ws_op
     return 0;
 }
 
-static int send_frame(ksock_ws_t *ws, ksock_frame_t *f)
+int ksock__ws_send_frame(ksock_ws_t *ws, ksock_frame_t *f)
 {
     ksock_ws_manager_t *mgr = ws->mgr;
     int rc;
@@ -758,7 +693,7 @@ int ksock_ws_send(ksock_ws_t *ws, const ksock_value_t *msg, const ksock_serde_st
         ksock_buf_free(&b);
         return KSOCK_E_NOMEM;
     }
-    rc = send_frame(ws, f);
+    rc = ksock__ws_send_frame(ws, f);
     ksock_frame_unref(f);
     return rc;
 }
@@ -767,7 +702,7 @@ int ksock_ws_send_frame(ksock_ws_t *ws, ksock_frame_type_t type, const void *dat
 {
     ksock_frame_t *f = ksock_frame_new(type, data, len);
     if (f == NULL) return KSOCK_E_NOMEM;
-    int rc = send_frame(ws, f);
+    int rc = ksock__ws_send_frame(ws, f);
     ksock_frame_unref(f);
     return rc;
 }

@@ -35,10 +35,7 @@ typedef struct ksock_bridge_s ksock_bridge_t;
  * default), or the records that do not fit are dropped for it and it is
  * told where the gap starts (an `error` KSOCK_E_SKIPPED, docs/protocol.md).
  */
-typedef enum {
-    KSOCK_BRIDGE_SLOW_CLOSE = 0,
-    KSOCK_BRIDGE_SLOW_DROP = 1
-} ksock_bridge_slow_policy_t;
+typedef enum { KSOCK_BRIDGE_SLOW_CLOSE = 0, KSOCK_BRIDGE_SLOW_DROP = 1 } ksock_bridge_slow_policy_t;
 
 /* Options. Zero-initialise, set `size`; zero fields take the defaults. */
 typedef struct ksock_bridge_opts_s {
@@ -124,15 +121,15 @@ typedef struct ksock_bridge_stats_s {
     uint64_t shutdown_refused; /* publishes answered KSOCK_E_SHUTDOWN while draining */
     uint64_t drain_unknown;    /* pending at the drain timeout: answered KSOCK_E_KAFKA */
     /* ABI 1.2: subscriptions and fan-out. */
-    uint64_t subscriptions;     /* subscriptions active right now */
-    uint64_t subscribed;        /* subscribe requests answered `subscribed` since start */
-    uint64_t subscribe_errors;  /* subscribe requests answered with an error */
-    uint64_t records;           /* records read from Kafka by the bridge's readers */
-    uint64_t deliveries;        /* record frames queued to subscribers */
-    uint64_t encodes;           /* record frames encoded (at most one per record and serializer) */
-    uint64_t slow_closed;       /* subscribers closed at their send-queue bound */
-    uint64_t slow_dropped;      /* record frames dropped for subscribers at their bound */
-    uint64_t readers;           /* Kafka readers running right now (shared and catch-up) */
+    uint64_t subscriptions;    /* subscriptions active right now */
+    uint64_t subscribed;       /* subscribe requests answered `subscribed` since start */
+    uint64_t subscribe_errors; /* subscribe requests answered with an error */
+    uint64_t records;          /* records read from Kafka by the bridge's readers */
+    uint64_t deliveries;       /* record frames queued to subscribers */
+    uint64_t encodes;          /* record frames encoded (at most one per record and serializer) */
+    uint64_t slow_closed;      /* subscribers closed at their send-queue bound */
+    uint64_t slow_dropped;     /* record frames dropped for subscribers at their bound */
+    uint64_t readers;          /* Kafka readers running right now (shared and catch-up) */
     /* Later minors append here; the library fills only what out->size covers. */
 } ksock_bridge_stats_t;
 
@@ -143,6 +140,16 @@ typedef struct ksock_bridge_stats_s {
  * version of this function (symbol version KSOCK_1.0) that fills those six.
  */
 KSOCK_EXTERN void ksock_bridge_stats(const ksock_bridge_t *b, ksock_bridge_stats_t *out);
+
+/*
+ * Append the bridge's metrics to `out` in the Prometheus text exposition
+ * format 0.0.4 (# HELP and # TYPE lines, one family each; the names and
+ * labels are in docs/operations.md, Admin endpoint). The counters are read
+ * as they are; nothing is reset. The caller owns `out` (ksock_buf_free()).
+ * 0, KSOCK_E_INVAL (NULL argument) or KSOCK_E_NOMEM (what was appended
+ * stays). Loop thread. ABI 1.2.
+ */
+KSOCK_EXTERN int ksock_bridge_metrics(const ksock_bridge_t *b, ksock_buf_t *out);
 
 /* ---- A bridge from a configuration (ABI 1.1) -------------------------------- */
 

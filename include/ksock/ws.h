@@ -36,6 +36,13 @@
  * reason then says why: "max_retries (5) reached", "close code 4401 is
  * final: ..."). Close codes 1008, 4401 and 4403 and refused credentials
  * (HTTP 401/403) are never retried.
+ *
+ * Envelopes and subscriptions (ABI 1.2): against ksockd, ksock_ws_on_envelope()
+ * gets every message decoded as a protocol envelope, ksock_ws_send_envelope()
+ * sends one, and ksock_ws_subscribe() makes a subscription that the library
+ * resumes by itself after a reconnection, from the next offset of every
+ * partition (ksock_ws_position()), so no record is missed or repeated
+ * (docs/websocket.md, "Envelopes and subscriptions").
  */
 #ifndef KSOCK_WS_H
 #define KSOCK_WS_H
@@ -214,6 +221,92 @@ KSOCK_EXTERN void ksock_ws_on_close(ksock_ws_t *ws, ksock_ws_close_cb cb);
 KSOCK_EXTERN void ksock_ws_on_reconnecting(ksock_ws_t *ws, ksock_ws_reconnecting_cb cb);
 KSOCK_EXTERN void ksock_ws_on_reconnected(ksock_ws_t *ws, ksock_ws_reconnected_cb cb);
 KSOCK_EXTERN void ksock_ws_on_writable(ksock_ws_t *ws, ksock_ws_writable_cb cb);
+
+/* ---- Envelopes and subscriptions (docs/protocol.md; ABI 1.2) -------------- */
+
+/*
+ * Every message the server sends, decoded by the connection's serializer
+ * plugin (decode_envelope), after the subscriptions below have seen it.
+ * `env` and everything it points to are borrowed for the call. Records
+ * the library holds back (see ksock_ws_subscribe) never reach it;
+ * on_frame and on_message still see every message as it came.
+ */
+typedef void (*ksock_ws_envelope_cb)(ksock_ws_t *ws, const ksock_envelope_t *env);
+KSOCK_EXTERN void ksock_ws_on_envelope(ksock_ws_t *ws, ksock_ws_envelope_cb cb);
+
+/*
+ * Send one protocol envelope (a publish, a ping...), encoded by the
+ * connection's serializer plugin. `env` is borrowed for the call. A
+ * subscribe sent this way is the caller's own: the library neither
+ * resumes it nor holds its records back (use ksock_ws_subscribe).
+ * Errors: KSOCK_E_ENCODE (env breaks a rule of docs/protocol.md section 2;
+ * errstr says which), KSOCK_E_INVAL (the connection's serializer is not a
+ * plugin), and those of ksock_ws_send().
+ */
+KSOCK_EXTERN int ksock_ws_send_envelope(ksock_ws_t *ws, const ksock_envelope_t *env, char *errstr,
+                                        size_t errstr_size);
+
+/* Where a subscription starts (protocol `start`, `offsets`, `start_timestamp`). */
+typedef struct ksock_ws_subscribe_opts_s {
+    size_t size;                             /* sizeof(ksock_ws_subscribe_opts_t) */
+    ksock_start_t start;                     /* default KSOCK_START_LATEST */
+    const ksock_partition_offset_t *offsets; /* with KSOCK_START_OFFSETS: next offset to read */
+    size_t noffsets;
+    int64_t start_timestamp; /* with KSOCK_START_TIMESTAMP: ms since the epoch */
+    /* The subscribe's `id`, echoed in its `subscribed` or `error`, and used again when
+     * the library resumes it. NULL: the library makes one ("ksock.sub.N"). */
+    const char *id;
+} ksock_ws_subscribe_opts_t;
+
+KSOCK_EXTERN void ksock_ws_subscribe_opts_init(ksock_ws_subscribe_opts_t *o);
+
+/*
+ * Subscribe to `topic` (docs/protocol.md, Subscriptions); `opts` may be
+ * NULL (start latest) and is borrowed for the call. Records, the
+ * `subscribed` answer and any `error` arrive through on_envelope.
+ *
+ * The library keeps, per subscription, the next offset of every
+ * partition: the `subscribed` offsets, offset + 1 of each record
+ * (updated before on_envelope sees the record), and the partitions a
+ * `subscribed` without id adds. When the connection comes back after a
+ * loss (reconnection on), it subscribes again by itself with start
+ * "offsets" listing every partition it knows, so the application gets
+ * every record once, with no gap: records of the topic that arrive
+ * between a subscribe (the caller's or the library's) and its
+ * `subscribed` are dropped (they belong to an earlier subscription).
+ * Called while disconnected, the subscribe goes out when the connection
+ * opens. Subscribing again to a topic replaces the subscription (a seek).
+ * An `error` answering the subscribe ends it; when it answers a resume
+ * with a retriable code (KSOCK_E_KAFKA...), the library tries again after
+ * a second. Records of an `error` -32 (KSOCK_E_SKIPPED) are not fetched
+ * again unless the connection is lost before the partition's next record.
+ *
+ * Errors (nothing changes): KSOCK_E_INVAL (empty topic, bad opts: errstr
+ * says why), KSOCK_E_STATE (closing), KSOCK_E_NOMEM, and those of
+ * ksock_ws_send_envelope() when the subscribe cannot be sent now.
+ */
+KSOCK_EXTERN int ksock_ws_subscribe(ksock_ws_t *ws, const char *topic,
+                                    const ksock_ws_subscribe_opts_t *opts, char *errstr,
+                                    size_t errstr_size);
+
+/*
+ * End the subscription to `topic`: an `unsubscribe` is sent when the
+ * server has the subscription, and no record of the topic reaches
+ * on_envelope afterwards (its `unsubscribed` does). Errors:
+ * KSOCK_E_NOENT (no such subscription), KSOCK_E_NOMEM and those of
+ * ksock_ws_send_envelope() (the subscription goes on).
+ */
+KSOCK_EXTERN int ksock_ws_unsubscribe(ksock_ws_t *ws, const char *topic);
+
+/*
+ * The subscription's next offset per partition, in partition order:
+ * copies up to `cap` entries into `out` (caller-owned; may be NULL when
+ * cap is 0) and stores the number known in *n (which may exceed cap).
+ * Empty until the first `subscribed`. Errors: KSOCK_E_NOENT (no
+ * subscription to `topic`).
+ */
+KSOCK_EXTERN int ksock_ws_position(const ksock_ws_t *ws, const char *topic,
+                                   ksock_partition_offset_t *out, size_t cap, size_t *n);
 
 /* ---- Resilience per connection (spec III) ------------------------------- */
 

@@ -20,10 +20,12 @@
  * jwt_token.c finding a token in a handshake, steps 1 and 2 and the order
  * of all five; jwt_signature.c algorithms, keys, step 4 and signing;
  * jwt_claims.c step 5 and the claims of issued tokens; jwt_perms.c the
- * permissions claim; jwt_json.c JSON and base64url.
+ * permissions claim; jwt_json.c JSON and base64url; jwt_jwks.c keys from a
+ * JWKS URL.
  *
- * The instance is immutable after create(): authenticate() and
- * validate_token() are thread-safe and do no I/O.
+ * The instance is immutable after create(), except for the key set of a
+ * jwks_url (jwt_jwks.c), which a thread of its own refreshes:
+ * authenticate() and validate_token() are thread-safe and do no I/O.
  */
 #include "jwt_internal.h"
 
@@ -77,6 +79,22 @@ static const ksock_option_t jwt_options[] = {
                  "\"publish\": [patterns]}."),
     KSOCK_OPTION_RANGE("max_token_size", KSOCK_OPT_SIZE, 0, "8KiB", jwt_opts_t, max_token_size, 256,
                        64 * 1024, "Longer tokens are refused before they are parsed."),
+    KSOCK_OPTION("jwks_url", KSOCK_OPT_STRING, 0, NULL, jwt_opts_t, jwks_url,
+                 "RS*/ES*: an https:// URL publishing the verification keys as a JWKS (RFC "
+                 "7517), instead of public_key; a token's key is chosen by its kid header."),
+    KSOCK_OPTION("jwks_ca_file", KSOCK_OPT_STRING, 0, NULL, jwt_opts_t, jwks_ca_file,
+                 "PEM file of the CA certificates that verify the jwks_url server (a private "
+                 "CA); unset: the system's trust store."),
+    KSOCK_OPTION_RANGE("jwks_refresh", KSOCK_OPT_DURATION, 0, "10m", jwt_opts_t, jwks_refresh, 1000,
+                       7 * DAY_MS,
+                       "How often the key set is fetched again (removed keys stop working "
+                       "then)."),
+    KSOCK_OPTION_RANGE("jwks_min_refresh", KSOCK_OPT_DURATION, 0, "30s", jwt_opts_t,
+                       jwks_min_refresh, 100, 3600 * 1000,
+                       "An unknown kid starts a refresh at most this often; also the retry "
+                       "interval after a failed fetch."),
+    KSOCK_OPTION_RANGE("jwks_timeout", KSOCK_OPT_DURATION, 0, "5s", jwt_opts_t, jwks_timeout, 100,
+                       60 * 1000, "Bound on one fetch of the key set (connect, TLS and transfer)."),
     KSOCK_OPTION_END,
 };
 
@@ -84,6 +102,7 @@ static void jwt_destroy(void *inst)
 {
     jwt_auth_t *a = inst;
     if (a == NULL) return;
+    jwt_jwks_destroy(a->jwks);
     jwt_keys_free(a);
     free(a);
 }
@@ -124,7 +143,6 @@ static int parse_sources(jwt_auth_t *a, char *errstr, size_t errstr_size)
 static int jwt_create(const ksock_plugin_ctx_t *ctx, const void *options, void **inst, char *errstr,
                       size_t errstr_size)
 {
-    (void)ctx;
     const jwt_opts_t *o = options;
     jwt_auth_t *a = calloc(1, sizeof(*a));
     if (a == NULL) return KSOCK_E_NOMEM;
@@ -143,6 +161,7 @@ static int jwt_create(const ksock_plugin_ctx_t *ctx, const void *options, void *
         rc = KSOCK_E_CONFIG;
     }
     if (rc == 0) rc = jwt_keys_load(a, errstr, errstr_size);
+    if (rc == 0 && o->jwks_url) rc = jwt_jwks_new(ctx, o, a->alg, &a->jwks, errstr, errstr_size);
     if (rc != 0) {
         jwt_destroy(a);
         return rc;

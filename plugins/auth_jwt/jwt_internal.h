@@ -53,13 +53,21 @@ typedef struct jwt_opts_s {
     ksock_strlist_t token_sources;
     char *permissions_claim;
     int64_t max_token_size;
+    char *jwks_url;
+    char *jwks_ca_file;
+    int64_t jwks_refresh;
+    int64_t jwks_min_refresh;
+    int64_t jwks_timeout;
 } jwt_opts_t;
+
+typedef struct jwt_jwks_s jwt_jwks_t;
 
 typedef enum { JWT_SRC_HEADER, JWT_SRC_QUERY, JWT_SRC_XTOKEN } jwt_src_t;
 
 typedef struct jwt_auth_s {
     const jwt_opts_t *o; /* borrowed: valid until destroy returns */
     const jwt_alg_info_t *alg;
+    jwt_jwks_t *jwks;    /* the keys of jwks_url; NULL: the fixed key below */
     unsigned char *vkey; /* verifies: the secret, or the public key PEM */
     size_t vkey_len;
     unsigned char *skey; /* signs: the secret again, or the private key PEM; NULL: cannot */
@@ -87,13 +95,50 @@ int jwt_keys_load(jwt_auth_t *a, char *errstr, size_t errstr_size);
 /* Zero and free the key material of `a` (not `a` itself). */
 void jwt_keys_free(jwt_auth_t *a);
 
-/* 0 when libjwt accepts the signature of tok[0..len) for a's key and algorithm; else a refusal. */
-int jwt_verify_signature(const jwt_auth_t *a, const char *tok, size_t len, char *errstr,
-                         size_t errstr_size);
+/* A key that verifies: what libjwt is given, and the exact signature size it makes. */
+typedef struct jwt_vkey_s {
+    const unsigned char *key;
+    size_t key_len;
+    size_t sig_len;
+} jwt_vkey_t;
+
+/* 0 when libjwt accepts the signature of tok[0..len) for `key` and a's algorithm; else a refusal.
+ */
+int jwt_verify_signature(const jwt_auth_t *a, const jwt_vkey_t *key, const char *tok, size_t len,
+                         char *errstr, size_t errstr_size);
 
 /* Sign `claims_json` with the pinned algorithm. *token malloc'ed, the caller's. */
 int jwt_sign_claims(const jwt_auth_t *a, const char *claims_json, char **token, char *errstr,
                     size_t errstr_size);
+
+/* ---- Keys from a JWKS URL (jwt_jwks.c) --------------------------------------- */
+
+/* A parsed key set: immutable, shared by reference count. */
+typedef struct jwt_keyset_s jwt_keyset_t;
+
+/*
+ * Check the jwks_* options of `o` (borrowed until destroy), fetch the key set
+ * once (blocking, at most jwks_timeout; a failure is logged and only delays
+ * the keys) and start the refresh thread. 0 and *out, KSOCK_E_CONFIG with
+ * the reason, or KSOCK_E_NOMEM / KSOCK_E_INTERNAL. Runs in create() only.
+ */
+int jwt_jwks_new(const ksock_plugin_ctx_t *ctx, const jwt_opts_t *o, const jwt_alg_info_t *alg,
+                 jwt_jwks_t **out, char *errstr, size_t errstr_size);
+
+/* Stop and join the refresh thread (a fetch under way is cut short), free everything. */
+void jwt_jwks_destroy(jwt_jwks_t *j);
+
+/*
+ * The key whose kid is the token header's `kid` (borrowed): 0, *key and *set
+ * (a reference that keeps *key alive; jwt_keyset_release() it), or a refusal.
+ * An unknown kid asks for a refresh (at most once per jwks_min_refresh) and
+ * is refused without waiting. Thread-safe; never does I/O.
+ */
+int jwt_jwks_find(jwt_jwks_t *j, const ksock_value_t *kid, jwt_keyset_t **set, jwt_vkey_t *key,
+                  char *errstr, size_t errstr_size);
+
+/* Drop one reference; NULL is fine. Thread-safe. */
+void jwt_keyset_release(jwt_keyset_t *s);
 
 /* ---- The token (jwt_token.c) ------------------------------------------------ */
 

@@ -277,7 +277,18 @@ out:
 int jwt_keys_load(jwt_auth_t *a, char *errstr, size_t errstr_size)
 {
     const jwt_opts_t *o = a->o;
+    if (o->jwks_ca_file && !o->jwks_url) {
+        ksock_errstr_set(errstr, errstr_size, "jwks_ca_file is set but jwks_url is not");
+        return KSOCK_E_CONFIG;
+    }
     if (a->alg->family == 'H') {
+        if (o->jwks_url) {
+            ksock_errstr_set(errstr, errstr_size,
+                             "jwks_url needs an RS* or ES* algorithm, not %s: a JWKS publishes "
+                             "public keys, and an HMAC secret is never fetched",
+                             a->alg->name);
+            return KSOCK_E_CONFIG;
+        }
         if (o->public_key || o->private_key) {
             ksock_errstr_set(errstr, errstr_size,
                              "public_key and private_key are for RS*/ES*; %s uses a secret",
@@ -292,8 +303,19 @@ int jwt_keys_load(jwt_auth_t *a, char *errstr, size_t errstr_size)
                          a->alg->name);
         return KSOCK_E_CONFIG;
     }
+    if (o->jwks_url) {
+        if (o->public_key || o->private_key) {
+            ksock_errstr_set(errstr, errstr_size,
+                             "jwks_url and %s: keep one source of keys (tokens checked against "
+                             "a JWKS are issued by the identity provider, not by this instance)",
+                             o->public_key ? "public_key" : "private_key");
+            return KSOCK_E_CONFIG;
+        }
+        return 0; /* jwt_jwks_new() takes it from here */
+    }
     if (o->public_key == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "%s needs public_key (a PEM file) to verify tokens",
+        ksock_errstr_set(errstr, errstr_size,
+                         "%s needs public_key (a PEM file) or jwks_url to verify tokens",
                          a->alg->name);
         return KSOCK_E_CONFIG;
     }
@@ -387,8 +409,8 @@ int jwt_sign_claims(const jwt_auth_t *a, const char *claims_json, char **token, 
 }
 
 /* libjwt's answer to the one question it is asked. */
-int jwt_verify_signature(const jwt_auth_t *a, const char *tok, size_t len, char *errstr,
-                         size_t errstr_size)
+int jwt_verify_signature(const jwt_auth_t *a, const jwt_vkey_t *key, const char *tok, size_t len,
+                         char *errstr, size_t errstr_size)
 {
     char *copy = malloc(len + 1);
     if (copy == NULL) return KSOCK_E_NOMEM;
@@ -396,7 +418,7 @@ int jwt_verify_signature(const jwt_auth_t *a, const char *tok, size_t len, char 
     copy[len] = '\0';
     jwt_t *j = NULL;
     /* Always with a key: without one, libjwt 1.10 decodes without verifying. */
-    int rc = jwt_decode(&j, copy, a->vkey, (int)a->vkey_len);
+    int rc = jwt_decode(&j, copy, key->key, (int)key->key_len);
     free(copy);
     bool ok = rc == 0 && j != NULL && jwt_get_alg(j) == a->alg->jalg;
     if (j) jwt_free(j);

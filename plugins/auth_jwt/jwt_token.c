@@ -85,6 +85,37 @@ static int check_header(const jwt_auth_t *a, const ksock_value_t *h, char *errst
     return 0;
 }
 
+/* Everything after the header: the signature's size and libjwt's verdict, then the claims. */
+static int check_signed(const jwt_auth_t *a, const jwt_vkey_t *key, const char *tok, size_t len,
+                        ksock_value_t **claims, char *errstr, size_t errstr_size)
+{
+    const char *d1 = memchr(tok, '.', len), *d2 = memrchr(tok, '.', len), *end = tok + len;
+    size_t sig_n = (size_t)(end - (d2 + 1));
+    if (sig_n == 0) return jwt_refuse(errstr, errstr_size, "the token has no signature");
+    unsigned char *sig;
+    size_t sig_len;
+    int rc = jwt_b64url_decode(d2 + 1, sig_n, &sig, &sig_len);
+    if (rc == KSOCK_E_NOMEM) return rc;
+    if (rc != 0)
+        return jwt_refuse(errstr, errstr_size, "malformed: the signature is not base64url");
+    free(sig);
+    if (sig_len != key->sig_len)
+        return jwt_refuse(errstr, errstr_size,
+                          "bad signature (%zu bytes, %s with this key makes %zu)", sig_len,
+                          a->alg->name, key->sig_len);
+
+    ksock_value_t *c = NULL;
+    rc = parse_part("claims part", d1 + 1, (size_t)(d2 - d1 - 1), &c, errstr, errstr_size);
+    if (rc == 0) rc = jwt_verify_signature(a, key, tok, len, errstr, errstr_size);
+    if (rc == 0) rc = jwt_check_claims(a, c, errstr, errstr_size);
+    if (rc != 0) {
+        if (c) ksock_value_unref(c);
+        return rc;
+    }
+    *claims = c;
+    return 0;
+}
+
 /* The whole check; *claims (one reference, the caller's) on success. Thread-safe. */
 int jwt_check_token(const jwt_auth_t *a, const char *tok, size_t len, ksock_value_t **claims,
                     char *errstr, size_t errstr_size)
@@ -100,38 +131,22 @@ int jwt_check_token(const jwt_auth_t *a, const char *tok, size_t len, ksock_valu
     if (d2 == NULL || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - tok)))
         return jwt_refuse(errstr, errstr_size,
                           "malformed: a JWT is three base64url parts separated by two dots");
-    const char *end = tok + len;
     ksock_value_t *h = NULL;
     int rc = parse_part("header", tok, (size_t)(d1 - tok), &h, errstr, errstr_size);
     if (rc != 0) return rc;
     rc = check_header(a, h, errstr, errstr_size);
+    /*
+     * The key: the fixed one, or the JWKS key named by kid. jku, x5u, x5c and
+     * jwk in the header are never read: keys come only from the configuration.
+     */
+    jwt_vkey_t key = {a->vkey, a->vkey_len, a->sig_len};
+    jwt_keyset_t *set = NULL;
+    if (rc == 0 && a->jwks)
+        rc = jwt_jwks_find(a->jwks, ksock_value_map_get(h, "kid"), &set, &key, errstr, errstr_size);
     ksock_value_unref(h);
-    if (rc != 0) return rc;
-
-    size_t sig_n = (size_t)(end - (d2 + 1));
-    if (sig_n == 0) return jwt_refuse(errstr, errstr_size, "the token has no signature");
-    unsigned char *sig;
-    size_t sig_len;
-    rc = jwt_b64url_decode(d2 + 1, sig_n, &sig, &sig_len);
-    if (rc == KSOCK_E_NOMEM) return rc;
-    if (rc != 0)
-        return jwt_refuse(errstr, errstr_size, "malformed: the signature is not base64url");
-    free(sig);
-    if (sig_len != a->sig_len)
-        return jwt_refuse(errstr, errstr_size,
-                          "bad signature (%zu bytes, %s with this key makes %zu)", sig_len,
-                          a->alg->name, a->sig_len);
-
-    ksock_value_t *c = NULL;
-    rc = parse_part("claims part", d1 + 1, (size_t)(d2 - d1 - 1), &c, errstr, errstr_size);
-    if (rc == 0) rc = jwt_verify_signature(a, tok, len, errstr, errstr_size);
-    if (rc == 0) rc = jwt_check_claims(a, c, errstr, errstr_size);
-    if (rc != 0) {
-        if (c) ksock_value_unref(c);
-        return rc;
-    }
-    *claims = c;
-    return 0;
+    if (rc == 0) rc = check_signed(a, &key, tok, len, claims, errstr, errstr_size);
+    jwt_keyset_release(set);
+    return rc;
 }
 
 /* ---- Finding the token in a handshake ------------------------------------- */

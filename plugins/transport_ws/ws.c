@@ -85,7 +85,7 @@ static const ksock_option_t ws_options[] = {
                        "The same across all connections: a connection that receives while the "
                        "total is over this bound stops being read until the total is back "
                        "under half (and its own count under half its bound)."),
-    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "1536B", ws_opts_t, rx_buffer_size, 128,
+    KSOCK_OPTION_RANGE("rx_buffer_size", KSOCK_OPT_SIZE, 0, "512B", ws_opts_t, rx_buffer_size, 128,
                        1 << 20,
                        "libwebsockets' per-connection receive buffer, and the most it reads "
                        "from a socket at once: larger messages arrive in more pieces. Memory "
@@ -172,7 +172,7 @@ static int setup_protocols(ws_inst_t *inst)
     if (inst->retry.secs_since_valid_hangup == 0) inst->retry.secs_since_valid_hangup = 0xffff;
 
     inst->client_protocols[0] = (struct lws_protocols){
-        WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, 0};
+        WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, WS_WRITE_BATCH};
     return 0;
 }
 
@@ -211,7 +211,7 @@ int ws__served_set(ws_inst_t *inst, const ksock_transport_events_t *ev)
     }
     size_t rx = (size_t)o->rx_buffer_size;
     inst->server_protocols[0] =
-        (struct lws_protocols){"ksock-default", ws__callback, 0, rx, 0, NULL, 0};
+        (struct lws_protocols){"ksock-default", ws__callback, 0, rx, 0, NULL, WS_WRITE_BATCH};
     for (size_t i = 0; i < n; i++) {
         if ((inst->served[i] = strdup(list[i])) == NULL) {
             inst->nserved = i;
@@ -220,7 +220,7 @@ int ws__served_set(ws_inst_t *inst, const ksock_transport_events_t *ev)
         }
         inst->nserved = i + 1;
         inst->server_protocols[i + 1] =
-            (struct lws_protocols){inst->served[i], ws__callback, 0, rx, 0, NULL, 0};
+            (struct lws_protocols){inst->served[i], ws__callback, 0, rx, 0, NULL, WS_WRITE_BATCH};
     }
     return 0;
 }
@@ -305,7 +305,7 @@ static void ws_call(ws_inst_t *inst, ws_call_fn fn, void *arg)
     inst->call_arg = arg;
     inst->call_done = false;
     pthread_mutex_unlock(&inst->lock);
-    lws_cancel_service(inst->ctx);
+    ws__wake(inst);
     pthread_mutex_lock(&inst->lock);
     while (!inst->call_done)
         pthread_cond_wait(&inst->cond, &inst->lock);
@@ -380,12 +380,12 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
 static int connect_copy_opts(ws_conn_t *c, const ksock_connect_opts_t *opts, char *errstr,
                              size_t errstr_size)
 {
-    c->url = ws__strdup(opts->url);
-    c->sub_req = ws__strdup(opts->subprotocol);
-    c->ca_file = ws__strdup(opts->ca_file);
-    c->insecure = opts->insecure;
-    if (c->url == NULL || (opts->subprotocol && c->sub_req == NULL) ||
-        (opts->ca_file && c->ca_file == NULL))
+    c->cl->url = ws__strdup(opts->url);
+    c->cl->sub_req = ws__strdup(opts->subprotocol);
+    c->cl->ca_file = ws__strdup(opts->ca_file);
+    c->cl->insecure = opts->insecure;
+    if (c->cl->url == NULL || (opts->subprotocol && c->cl->sub_req == NULL) ||
+        (opts->ca_file && c->cl->ca_file == NULL))
         return KSOCK_E_NOMEM;
     if (KSOCK_HAS_FIELD(opts, ksock_connect_opts_t, key_file)) {
         if ((opts->cert_file == NULL) != (opts->key_file == NULL)) {
@@ -397,18 +397,20 @@ static int connect_copy_opts(ws_conn_t *c, const ksock_connect_opts_t *opts, cha
                                                   errstr, errstr_size)
                                   : 0;
         if (trc != 0) return trc;
-        c->cert_file = ws__strdup(opts->cert_file);
-        c->key_file = ws__strdup(opts->key_file);
-        if (opts->cert_file && (c->cert_file == NULL || c->key_file == NULL)) return KSOCK_E_NOMEM;
+        c->cl->cert_file = ws__strdup(opts->cert_file);
+        c->cl->key_file = ws__strdup(opts->key_file);
+        if (opts->cert_file && (c->cl->cert_file == NULL || c->cl->key_file == NULL))
+            return KSOCK_E_NOMEM;
     }
     if (opts->nheaders) {
-        c->headers = calloc(opts->nheaders, sizeof(*c->headers));
-        if (c->headers == NULL) return KSOCK_E_NOMEM;
-        c->nheaders = opts->nheaders;
+        c->cl->headers = calloc(opts->nheaders, sizeof(*c->cl->headers));
+        if (c->cl->headers == NULL) return KSOCK_E_NOMEM;
+        c->cl->nheaders = opts->nheaders;
         for (size_t i = 0; i < opts->nheaders; i++) {
-            c->headers[i].name = ws__strdup(opts->headers[i].name);
-            c->headers[i].value = ws__strdup(opts->headers[i].value);
-            if (c->headers[i].name == NULL || c->headers[i].value == NULL) return KSOCK_E_NOMEM;
+            c->cl->headers[i].name = ws__strdup(opts->headers[i].name);
+            c->cl->headers[i].value = ws__strdup(opts->headers[i].value);
+            if (c->cl->headers[i].name == NULL || c->cl->headers[i].value == NULL)
+                return KSOCK_E_NOMEM;
         }
     }
     return 0;
@@ -431,8 +433,14 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_tra
     if (c == NULL) return KSOCK_E_NOMEM;
     c->client = true;
     c->conn_data = conn_data;
-    memcpy(&c->own_ev, ev, ev->size < sizeof(c->own_ev) ? ev->size : sizeof(c->own_ev));
-    c->ev = &c->own_ev;
+    ws_event_t *ce = realloc(c->close_ev, sizeof(*ce) + WS_REASON_ROOM_CLIENT);
+    if (ce) c->close_ev = ce;
+    if (ce == NULL || (c->cl = calloc(1, sizeof(*c->cl))) == NULL) {
+        ws__conn_free(c);
+        return KSOCK_E_NOMEM;
+    }
+    memcpy(&c->cl->own_ev, ev, ev->size < sizeof(c->cl->own_ev) ? ev->size : sizeof(c->cl->own_ev));
+    c->ev = &c->cl->own_ev;
     int rc = connect_copy_opts(c, opts, errstr, errstr_size);
     if (rc != 0) {
         if (rc == KSOCK_E_NOMEM) ksock_errstr_set(errstr, errstr_size, "out of memory");
@@ -456,32 +464,62 @@ static int ws_connect(void *p, const ksock_connect_opts_t *opts, const ksock_tra
         ws__conn_free(c);
         return rc;
     }
-    lws_cancel_service(inst->ctx);
+    ws__wake(inst);
     return 0;
+}
+
+void ws__wake(ws_inst_t *inst)
+{
+    if (inst->ctx && inst->thread_running && !atomic_exchange(&inst->wake_pending, true))
+        lws_cancel_service(inst->ctx);
+}
+
+/* Under lock: queue frame (len bytes) on id, as send() says; sets *wake when c became pending. */
+static int queue_locked(ws_inst_t *inst, ksock_conn_id_t id, ksock_frame_t *frame, size_t len,
+                        bool *wake)
+{
+    ws_conn_t *c = ws__table_find(inst, id);
+    if (c == NULL || c->gone || c->close_req) return KSOCK_E_CLOSED;
+    if (c->qlen > 0 && (c->qlen >= (size_t)inst->o->send_queue_max_frames ||
+                        c->qbytes + len > (size_t)inst->o->send_queue_max_bytes)) {
+        c->writable_owed = true;
+        return KSOCK_E_QUEUE_FULL;
+    }
+    int rc = ws__queue_push(c, frame, len);
+    if (rc == 0 && ws__pending_add(inst, c)) *wake = true;
+    return rc;
 }
 
 static int ws_send(void *p, ksock_conn_id_t id, ksock_frame_t *frame)
 {
     ws_inst_t *inst = p;
     size_t len = 0;
+    bool wake = false;
     ksock_frame_data(frame, &len);
     pthread_mutex_lock(&inst->lock);
-    ws_conn_t *c = ws__table_find(inst, id);
-    if (c == NULL || c->gone || c->close_req) {
-        pthread_mutex_unlock(&inst->lock);
-        return KSOCK_E_CLOSED;
-    }
-    if (c->qlen > 0 && (c->qlen >= (size_t)inst->o->send_queue_max_frames ||
-                        c->qbytes + len > (size_t)inst->o->send_queue_max_bytes)) {
-        c->writable_owed = true;
-        pthread_mutex_unlock(&inst->lock);
-        return KSOCK_E_QUEUE_FULL;
-    }
-    int rc = ws__queue_push(c, frame, len);
-    bool wake = rc == 0 && ws__pending_add(inst, c);
+    int rc = queue_locked(inst, id, frame, len, &wake);
     pthread_mutex_unlock(&inst->lock);
-    if (wake && inst->thread_running) lws_cancel_service(inst->ctx);
+    if (wake) ws__wake(inst);
     return rc;
+}
+
+/* n send() calls under one lock, with at most one wake-up (transport.h, ABI 1.2). */
+static size_t ws_send_many(void *p, ksock_frame_t *frame, const ksock_conn_id_t *ids, size_t n,
+                           int *rc)
+{
+    ws_inst_t *inst = p;
+    size_t len = 0, failed = 0;
+    bool wake = false;
+    if (n == 0) return 0;
+    ksock_frame_data(frame, &len);
+    pthread_mutex_lock(&inst->lock);
+    for (size_t i = 0; i < n; i++) {
+        rc[i] = queue_locked(inst, ids[i], frame, len, &wake);
+        if (rc[i] != 0) failed++;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    if (wake) ws__wake(inst);
+    return failed;
 }
 
 static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
@@ -507,12 +545,12 @@ static int ws_close(void *p, ksock_conn_id_t id, int code, const char *reason)
             while (rl > 0 && ((unsigned char)reason[rl] & 0xC0) == 0x80)
                 rl--;
         }
-        memcpy(c->close_reason, reason ? reason : "", rl);
-        c->close_reason[rl] = '\0';
+        memcpy(WS_CLOSE_REASON(c), reason ? reason : "", rl);
+        WS_CLOSE_REASON(c)[rl] = '\0';
         wake = ws__pending_add(inst, c);
     }
     pthread_mutex_unlock(&inst->lock);
-    if (wake && inst->thread_running) lws_cancel_service(inst->ctx);
+    if (wake) ws__wake(inst);
     return 0;
 }
 
@@ -688,6 +726,7 @@ static const ksock_transport_vtable_t ws_vtable = {
     .close = ws_close,
     .stop = ws_stop,
     .pause_read = ws_pause_read,
+    .send_many = ws_send_many,
 };
 
 static const ksock_plugin_desc_t ws_desc = {

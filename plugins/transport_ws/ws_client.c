@@ -78,7 +78,7 @@ int ws__client_vhost(ws_inst_t *inst, const char *ca_file, const char *cert_file
 
 void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
 {
-    char *u = ws__strdup(c->url);
+    char *u = ws__strdup(c->cl->url);
     const char *prot = NULL, *addr = NULL, *path = NULL;
     int port = 0;
     char pathbuf[2048];
@@ -94,7 +94,7 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
     bool tls = strcmp(prot, "wss") == 0 || strcmp(prot, "https") == 0;
     snprintf(pathbuf, sizeof(pathbuf), "/%s", path ? path : "");
     struct lws_vhost *vh = NULL;
-    int vrc = ws__client_vhost(inst, c->ca_file, c->cert_file, c->key_file, &vh);
+    int vrc = ws__client_vhost(inst, c->cl->ca_file, c->cl->cert_file, c->cl->key_file, &vh);
     if (vrc == KSOCK_E_NOMEM) {
         free(u);
         ws__conn_finish(c, NULL, 1006, "out of memory", KSOCK_E_NOMEM);
@@ -103,7 +103,7 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
     if (vrc != 0) {
         free(u);
         ws__conn_finish(c, NULL, 1006,
-                        c->cert_file
+                        c->cl->cert_file
                             ? "cannot set up TLS with this CA file, client certificate and key"
                             : "cannot set up TLS for the CA file",
                         KSOCK_E_TLS);
@@ -118,13 +118,13 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
     i.path = pathbuf;
     i.host = addr;
     i.origin = NULL;
-    i.protocol = c->sub_req && *c->sub_req ? c->sub_req : NULL;
+    i.protocol = c->cl->sub_req && *c->cl->sub_req ? c->cl->sub_req : NULL;
     i.local_protocol_name = WS_CLIENT_PROTOCOL;
     i.opaque_user_data = c;
     i.retry_and_idle_policy = &inst->retry;
     if (tls) {
         i.ssl_connection = LCCSCF_USE_SSL;
-        if (c->insecure)
+        if (c->cl->insecure)
             i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
                                 LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
     }
@@ -132,9 +132,9 @@ void ws__client_start(ws_inst_t *inst, ws_conn_t *c)
      * lws may call CLIENT_CONNECTION_ERROR before returning (and then
      * return NULL or not). in_start keeps c alive until we are done with it.
      */
-    c->in_start = true;
+    c->cl->in_start = true;
     struct lws *w = lws_client_connect_via_info(&i);
-    c->in_start = false;
+    c->cl->in_start = false;
     free(u);
     if (c->deferred_close) {
         ws_event_t *e = c->deferred_close;
@@ -179,12 +179,12 @@ void ws__client_error(ws_conn_t *c, struct lws *wsi, const char *msg)
 int ws__client_append_headers(ws_conn_t *c, struct lws *wsi, void *in, size_t len)
 {
     unsigned char **p = (unsigned char **)in, *end = (*p) + len;
-    for (size_t i = 0; i < c->nheaders; i++) {
+    for (size_t i = 0; i < c->cl->nheaders; i++) {
         char name[128];
-        snprintf(name, sizeof(name), "%s:", c->headers[i].name);
+        snprintf(name, sizeof(name), "%s:", c->cl->headers[i].name);
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-                                        (const unsigned char *)c->headers[i].value,
-                                        (int)strlen(c->headers[i].value), p, end))
+                                        (const unsigned char *)c->cl->headers[i].value,
+                                        (int)strlen(c->cl->headers[i].value), p, end))
             return -1;
     }
     return 0;

@@ -1,8 +1,8 @@
 /*
  * transport "ws": connections. The connection table and pending list, send
  * queues, events posted to the loop thread (and their delivery there), the
- * inbound bound, and on the lws thread the end of a connection, writing and
- * reading.
+ * inbound bound, and on the lws thread the end of a connection and reading
+ * (writing is ws_write.c).
  */
 #include "ws_internal.h"
 
@@ -97,7 +97,7 @@ void ws__pending_del(ws_conn_t *c)
     c->pprev = NULL;
 }
 
-static ksock_frame_t *queue_pop(ws_conn_t *c)
+ksock_frame_t *ws__queue_pop(ws_conn_t *c)
 {
     if (c->qlen == 0) return NULL;
     ksock_frame_t *f = c->q[c->qhead];
@@ -107,6 +107,12 @@ static ksock_frame_t *queue_pop(ws_conn_t *c)
     size_t len = 0;
     ksock_frame_data(f, &len);
     c->qbytes -= len;
+    if (c->qlen == 0 && c->qcap <= 8) {
+        /* An idle connection keeps no ring (memory per idle connection); a busy one keeps its. */
+        free(c->q);
+        c->q = NULL;
+        c->qcap = c->qhead = 0;
+    }
     return f;
 }
 
@@ -161,22 +167,25 @@ void ws__conn_free(ws_conn_t *c)
     }
     free(c->close_ev); /* still here when the connection never finished */
     ksock_frame_t *f;
-    while ((f = queue_pop(c)) != NULL)
+    while ((f = ws__queue_pop(c)) != NULL)
         ksock_frame_unref(f);
     free(c->q);
     ksock_buf_free(&c->rx);
     free(c->peer_reason);
     free(c->subprotocol);
-    free(c->url);
-    free(c->sub_req);
-    free(c->ca_file);
-    free(c->cert_file);
-    free(c->key_file);
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free((char *)c->headers[i].name);
-        free((char *)c->headers[i].value);
+    if (c->cl) {
+        free(c->cl->url);
+        free(c->cl->sub_req);
+        free(c->cl->ca_file);
+        free(c->cl->cert_file);
+        free(c->cl->key_file);
+        for (size_t i = 0; i < c->cl->nheaders; i++) {
+            free((char *)c->cl->headers[i].name);
+            free((char *)c->cl->headers[i].value);
+        }
+        free(c->cl->headers);
+        free(c->cl);
     }
-    free(c->headers);
     free(c);
 }
 
@@ -311,8 +320,7 @@ static void rx_release(ws_inst_t *inst, ws_conn_t *c, size_t len)
     inst->rxq_total -= len;
     bool wake = (c->rx_throttled && rx_may_resume(inst, c)) || (crossed && inst->throttled != NULL);
     pthread_mutex_unlock(&inst->evlock);
-    if (wake && !atomic_exchange(&inst->resume_req, true) && inst->ctx && inst->thread_running)
-        lws_cancel_service(inst->ctx);
+    if (wake && !atomic_exchange(&inst->resume_req, true)) ws__wake(inst);
 }
 
 /* lws thread (wait-cancelled): read again every connection now under its bounds. */
@@ -446,15 +454,16 @@ void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason
     c->close_ev = NULL;
     e->code = code;
     e->err = err;
+    if (reason && reason != (const char *)e->data) /* not already there (WS_CLOSE_REASON) */
+        snprintf((char *)e->data, c->client ? WS_REASON_ROOM_CLIENT : WS_REASON_ROOM, "%s", reason);
     if (reason) {
-        snprintf((char *)e->data, WS_REASON_ROOM, "%s", reason);
         e->str = (const char *)e->data;
     }
     /*
      * Inside lws_client_connect_via_info() the caller still uses c after
      * the call returns: it pushes the event itself (see ws__client_start).
      */
-    if (c->in_start)
+    if (c->cl && c->cl->in_start)
         c->deferred_close = e;
     else
         ws__event_push(inst, e);
@@ -477,7 +486,8 @@ void ws__conn_closed(ws_conn_t *c, struct lws *wsi)
     if (c->peer_closed)
         ws__conn_finish(c, wsi, c->peer_code, c->peer_reason, 0);
     else if (c->local_closed)
-        ws__conn_finish(c, wsi, c->close_code, c->close_reason[0] ? c->close_reason : NULL, 0);
+        ws__conn_finish(c, wsi, c->close_code, WS_CLOSE_REASON(c)[0] ? WS_CLOSE_REASON(c) : NULL,
+                        0);
     else if (c->opened && conn_idle_expired(c))
         ws__conn_finish(c, wsi, 1006, "idle timeout: nothing heard, not even a pong",
                         KSOCK_E_TIMEDOUT);
@@ -485,7 +495,7 @@ void ws__conn_closed(ws_conn_t *c, struct lws *wsi)
         ws__conn_finish(c, wsi, 1006, NULL, c->opened ? KSOCK_E_CONNRESET : KSOCK_E_CLOSED);
 }
 
-/* ---- lws thread: writing ---------------------------------------------- */
+/* ---- lws thread: closing from a callback ------------------------------- */
 
 /* Read a closing connection again: lws must see the peer's close frame. */
 void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
@@ -498,88 +508,18 @@ void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
     if (was) lws_rx_flow_control(wsi, 1);
 }
 
-/* Close from inside a callback with code and why (the host's on_close says the same). */
-static int close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why)
+int ws__conn_close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why)
 {
     c->local_closed = true;
     c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
+    snprintf(WS_CLOSE_REASON(c), WS_REASON_ROOM, "%s", why);
     lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
     return -1;
 }
 
 int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi)
 {
-    return close_now(c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
-}
-
-int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
-{
-    if (c->rx_close)
-        return close_now(c, wsi, c->rx_close,
-                         c->rx_close == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE ? "message too large"
-                         : c->rx_close == LWS_CLOSE_STATUS_INVALID_PAYLOAD
-                             ? "invalid UTF-8 in a text message"
-                             : "out of memory");
-    for (int i = 0; i < WS_MAX_WRITES_PER_CALLBACK; i++) {
-        bool owed = false, want_close = false, more;
-        pthread_mutex_lock(&inst->lock);
-        ksock_frame_t *f = queue_pop(c);
-        /* Low-water mark: half of either bound. */
-        if (c->writable_owed && c->qlen <= (size_t)inst->o->send_queue_max_frames / 2 &&
-            c->qbytes <= (size_t)inst->o->send_queue_max_bytes / 2) {
-            c->writable_owed = false;
-            owed = true;
-        }
-        want_close = f == NULL && c->close_req;
-        more = c->qlen > 0;
-        pthread_mutex_unlock(&inst->lock);
-        if (owed) {
-            ws_event_t *e = ws__event_new(EV_WRITABLE, c, NULL, 0);
-            if (e == NULL) {
-                if (f) ksock_frame_unref(f);
-                return ws__conn_fail_nomem(c, wsi);
-            }
-            ws__event_push(inst, e);
-        }
-        if (want_close) {
-            c->local_closed = true;
-            ws__rx_unthrottle(inst, c, wsi); /* the peer's close frame must still be read */
-            size_t rl = strlen(c->close_reason);
-            lws_close_reason(wsi, (enum lws_close_status)c->close_code,
-                             (unsigned char *)c->close_reason, rl);
-            return -1;
-        }
-        if (f == NULL) return 0;
-        size_t len = 0;
-        const void *data = ksock_frame_data(f, &len);
-        if (inst->wbuf_cap < LWS_PRE + len) {
-            size_t ncap = LWS_PRE + len;
-            unsigned char *nb = realloc(inst->wbuf, ncap);
-            if (nb == NULL) {
-                ksock_frame_unref(f);
-                return ws__conn_fail_nomem(c, wsi);
-            }
-            inst->wbuf = nb;
-            inst->wbuf_cap = ncap;
-        }
-        memcpy(inst->wbuf + LWS_PRE, data, len);
-        enum lws_write_protocol wp =
-            ksock_frame_type(f) == KSOCK_FRAME_BINARY ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
-        ksock_frame_unref(f);
-        int n = lws_write(wsi, inst->wbuf + LWS_PRE, len, wp);
-        if (n < (int)len) return -1;
-        if (!more) {
-            /* A close may have been asked for meanwhile. */
-            pthread_mutex_lock(&inst->lock);
-            more = c->qlen > 0 || c->close_req;
-            pthread_mutex_unlock(&inst->lock);
-            if (!more) return 0;
-        }
-        if (lws_send_pipe_choked(wsi)) break;
-    }
-    lws_callback_on_writable(wsi);
-    return 0;
+    return ws__conn_close_now(c, wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
 }
 
 /* ---- lws thread: reading ---------------------------------------------- */
@@ -665,7 +605,7 @@ int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, s
         code = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
         why = "close reason is not UTF-8";
     }
-    if (code) return close_now(c, wsi, code, why);
+    if (code) return ws__conn_close_now(c, wsi, code, why);
     c->peer_closed = true;
     c->peer_code = len >= 2 ? (b[0] << 8 | b[1]) : 1005;
     free(c->peer_reason);

@@ -2,12 +2,13 @@
  * transport_ws internals shared between its files. Not installed.
  *
  * Files: ws.c (options, create/destroy, the vtable), ws_conn.c (connection
- * table, send queues, events to the loop, inbound flow control, reading and
- * writing), ws_server.c (the server handshake), ws_client.c (client
- * connections), ws_thread.c (the service thread and the lws callback),
- * ws_listen.c (listeners: addresses, vhosts, Host and Origin), ws_tls.c
- * (certificate checks). Functions one file offers the others are named
- * ws__*, like the ones ws_listen.c and ws_tls.c already had.
+ * table, send queues, events to the loop, inbound flow control, reading),
+ * ws_write.c (writing: batched and frame by frame), ws_server.c (the
+ * server handshake), ws_client.c (client connections), ws_thread.c (the
+ * service thread and the lws callback), ws_listen.c (listeners: addresses,
+ * vhosts, Host and Origin), ws_tls.c (certificate checks). Functions one
+ * file offers the others are named ws__*, like the ones ws_listen.c and
+ * ws_tls.c already had.
  */
 #ifndef KSOCK_TRANSPORT_WS_INTERNAL_H
 #define KSOCK_TRANSPORT_WS_INTERNAL_H
@@ -100,13 +101,34 @@ void ws__printable(const char *s, char *out, size_t n);
  * another thread:
  *
  *   loop thread                         lws thread
- *   send(): frame into conn->queue,     LWS_CALLBACK_EVENT_WAIT_CANCELLED:
- *   conn onto the pending list,    -->  take the pending list, ask for
- *   lws_cancel_service()                WRITEABLE (or start a connect)
- *                                       WRITEABLE: pop frames, lws_write()
+ *   send(), send_many(): frame into     LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+ *   conn->queue, conn onto the          clear wake_pending, take the
+ *   pending list, ws__wake()       -->  pending list, ask for WRITEABLE
+ *                                       (or start a connect)
+ *                                       WRITEABLE: pop frames, write them
  *   drain_events(): on_open,       <--  events appended to inst->events,
  *   on_message, on_writable,            one ksock_runtime_post() per batch
  *   on_close, in order
+ *
+ * Wake-ups: ws__wake() calls lws_cancel_service() only when `wake_pending`
+ * was clear. The lws thread clears it when it answers a wake-up, before it
+ * reads the pending list or resume_req, so whatever was queued before a
+ * skipped wake-up is seen by the answer to the earlier one: a send_many()
+ * to thousands of connections, or a burst of send() calls, costs one
+ * wake-up (one pipe write and one service pass), not one each.
+ *
+ * Writing. A server connection without permessage-deflate gets its frames
+ * framed here: RFC 6455 headers (server frames are unmasked) and payloads
+ * of as many queued frames as fit in WS_WRITE_BATCH (at least one) go to
+ * lws as one LWS_WRITE_RAW write, which lws hands to the socket as it is:
+ * one send(2) for many frames. lws buffers what the socket did not take
+ * (lws_partial_buffered) and calls WRITEABLE again only once that is out,
+ * and it sends its own pings, pongs and close frames from its POLLOUT
+ * service ahead of WRITEABLE, or behind the buffered bytes: since each
+ * raw write holds whole frames, a control frame never lands inside one of
+ * ours. Client connections (whose frames lws masks), deflate ones and
+ * WebSocket over HTTP/2 keep one lws_write() per frame (but an empty
+ * message, see write_empty in ws_write.c).
  *
  * `lock` guards the connection table, every connection's queue and flags,
  * and the pending list; `evlock` guards the event list. A connection is
@@ -134,8 +156,18 @@ void ws__printable(const char *s, char *out, size_t n);
  */
 
 #define WS_CLIENT_PROTOCOL         "ksock-client"
-#define WS_MAX_WRITES_PER_CALLBACK 64
-#define WS_TICK_MS                 250 /* libev wake-up period, see tick_cb */
+#define WS_MAX_WRITES_PER_CALLBACK 64 /* lws_write() calls per WRITEABLE, frame by frame */
+/*
+ * Batched writes: bytes per raw write (a larger frame goes alone), frames
+ * per raw write, and raw writes per WRITEABLE callback (so that one
+ * connection with a backlog does not hold the lws thread from the others).
+ * WS_WRITE_BATCH is also every protocol's tx_packet_size: the most lws
+ * hands to one send(2) (0 would cut every write at rx_buffer_size).
+ */
+#define WS_WRITE_BATCH                 (64 * 1024)
+#define WS_BATCH_MAX_FRAMES            1024
+#define WS_MAX_RAW_WRITES_PER_CALLBACK 4
+#define WS_TICK_MS                     250 /* libev wake-up period, see tick_cb */
 /*
  * Request line and headers lws keeps for one upgrade request (allocated
  * per handshake in progress, freed after it). Room for a token of the
@@ -144,8 +176,18 @@ void ws__printable(const char *s, char *out, size_t n);
  * without an answer.
  */
 #define WS_MAX_REQUEST_HEADERS 16384
-#define WS_TABLE_MIN           64  /* connection table slots made by create (a power of 2) */
-#define WS_REASON_ROOM         200 /* a close event's reason: lws's client error texts fit */
+#define WS_TABLE_MIN           64 /* connection table slots made by create (a power of 2) */
+/* A close event's reason: a close frame's (123 bytes); lws's client error texts are longer. */
+#define WS_REASON_ROOM        124
+#define WS_REASON_ROOM_CLIENT 200
+
+/*
+ * The reason of a close we start (close(), a refusal, shutdown), NUL-terminated,
+ * at most 123 bytes: kept in the connection's close event, which is there until
+ * the connection finishes and reports that same reason (no second copy per
+ * connection). Empty when none was given.
+ */
+#define WS_CLOSE_REASON(c) ((char *)(c)->close_ev->data)
 
 /* A wsi's opaque data once its connection finished, while lws still holds the socket. */
 extern char ws__gone_mark; /* defined in ws_conn.c */
@@ -209,14 +251,27 @@ typedef struct ws_client_vhost_s {
     struct lws_vhost *vh;
 } ws_client_vhost_t;
 
+/*
+ * What connect() was given, read by the lws thread later: kept apart from
+ * ws_conn_t so that the many server connections do not carry it (memory per
+ * idle connection, docs/benchmarks.md).
+ */
+typedef struct ws_client_req_s {
+    ksock_transport_events_t own_ev;
+    char *url, *sub_req, *ca_file, *cert_file, *key_file;
+    ksock_kvpair_t *headers;
+    size_t nheaders;
+    bool insecure;
+    bool in_start; /* inside lws_client_connect_via_info() */
+} ws_client_req_t;
+
 typedef struct ws_conn_s {
     ws_inst_t *inst;
     ksock_conn_id_t id;
     void *conn_data;
-    const ksock_transport_events_t *ev; /* inst->listen_ev or own_ev */
-    ksock_transport_events_t own_ev;
-    struct ws_conn_s *hnext;          /* table chain */
-    struct ws_conn_s *pnext, **pprev; /* pending list, under lock */
+    const ksock_transport_events_t *ev; /* inst->listen_ev or cl->own_ev */
+    struct ws_conn_s *hnext;            /* table chain */
+    struct ws_conn_s *pnext, **pprev;   /* pending list, under lock */
     bool client;
 
     /* Under inst->lock. */
@@ -227,7 +282,6 @@ typedef struct ws_conn_s {
     bool connect_req;
     bool gone; /* finished: out of the table, close event queued */
     int close_code;
-    char close_reason[124];
 
     /* lws thread only. */
     struct lws *wsi;
@@ -243,13 +297,8 @@ typedef struct ws_conn_s {
     char *subprotocol;
     uint64_t max_message;
 
-    /* Client request, lws thread after connect(). */
-    char *url, *sub_req, *ca_file, *cert_file, *key_file;
-    ksock_kvpair_t *headers;
-    size_t nheaders;
-    bool insecure;
-    bool in_start; /* inside lws_client_connect_via_info() */
-    bool counted;  /* server wsi counted in inst->nwsi until lws destroys it */
+    ws_client_req_t *cl; /* client connections only (NULL on a server connection) */
+    bool counted;        /* server wsi counted in inst->nwsi until lws destroys it */
     struct ws_event_s *deferred_close;
     struct ws_event_s *close_ev; /* allocated with c, used once by ws__conn_finish */
 
@@ -298,8 +347,9 @@ struct ws_inst_s {
     ws_listener_t *listeners;
     size_t nlisteners, nlisteners_alloc;
     ws_client_vhost_t *client_vhosts; /* lws thread */
-    unsigned char *wbuf;              /* LWS_PRE + frame, lws thread */
+    unsigned char *wbuf;              /* LWS_PRE + frame(s), lws thread */
     size_t wbuf_cap;
+    ksock_frame_t *batch[WS_BATCH_MAX_FRAMES]; /* lws thread: the frames of one raw write */
 
     ksock_transport_events_t listen_ev;
     bool listening;
@@ -322,7 +372,8 @@ struct ws_inst_s {
     size_t rxq_total;     /* under evlock: sum of every connection's rxq_bytes */
     ws_conn_t *throttled; /* under evlock: connections not being read */
     _Atomic bool resume_req;
-    _Atomic bool stopping; /* ws_stop: read every connection, so close handshakes complete */
+    _Atomic bool wake_pending; /* a wake-up is on its way to the lws thread, see ws__wake */
+    _Atomic bool stopping;     /* ws_stop: read every connection, so close handshakes complete */
 
     ws_conn_t *resumed; /* loop thread: resumed connections with held messages */
     bool resume_posted;
@@ -334,6 +385,12 @@ struct ws_inst_s {
 
 /* strdup(s), the caller frees it: NULL for NULL, and when out of memory (the caller checks). */
 char *ws__strdup(const char *s);
+
+/*
+ * Wake the lws thread (lws_cancel_service) unless a wake-up is already on
+ * its way; nothing before the thread started. Loop thread.
+ */
+void ws__wake(ws_inst_t *inst);
 
 /* Drop one reference (the creator's, or a posted drain's); the last frees inst. Loop thread. */
 void ws__inst_unref(ws_inst_t *inst);
@@ -352,6 +409,8 @@ void ws__pending_del(ws_conn_t *c);
 
 /* Queue a reference to f (len bytes) on c's send queue; KSOCK_E_NOMEM. Under inst->lock. */
 int ws__queue_push(ws_conn_t *c, ksock_frame_t *f, size_t len);
+/* The oldest frame of c's queue, and its reference (NULL: empty). Under inst->lock. */
+ksock_frame_t *ws__queue_pop(ws_conn_t *c);
 
 /* Free a connection and everything it holds (not in the table). */
 void ws__conn_free(ws_conn_t *c);
@@ -364,6 +423,12 @@ ws_conn_t *ws__conn_new(ws_inst_t *inst);
  * with 1011 "out of memory". Returns -1, for the callback to return.
  */
 int ws__conn_fail_nomem(ws_conn_t *c, struct lws *wsi);
+
+/*
+ * lws thread: close from inside a callback with code and why (the host's
+ * on_close says the same). Returns -1, for the callback to return.
+ */
+int ws__conn_close_now(ws_conn_t *c, struct lws *wsi, int code, const char *why);
 
 /* Events to the loop thread. */
 /* An event carrying a copy of data (NUL-terminated); NULL when out of memory. */
@@ -381,6 +446,7 @@ void ws__rx_unthrottle(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 /* lws thread: the end of a connection, and its reading and writing. */
 void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason, int err);
 void ws__conn_closed(ws_conn_t *c, struct lws *wsi);
+/* ws_write.c: WRITEABLE (or a refusal from RECEIVE); returns what the callback returns. */
 int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 int ws__conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void *in, size_t len);
 int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, size_t len);

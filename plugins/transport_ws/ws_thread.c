@@ -42,7 +42,7 @@ static void close_all(ws_inst_t *inst)
             if (!c->close_req) {
                 c->close_req = true;
                 c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;
-                snprintf(c->close_reason, sizeof(c->close_reason), "server shutting down");
+                snprintf(WS_CLOSE_REASON(c), WS_REASON_ROOM, "server shutting down");
             }
             ws__pending_add(inst, c);
         }
@@ -84,6 +84,8 @@ static void on_wait_cancelled(ws_inst_t *inst, struct lws *wsi)
         if (atomic_exchange(&inst->quit, 2) == 1) lws_context_destroy(lws_get_context(wsi));
         return;
     }
+    /* Before reading what the loop thread asked for: a request after this point wakes us again. */
+    atomic_store(&inst->wake_pending, false);
     ws__rx_resume(inst);
     pthread_mutex_lock(&inst->lock);
     run_call(inst);
@@ -103,7 +105,7 @@ static void on_wait_cancelled(ws_inst_t *inst, struct lws *wsi)
  */
 static int conn_established(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
 {
-    const char *sp = c->client ? c->sub_req : c->subprotocol;
+    const char *sp = c->client ? c->cl->sub_req : c->subprotocol;
     size_t sl = sp && *sp ? strlen(sp) : 0;
     ws_event_t *e = ws__event_new(EV_OPEN, c, sp, sl);
     if (e == NULL) return ws__conn_fail_nomem(c, wsi);

@@ -382,6 +382,46 @@ TEST(ws_connect_returns_nomem)
     ksock_runtime_destroy(a.rt);
 }
 
+/* Subscriptions (ws_subs.c): each call returns 0 or NOMEM and leaves nothing behind. */
+static int op_ws_subscribe(void *arg)
+{
+    ws_arg_t *a = arg;
+    ksock_ws_manager_t *mgr;
+    char err[256];
+    int rc = ksock_ws_manager_new(a->rt, NULL, &mgr, err, sizeof(err));
+    if (rc != 0) return rc;
+    ksock_ws_t *ws = NULL;
+    rc = ksock_ws_connect(mgr, "ws://127.0.0.1:9/ws", NULL, &ws, err, sizeof(err));
+    ksock_partition_offset_t po[] = {{0, 7}, {2, 9}};
+    ksock_ws_subscribe_opts_t so;
+    ksock_ws_subscribe_opts_init(&so);
+    so.start = KSOCK_START_OFFSETS;
+    so.offsets = po;
+    so.noffsets = 2;
+    so.id = "s1";
+    if (rc == 0) rc = ksock_ws_subscribe(ws, "orders", &so, err, sizeof(err));
+    if (rc == 0) rc = ksock_ws_subscribe(ws, "orders", NULL, err, sizeof(err)); /* replaces */
+    if (rc == 0) rc = ksock_ws_subscribe(ws, "other", NULL, err, sizeof(err));
+    size_t n = 0;
+    if (rc == 0) rc = ksock_ws_position(ws, "orders", po, 2, &n);
+    if (rc == 0) rc = ksock_ws_unsubscribe(ws, "other");
+    if (rc == 0) rc = ksock_ws_close(ws, 1000, "bye");
+    ksock_ws_manager_destroy(mgr);
+    ksock_runtime_run_once(a->rt, false);
+    return rc;
+}
+
+TEST(ws_subscribe_returns_nomem)
+{
+    ws_arg_t a;
+    char err[256];
+    ASSERT_OK(ksock_runtime_new(&a.rt, err, sizeof(err)));
+    long runs = 0;
+    each_failure(op_ws_subscribe, &a, true, &runs);
+    ASSERT_GT(runs, 10);
+    ksock_runtime_destroy(a.rt);
+}
+
 TEST_LIST(TEST_ENTRY(config_and_options_return_nomem),
           TEST_ENTRY(runtime_and_log_config_return_nomem), TEST_ENTRY(adopt_config_never_allocates),
-          TEST_ENTRY(ws_connect_returns_nomem))
+          TEST_ENTRY(ws_connect_returns_nomem), TEST_ENTRY(ws_subscribe_returns_nomem))

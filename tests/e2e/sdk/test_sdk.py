@@ -9,7 +9,10 @@ but `pkg-config --cflags --libs ksock`, and the installed ksockd loading it
 from a config and logging through it; then a third party's serializer
 (examples/serializer_csv) built and `make install`ed the same way, which the
 installed ksockd serves to a Python `websockets` client as ksock.v1.csv with
-no config naming it.
+no config naming it. The service side of the install: the man pages render
+and agree with --help, the systemd unit passes `systemd-analyze verify` and
+its ExecStart/ExecReload, run as written, report READY/RELOADING/STOPPING
+over sd_notify.
 
     test_sdk.py SOURCE_ROOT [TEST_NAME...]
 
@@ -20,6 +23,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -112,8 +116,8 @@ def install_into_a_temporary_prefix():
     S["pcdir"] = os.path.dirname(pcs[0])
     S["libdir"] = os.path.dirname(S["pcdir"])  # <prefix>/lib/x86_64-linux-gnu on Debian
     S["build"] = build
-    S["ksockd"] = os.path.join(prefix, "bin", "ksockd")
-    assert os.access(S["ksockd"], os.X_OK), "ksockd not installed in <prefix>/bin"
+    S["ksockd"] = os.path.join(prefix, "sbin", "ksockd")
+    assert os.access(S["ksockd"], os.X_OK), "ksockd not installed in <prefix>/sbin"
     assert os.path.exists(os.path.join(S["libdir"], "libksock.so")), "no libksock.so dev symlink"
     S["prefix"] = prefix
     print(f"# prefix {prefix}, libdir {S['libdir']}")
@@ -204,7 +208,9 @@ def installed_ksockd_lists_the_example_and_the_bundled_plugins():
     plugindir = pkg("--variable=plugindir")
     # The example from plugin_path; the bundled sinks from the compiled-in
     # default directory (no $KSOCK_PLUGIN_PATH in this environment).
-    assert re.search(r"^logsink\s+example\s+1\.0\.0\s+ABI 1\.1\s+" + re.escape(S["example_dir"]), r.stdout, re.M), r.stdout
+    # Built against the installed headers: the ABI the installed ksockd reports.
+    abi = re.search(r"plugin ABI (\d+\.\d+)", ksockd("--version").stdout).group(1)
+    assert re.search(r"^logsink\s+example\s+1\.0\.0\s+ABI " + re.escape(abi) + r"\s+" + re.escape(S["example_dir"]), r.stdout, re.M), r.stdout
     assert re.search(r"^logsink\s+file\s+.*" + re.escape(plugindir), r.stdout, re.M), r.stdout
     assert "refused" not in r.stderr, r.stderr
     d = ksockd("--describe-plugin", "example", "--config", cfg)
@@ -354,6 +360,196 @@ def installed_ksockd_serves_the_csv_serializer_without_naming_it():
         f = frame.split(",")
         assert f[:2] == ["error", id_] and f[8] == "-19", frame
         assert f[9].startswith("csv%3A%20field%204%20"), frame
+
+
+# ---- The service side of the install: layout, man pages, the systemd unit ----
+
+def multiarch():
+    r = run(["cc", "-print-multiarch"])
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+@t.test
+def installed_layout_is_debian_like():
+    need_install()
+    p = S["prefix"]
+    arch = multiarch()
+    if arch:  # meson's Debian libdir: what dpkg's multiarch layout expects
+        assert os.path.relpath(S["libdir"], p) == f"lib/{arch}", S["libdir"]
+    execs = ["sbin/ksockd", "bin/ksock"]
+    files = ["include/ksock/ksock.h", "share/ksock/ksock.proto",
+             "share/man/man8/ksockd.8", "share/man/man1/ksock.1", "share/man/man5/ksockd.json.5",
+             "lib/systemd/system/ksockd.service", "share/doc/ksock/examples/ksockd.json"]
+    missing = [f for f in execs if not os.access(os.path.join(p, f), os.X_OK)]
+    missing += [f for f in files if not os.path.isfile(os.path.join(p, f))]
+    hint = " (no scdoc: tools/setup installs it)" if shutil.which("scdoc") is None else ""
+    assert not missing, f"not installed: {missing}{hint}"
+    assert not os.path.exists(os.path.join(p, "bin", "ksockd")), "ksockd in bin as well as sbin"
+    # The shared library under its soname, which is what a program built against it loads.
+    so = os.path.join(S["libdir"], "libksock.so")
+    soname = re.search(r"\(SONAME\)\s+Library soname: \[(.+)\]",
+                       must(["readelf", "-d", so]).stdout).group(1)
+    assert re.fullmatch(r"libksock\.so\.\d+", soname), soname
+    assert os.path.realpath(os.path.join(S["libdir"], soname)) == os.path.realpath(so), soname
+    needed = must(["readelf", "-d", os.path.join(p, "bin", "ksock")]).stdout
+    assert f"[{soname}]" in needed, needed
+    # The example configuration is one the installed ksockd accepts.
+    ex = os.path.join(p, "share/doc/ksock/examples/ksockd.json")
+    r = ksockd("--check-config", ex)
+    assert r.returncode == 0, r.stderr
+
+
+def man_text(page):
+    """A man page of the prefix rendered by man(1), one line per paragraph line, no hyphenation."""
+    section = page.rsplit(".", 1)[1]
+    path = os.path.join(S["prefix"], "share", "man", f"man{section}", page)
+    r = run(["man", "--warnings", "--nh", "--nj", "-l", path],
+            env=dict(sdk_env(), MANWIDTH="250", LANG="C.UTF-8"))
+    assert r.returncode == 0, (page, r.stderr)
+    assert r.stderr.strip() == "", f"{page}: groff warnings:\n{r.stderr}"
+    return r.stdout
+
+
+@t.test
+def man_pages_render_and_match_the_programs():
+    need_install()
+    if shutil.which("man") is None:
+        t.skip("man not found (Debian package man-db)")
+    texts = {page: man_text(page) for page in ("ksockd.8", "ksock.1", "ksockd.json.5")}
+    for page, text in texts.items():
+        name = page.rsplit(".", 1)[0]
+        for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "SEE ALSO"):
+            assert re.search(rf"^{heading}$", text, re.M), (page, heading)
+        assert re.search(rf"^\s+{re.escape(name)} - ", text, re.M), (page, text[:300])
+    # Every option the programs print in --help has its entry; the verbs' own --help too,
+    # for the verbs this ksock has (it answers their --help with exit 0).
+    ksock = os.path.join(S["prefix"], "bin", "ksock")
+    helps = [("ksockd.8", must([S["ksockd"], "--help"], env=sdk_env()).stdout),
+             ("ksock.1", must([ksock, "--help"], env=sdk_env()).stdout)]
+    for verb in ("tail", "publish"):
+        r = run([ksock, verb, "--help"], env=sdk_env())
+        if r.returncode == 0:
+            helps.append(("ksock.1", r.stdout))
+    for page, help_text in helps:
+        opts = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", help_text))
+        assert opts, help_text
+        # An entry: a line of the page that starts with an option and names this one.
+        absent = sorted(o for o in opts if not re.search(
+            rf"^[ \t]+(?=-)[^\n]*(?<![\w-]){re.escape(o)}(?![\w-])", texts[page], re.M))
+        assert not absent, f"{page} has no entry for {absent} (from --help)"
+    for verb in ("connect", "tail", "publish", "token"):
+        assert re.search(rf"^\s+ksock {verb} ", texts["ksock.1"], re.M), verb
+    for verb in ("generate", "validate", "authenticate"):
+        assert re.search(rf"^\s+{verb} AUTH_OPTIONS ", texts["ksock.1"], re.M), verb
+    # FILES names this install's paths, not the source tree's or another prefix's.
+    assert os.path.join(S["prefix"], "etc", "ksock", "ksockd.json") in texts["ksockd.8"]
+    assert pkg("--variable=plugindir") in texts["ksockd.8"]
+    assert os.path.join(S["prefix"], "etc", "ksock", "ksockd.json") in texts["ksockd.json.5"]
+
+
+def unit_service_keys():
+    path = os.path.join(S["prefix"], "lib", "systemd", "system", "ksockd.service")
+    keys, section = {}, None
+    for line in read(path).splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            keys.setdefault(k, []).append(v)
+    return path, {k: v[-1] for k, v in keys.items()}
+
+
+def seconds(v):
+    m = re.fullmatch(r"(\d+)(ms|s|min)?", v)
+    assert m, v
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "min": 60, None: 1}[m.group(2)]
+
+
+@t.test
+def systemd_unit_is_hardened_and_verifies():
+    need_install()
+    path, k = unit_service_keys()
+    conf = os.path.join(S["prefix"], "etc", "ksock", "ksockd.json")
+    assert k.get("ExecStart") == f"{S['ksockd']} --config {conf}", k.get("ExecStart")
+    assert k.get("ExecReload") == "/bin/kill -HUP $MAINPID", k.get("ExecReload")
+    want = {"Type": "notify", "DynamicUser": "yes", "ProtectSystem": "strict",
+            "NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes",
+            "PrivateDevices": "yes", "CapabilityBoundingSet": "",
+            "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "LogsDirectory": "ksock"}
+    wrong = {key: k.get(key) for key, v in want.items() if k.get(key) != v}
+    assert not wrong, f"unit settings differ: {wrong}"
+    assert int(k["LimitNOFILE"]) >= 65536, k["LimitNOFILE"]
+    # Longer than the drain (bridge.drain_timeout 5s) + shutdown_grace 1s + producer flush 5s.
+    assert seconds(k["TimeoutStopSec"]) > 11, k["TimeoutStopSec"]
+    if shutil.which("systemd-analyze") is None:
+        t.skip("systemd-analyze not found (Debian package systemd): the unit is not verified")
+    # verify also runs `man` for each Documentation= page: MANPATH is the prefix's.
+    env = dict(os.environ, MANPATH=os.path.join(S["prefix"], "share", "man"))
+    r = run(["systemd-analyze", "verify", path], env=env, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", (r.returncode, r.stderr)
+    r = run(["systemd-analyze", "security", "--offline=yes", path], env=env, timeout=60)
+    m = re.search(r"Overall exposure level for ksockd\.service: ([\d.]+)", r.stdout)
+    if m is None:
+        print(f"# systemd-analyze security --offline not available: {r.stderr.strip()[:200]}")
+        return
+    print(f"# systemd-analyze security: exposure {m.group(1)}")
+    assert float(m.group(1)) < 2.0, r.stdout[-3000:]
+
+
+def notify_socket(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    return sock
+
+
+def notified(sock, what):
+    try:
+        data = sock.recv(4096).decode()
+    except socket.timeout:
+        raise AssertionError(f"no sd_notify message (waiting for {what})")
+    msg = dict(line.split("=", 1) for line in data.splitlines() if line)
+    assert msg.get(what) == "1", (what, msg)
+    return msg
+
+
+@t.test
+def unit_commands_run_as_written():
+    """ExecStart and ExecReload of the installed unit, as systemd would run them."""
+    need_install()
+    path, k = unit_service_keys()
+    argv = shlex.split(k["ExecStart"])
+    conf = argv[argv.index("--config") + 1]
+    port = free_port()
+    os.makedirs(os.path.dirname(conf), exist_ok=True)
+    write(conf, json.dumps({
+        "kafka": {"bootstrap.servers": "embedded"},
+        "websocket": {"listeners": [{"address": "127.0.0.1", "port": port}]},
+        "auth": {"plugin": "none"},
+        "log": {"sinks": [{"type": "console"}]}}))
+    sock = notify_socket(os.path.join(S["tmp"], "notify"))
+    errpath = os.path.join(S["tmp"], "unit.stderr")
+    with open(errpath, "w") as err:
+        p = subprocess.Popen(argv, env=dict(sdk_env(), NOTIFY_SOCKET=sock.getsockname()),
+                             stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        notified(sock, "READY")
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        reload = [a.replace("$MAINPID", str(p.pid)) for a in shlex.split(k["ExecReload"])]
+        must(reload)
+        notified(sock, "RELOADING")
+        notified(sock, "READY")
+        assert k.get("KillSignal", "SIGTERM") == "SIGTERM"
+        p.send_signal(signal.SIGTERM)
+        notified(sock, "STOPPING")
+        assert p.wait(timeout=seconds(k["TimeoutStopSec"])) == 0, read(errpath)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        sock.close()
+    assert "log sinks reloaded" in read(errpath), read(errpath)
 
 
 if __name__ == "__main__":

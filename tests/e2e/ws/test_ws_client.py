@@ -137,6 +137,9 @@ def permessage_deflate_when_enabled():
             c.wait("open")
             c.send("/raw " + text)
             assert json.loads(c.wait_messages(1)[0]) == json.loads(text)
+            c.send("/raw ")  # an empty message, masked with nothing to mask
+            c.send("/raw after")
+            assert c.wait_messages(3)[1:] == ["", "after"], c.messages
             assert c.finish() == 0
         conn = srv.of("connect")[0]
         assert "permessage-deflate" in conn["headers"].get("sec-websocket-extensions", ""), conn

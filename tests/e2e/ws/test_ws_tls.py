@@ -106,6 +106,13 @@ def wss_echo_with_a_test_ca():
                 assert v in ("TLSv1.2", "TLSv1.3"), v
                 await ws.send("secure hello")
                 assert await ws.recv() == "secure hello"
+                # Batched writes over TLS: a frame larger than one write, then a backlog.
+                big = bytes(range(256)) * 800
+                await ws.send(big)
+                assert await ws.recv() == big
+                await ws.send("__flood__ 5000")
+                for i in range(5000):
+                    assert await ws.recv() == f"flood {i}"
         run(go())
 
 

