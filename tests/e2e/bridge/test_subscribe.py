@@ -130,8 +130,9 @@ def records_reach_subscribers_intact_in_every_format():
 
 @t.test
 def where_each_start_begins():
-    """(c) earliest, latest, offsets (all, some partitions), timestamp, timestamp past the end:
-    `subscribed` gives exact offsets and the first record of each partition is that offset."""
+    """(c) earliest, latest, offsets (all, some partitions, one listed twice), timestamp,
+    timestamp past the end: `subscribed` gives exact offsets and the first record of each
+    partition is that offset."""
     need()
     topic = su.create_topic(su.unique("start"), 2)
     t0 = 1700000000000
@@ -173,6 +174,12 @@ def where_each_start_begins():
                                       start_timestamp=t0 + 10**9)
                 assert s["offsets"] == [(0, 10), (1, 10)], s
                 await c.quiet(1.0)
+            async with Client(k.url, "msgpack") as c:
+                # "a partition listed twice: the last entry counts"
+                s = await c.subscribe(topic, id="dup", start="offsets", offsets=[(1, 2), (1, 8)])
+                assert s["offsets"] == [(0, 10), (1, 8)], s
+                su.check_in_order(await c.records(2), {0: 10, 1: 8}, {0: 10, 1: 10})
+                await c.quiet(0.5)
             # latest and a partial offsets list, then new records: exactly those arrive
             async with Client(k.url, "json") as latest, Client(k.url, "json") as part:
                 s = await latest.subscribe(topic, id="l2", start="latest")
