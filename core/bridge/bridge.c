@@ -296,6 +296,7 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->max_catchup = BRIDGE_MAX_CATCHUP;
     b->partition_refresh_ms = 10000;
     b->reader_linger_ms = 30000;
+    b->slow_grace_ms = 500;
     b->lookup_timeout_ms = 5000;
     b->rt = rt;
     b->transport = transport;
@@ -427,6 +428,7 @@ void ksock_bridge_destroy(ksock_bridge_t *b)
     free(b->fo_ids);
     free(b->fo_rc);
     free(b->fo_subs);
+    free(b->fo_full);
     for (serializer_t *s = b->serializers, *next; s; s = next) {
         next = s->next;
         ksock_plugin_instance_free(s->pi);

@@ -40,6 +40,8 @@
 /* Defaults of the "bridge" section's subscription limits (config.c says what they mean). */
 #define BRIDGE_MAX_SUBSCRIPTIONS 100
 #define BRIDGE_MAX_CATCHUP       32
+/* Records held per topic while subscribers' queues are full (a burst): beyond it Kafka waits. */
+#define BRIDGE_HOLD_MAX (16u << 20)
 
 /* Metrics (metrics.c): publish refusals by -code (0: a code past the table), auth refusal reasons.
  */
@@ -121,6 +123,9 @@ struct sub_s {
     bool active;           /* `subscribed` sent */
     bool gap_pending;      /* records dropped (slow-client drop): tell before the next */
     bool catch_paused;     /* the catch-up reader waits for room in the send queue */
+    bool full;           /* its queue is full: the shared reader waits for it (slow_client_grace) */
+    bool judged;         /* it stayed full past the grace once: the policy applies at once now */
+    uint64_t full_since; /* ksock_now_ns() when `full` was set */
     int32_t nparts;
     int64_t *next; /* per partition: the next offset to deliver */
     int64_t *gap;  /* per partition: the first dropped offset, -1 none */
@@ -146,6 +151,12 @@ struct topic_s {
     lookup_t *lk; /* resolve or partition refresh in flight */
     ksock_timer_t *refresh;
     ksock_timer_t *linger; /* no subscription left: the reader stays this long (reader_linger) */
+    ksock_timer_t *grace;  /* congested: the policy applies to those still full when it fires */
+    bool paused;           /* congested: records are held for subscribers whose queues are full */
+    bool kpaused;          /* the hold is full: the Kafka reader is paused too */
+    struct held_s *hold_head, *hold_tail;
+    size_t hold_bytes;
+    size_t nfull; /* subscriptions with `full` set */
     bool resolved;
 };
 
@@ -217,11 +228,14 @@ struct ksock_bridge_s {
     uint64_t ncatchup;
     uint64_t partition_refresh_ms;
     uint64_t reader_linger_ms;
+    uint64_t slow_grace_ms; /* how long a congestion may pause a shared reader */
+    uint64_t congestions;   /* times a shared reader paused for congestion */
     int lookup_timeout_ms;
     /* fan-out scratch: ids, outcomes and subscriptions of one send_many */
     ksock_conn_id_t *fo_ids;
     int *fo_rc;
     sub_t **fo_subs;
+    sub_t **fo_full; /* the subscribers whose queue was full */
     size_t fo_cap;
 };
 
@@ -280,6 +294,8 @@ void ksock__br_topic_put(ksock_bridge_t *b, topic_t *t); /* frees it when no sub
 int ksock__br_topic_start(ksock_bridge_t *b, topic_t *t, const lookup_t *l, char *err, size_t n);
 /* fanout.c: a refresh lookup found partitions: read the new ones from their first record. */
 void ksock__br_topic_grow(ksock_bridge_t *b, topic_t *t, const lookup_t *l);
+/* fanout.c: `s` has room again (on_writable): the end of a congestion it was part of. */
+void ksock__br_sub_unfull(ksock_bridge_t *b, sub_t *s);
 /* fanout.c: a copy of the bridge's Kafka configuration for a reader (head: the shared one). */
 int ksock__br_reader_conf(ksock_bridge_t *b, bool head, ksock_kafka_conf_t **out, char *err,
                           size_t n);

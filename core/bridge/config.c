@@ -29,6 +29,7 @@ typedef struct bridge_section_s {
     int64_t max_catchup_readers;
     int64_t partition_refresh; /* ms */
     int64_t reader_linger;     /* ms */
+    int64_t slow_client_grace; /* ms */
 } bridge_section_t;
 
 static const char *const slow_values[] = {"close", "drop", NULL};
@@ -63,6 +64,13 @@ static const ksock_option_t bridge_section[] = {
                        partition_refresh, 0, 86400000,
                        "How often a subscribed topic is checked for added partitions (read from "
                        "their first record); 0 never."),
+    KSOCK_OPTION_RANGE("slow_client_grace", KSOCK_OPT_DURATION, 0, "500ms", bridge_section_t,
+                       slow_client_grace, 0, 600000,
+                       "A subscriber whose send queue is full is first taken for a burst (the "
+                       "server wrote faster than it could send): the topic's shared reader "
+                       "pauses until the full queues drain, for at most this long. One still "
+                       "full then is a slow client: slow_client applies to it, now and at once "
+                       "every later time. 0: slow_client applies at the first full queue."),
     KSOCK_OPTION_RANGE("reader_linger", KSOCK_OPT_DURATION, 0, "30s", bridge_section_t,
                        reader_linger, 0, 86400000,
                        "How long a topic's shared Kafka reader keeps running after its last "
@@ -514,6 +522,7 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
     b->max_catchup = (uint64_t)p.bs.max_catchup_readers;
     b->partition_refresh_ms = (uint64_t)p.bs.partition_refresh;
     b->reader_linger_ms = (uint64_t)p.bs.reader_linger;
+    b->slow_grace_ms = (uint64_t)p.bs.slow_client_grace;
     const ksock_cfg_t *sec = ksock_cfg_get(root, "serializers");
     if (sec)
         rc = serializers_section(rt, cfg, sec, b, errstr, errstr_size);

@@ -6,9 +6,17 @@
  * subscribers, and that one frame is queued on all of them with one
  * send_many call (one lock, one wake-up of the transport's thread).
  *
- * The reader never waits for a subscriber: a subscriber whose send queue
- * is full gets the slow-client policy (close with 1013, or drop and a gap
- * notice later), so one slow client never slows the others.
+ * A full send queue is first taken for a burst (the server writes more than
+ * it has had time to send, which a healthy client drains in milliseconds),
+ * not for a slow client: the record, and those after it, are held in the
+ * bridge (16 MiB per topic; beyond that the Kafka reader pauses) and handed
+ * over again, in order, once the full queues drained (the per-subscriber
+ * `next` offset skips those who had them), for at most
+ * bridge.slow_client_grace. A subscriber still full then is a slow client:
+ * it gets the slow-client policy (close with 1013, or drop and a gap notice
+ * later) and, from then on, gets it at once, without pausing anyone. So a
+ * slow client delays the others once, by at most the grace (docs/bridge.md,
+ * Slow clients).
  *
  * Partitions added to a topic are found by a periodic lookup
  * (partition_refresh) and read from their first record.
@@ -89,6 +97,133 @@ void ksock__br_group_remove(sub_t *s)
     s->group = NULL;
 }
 
+/* ---- Congestion: records held for full queues, for a bounded time ---------------- */
+
+/* A record held while some subscribers' queues are full: an owned copy of its envelope. */
+typedef struct held_s {
+    struct held_s *next;
+    ksock_envelope_t env; /* points into the rest of this allocation */
+    size_t size;
+    max_align_t data_[];
+} held_t;
+
+static void slow(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o);
+static bool dispatch(ksock_bridge_t *b, topic_t *t, const ksock_envelope_t *env);
+
+/* Copy env to the end of t's held records; KSOCK_E_NOMEM. */
+static int hold(topic_t *t, const ksock_envelope_t *env)
+{
+    size_t size =
+        sizeof(held_t) + env->nheaders * sizeof(ksock_header_t) + env->key.len + env->value.len;
+    for (size_t i = 0; i < env->nheaders; i++)
+        size += env->headers[i].key_len + env->headers[i].value.len;
+    held_t *h = malloc(size);
+    if (h == NULL) return KSOCK_E_NOMEM;
+    h->next = NULL;
+    h->size = size;
+    h->env = *env;
+    h->env.topic = t->name;
+    ksock_header_t *hd = (ksock_header_t *)h->data_;
+    char *d = (char *)(hd + env->nheaders);
+    h->env.headers = hd;
+#define KSOCK_HOLD_COPY(dst, src, n) (memcpy(d, (src), (n)), (dst) = d, d += (n))
+    if (env->key.present) KSOCK_HOLD_COPY(h->env.key.data, env->key.data, env->key.len);
+    if (env->value.present) KSOCK_HOLD_COPY(h->env.value.data, env->value.data, env->value.len);
+    for (size_t i = 0; i < env->nheaders; i++) {
+        hd[i] = env->headers[i];
+        KSOCK_HOLD_COPY(hd[i].key, env->headers[i].key, env->headers[i].key_len);
+        if (env->headers[i].value.present)
+            KSOCK_HOLD_COPY(hd[i].value.data, env->headers[i].value.data,
+                            env->headers[i].value.len);
+    }
+#undef KSOCK_HOLD_COPY
+    if (t->hold_tail)
+        t->hold_tail->next = h;
+    else
+        t->hold_head = h;
+    t->hold_tail = h;
+    t->hold_bytes += size;
+    return 0;
+}
+
+static void hold_free(topic_t *t)
+{
+    for (held_t *h = t->hold_head, *next; h; h = next) {
+        next = h->next;
+        free(h);
+    }
+    t->hold_head = t->hold_tail = NULL;
+    t->hold_bytes = 0;
+}
+
+static void grace_cb(ksock_timer_t *tm, void *data);
+
+/* While records are held, the grace check runs every quarter of the grace. */
+static void congestion_start(ksock_bridge_t *b, topic_t *t)
+{
+    if (!t->paused) b->congestions++;
+    t->paused = true;
+    uint64_t tick = b->slow_grace_ms / 4 ? b->slow_grace_ms / 4 : 1;
+    if (t->grace == NULL && ksock_timer_init(b->rt, &t->grace, grace_cb, t) != 0) return;
+    if (!ksock_timer_is_active(t->grace)) ksock_timer_start(t->grace, tick, tick);
+}
+
+/*
+ * Hand the held records over, in order, until one finds a queue full again
+ * (the others keep them: `next` skips what they had). When none is left,
+ * the congestion is over and the Kafka reader, if the hold was full and it
+ * paused, resumes.
+ */
+static void hold_drain(ksock_bridge_t *b, topic_t *t)
+{
+    while (t->hold_head) {
+        held_t *h = t->hold_head;
+        if (dispatch(b, t, &h->env)) {
+            congestion_start(b, t);
+            return;
+        }
+        t->pos[h->env.partition] = h->env.offset + 1;
+        b->stats.records++;
+        t->hold_head = h->next;
+        if (t->hold_head == NULL) t->hold_tail = NULL;
+        t->hold_bytes -= h->size;
+        free(h);
+    }
+    t->paused = false;
+    if (t->grace) ksock_timer_stop(t->grace);
+    if (t->kpaused) {
+        t->kpaused = false;
+        for (int32_t p = 0; p < t->nparts; p++) /* those not paused: nothing to do */
+            ksock_kafka_consumer_resume(t->head, t->name, p);
+    }
+}
+
+/*
+ * A subscriber full for longer than the grace (no on_writable since) is a
+ * slow client after all; one that keeps draining is not, however long the
+ * burst lasts.
+ */
+static void grace_cb(ksock_timer_t *tm, void *data)
+{
+    (void)tm;
+    topic_t *t = data;
+    ksock_bridge_t *b = t->b;
+    uint64_t now = ksock_now_ns(), grace = b->slow_grace_ms * 1000000ull;
+    bool judged = false;
+    for (sub_t *s = t->subs; s; s = s->tnext) {
+        if (!s->full || now - s->full_since < grace) continue;
+        s->full = false;
+        s->judged = judged = true;
+        t->nfull--;
+        for (int32_t p = 0; p < s->nparts; p++) /* the policy as of the first record it lacks */
+            if (s->joined[p] && s->next[p] <= t->pos[p]) {
+                slow(b, s, p, s->next[p]);
+                break;
+            }
+    }
+    if (judged && t->nfull == 0) hold_drain(b, t);
+}
+
 /* ---- Sending one record to a group --------------------------------------------- */
 
 static bool scratch_reserve(ksock_bridge_t *b, size_t n)
@@ -103,7 +238,9 @@ static bool scratch_reserve(ksock_bridge_t *b, size_t n)
     if (rc) b->fo_rc = rc;
     sub_t **subs = realloc(b->fo_subs, ncap * sizeof(*subs));
     if (subs) b->fo_subs = subs;
-    if (ids == NULL || rc == NULL || subs == NULL) return false;
+    sub_t **full = realloc(b->fo_full, ncap * sizeof(*full));
+    if (full) b->fo_full = full;
+    if (ids == NULL || rc == NULL || subs == NULL || full == NULL) return false;
     b->fo_cap = ncap;
     return true;
 }
@@ -129,30 +266,74 @@ static void slow(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o)
     ksock__br_conn_close(b, c, CLOSE_TRY_AGAIN, "slow client: send queue full");
 }
 
+enum { WANT_NO, WANT_SEND, WANT_FULL };
+
 /* Does `s` take record (p, o) from the shared reader now? Drops count here too. */
-static bool wants(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o)
+static int wants(ksock_bridge_t *b, sub_t *s, int32_t p, int64_t o)
 {
-    if (!s->joined[p] || o < s->next[p] || s->conn->closing) return false;
-    if (s->gap_pending || s->conn->ovf_head) { /* the queue is full or a notice must go first */
+    if (!s->joined[p] || o < s->next[p] || s->conn->closing) return WANT_NO;
+    if (s->gap_pending) { /* dropping (drop policy): the notice must go first */
         slow(b, s, p, o);
-        return false;
+        return WANT_NO;
     }
-    return true;
+    if (s->full || s->conn->ovf_head) return WANT_FULL; /* known full: waits for on_writable */
+    return WANT_SEND;
 }
 
-static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *env)
+static void set_full(topic_t *t, sub_t *s)
+{
+    if (s->full) return;
+    s->full = true;
+    s->full_since = ksock_now_ns();
+    t->nfull++;
+}
+
+void ksock__br_sub_unfull(ksock_bridge_t *b, sub_t *s)
+{
+    topic_t *t = s->topic;
+    if (!s->full) return;
+    s->full = false;
+    t->nfull--;
+    if (t->paused && t->nfull == 0) hold_drain(b, t);
+}
+
+/*
+ * The subscribers of a record whose queues are full: those already judged
+ * slow get the policy now; the others are waited for (returns true: the
+ * reader pauses).
+ */
+static bool full_ones(ksock_bridge_t *b, topic_t *t, sub_t **full, size_t nf, int32_t p, int64_t o)
+{
+    bool wait = false;
+    for (size_t i = 0; i < nf; i++) {
+        if (full[i]->judged || b->slow_grace_ms == 0) {
+            slow(b, full[i], p, o);
+        } else {
+            set_full(t, full[i]);
+            wait = true;
+        }
+    }
+    return wait;
+}
+
+/* Returns true when the group is congested on this record (the reader pauses). */
+static bool send_group(ksock_bridge_t *b, topic_t *t, group_t *g, const ksock_envelope_t *env)
 {
     int32_t p = env->partition;
     int64_t o = env->offset;
-    if (!scratch_reserve(b, g->n)) return;
-    size_t n = 0;
+    if (!scratch_reserve(b, g->n)) return false;
+    size_t n = 0, nf = 0;
     for (size_t i = 0; i < g->n; i++) {
         sub_t *s = g->subs[i];
-        if (!wants(b, s, p, o)) continue;
-        b->fo_subs[n] = s;
-        b->fo_ids[n++] = s->conn->id;
+        int w = wants(b, s, p, o);
+        if (w == WANT_SEND) {
+            b->fo_subs[n] = s;
+            b->fo_ids[n++] = s->conn->id;
+        } else if (w == WANT_FULL) {
+            b->fo_full[nf++] = s;
+        }
     }
-    if (n == 0) return;
+    if (n == 0) return full_ones(b, t, b->fo_full, nf, p, o);
     const ksock_serializer_vtable_t *sv = g->ser->pi->vtable;
     void *si = g->ser->pi->inst;
     char err[256];
@@ -168,7 +349,7 @@ static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *en
                   3, "cannot encode a record for %s: %s", g->ser->name, rc ? err : "out of memory");
         for (size_t i = 0; i < n; i++) /* never a silent hole: they are told */
             slow(b, b->fo_subs[i], p, o);
-        return;
+        return false;
     }
     b->stats.encodes++;
     if (b->can_send_many) {
@@ -185,7 +366,7 @@ static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *en
             s->next[p] = o + 1;
             sent++;
         } else if (b->fo_rc[i] == KSOCK_E_QUEUE_FULL) {
-            slow(b, s, p, o);
+            b->fo_full[nf++] = s;
         } else if (b->fo_rc[i] == KSOCK_E_NOMEM) {
             ksock__br_conn_close(b, s->conn, CLOSE_INTERNAL, "out of memory");
         } /* KSOCK_E_CLOSED: its on_close comes and ends the subscription */
@@ -193,19 +374,41 @@ static void send_group(ksock_bridge_t *b, group_t *g, const ksock_envelope_t *en
     b->stats.deliveries += sent;
     g->ser->delivered += sent;
     g->ser->bytes += sent * flen;
+    return full_ones(b, t, b->fo_full, nf, p, o);
 }
 
-/* The shared reader's handler: one record to every joined subscriber. Never pauses. */
+/* Send env to every group; true when some subscriber's queue was full (it waits). */
+static bool dispatch(ksock_bridge_t *b, topic_t *t, const ksock_envelope_t *env)
+{
+    bool full = false;
+    for (group_t *g = t->groups; g; g = g->next)
+        full |= send_group(b, t, g, env);
+    return full;
+}
+
+/*
+ * The shared reader's handler: one record to every joined subscriber. A
+ * record some full queue did not take is held (congestion, above), and so
+ * is every record after it until the hold drains; only a full hold pauses
+ * the Kafka reader.
+ */
 static int head_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_message_t *m, void *data)
 {
     (void)kc;
     topic_t *t = data;
     ksock_bridge_t *b = t->b;
     int32_t p = m->partition;
+    /* below pos: re-read after a re-assignment, already handed out */
     if (b->stopped || p < 0 || p >= t->nparts || m->offset < t->pos[p]) return 0;
-    t->pos[p] = m->offset + 1; /* below: re-read after a re-assignment, already handed out */
-    b->stats.records++;
-    if (t->groups == NULL) return 0;
+    if (t->groups == NULL && t->hold_head == NULL) {
+        t->pos[p] = m->offset + 1;
+        b->stats.records++;
+        return 0;
+    }
+    if (t->hold_head && t->hold_bytes >= BRIDGE_HOLD_MAX) {
+        t->kpaused = true; /* the hold is full: Kafka waits (this record comes again) */
+        return KSOCK_KAFKA_PAUSE;
+    }
     ksock_header_t hbuf[16], *heap;
     ksock_envelope_t env;
     ksock__br_record_env(m, &env, hbuf, 16, &heap);
@@ -216,10 +419,24 @@ static int head_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_message
                     slow(b, g->subs[i], p, m->offset);
         return 0;
     }
-    for (group_t *g = t->groups; g; g = g->next)
-        send_group(b, g, &env);
+    int rc = 0;
+    if (t->hold_head) { /* records are held: this one goes behind them */
+        if (hold(t, &env) != 0) {
+            t->kpaused = true;
+            rc = KSOCK_KAFKA_PAUSE;
+        }
+    } else if (dispatch(b, t, &env)) { /* some queue is full: held for those */
+        if (hold(t, &env) != 0) {
+            t->kpaused = true;
+            rc = KSOCK_KAFKA_PAUSE;
+        }
+        congestion_start(b, t);
+    } else {
+        t->pos[p] = m->offset + 1;
+        b->stats.records++;
+    }
     free(heap);
-    return 0;
+    return rc;
 }
 
 /* ---- Topics ----------------------------------------------------------------------- */
@@ -245,6 +462,8 @@ static void topic_free(ksock_bridge_t *b, topic_t *t)
     if (t->lk) t->lk->topic = NULL;
     if (t->refresh) ksock_timer_close(t->refresh);
     if (t->linger) ksock_timer_close(t->linger);
+    if (t->grace) ksock_timer_close(t->grace);
+    hold_free(t);
     if (t->head) {
         ksock_kafka_consumer_destroy(t->head);
         b->stats.readers--;

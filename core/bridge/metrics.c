@@ -191,6 +191,11 @@ static int subscriptions(const ksock_bridge_t *b, ksock_buf_t *out)
         rc = plain(out, "ksock_queue_drops_total", "counter",
                    "Record frames a subscriber's full send queue did not take.", b->queue_drops);
     if (rc == 0)
+        rc = plain(out, "ksock_reader_congestions_total", "counter",
+                   "Times a topic's shared reader paused because most of its subscribers' send "
+                   "queues were full at once (bridge.slow_client_grace).",
+                   b->congestions);
+    if (rc == 0)
         rc = plain(out, "ksock_send_queue_full_total", "counter",
                    "Replies that found the send queue full and waited (reading paused).",
                    s->send_full);

@@ -138,6 +138,7 @@ void ksock__br_sub_free(ksock_bridge_t *b, sub_t *s)
     c->nsubs--;
     *s->tprev = s->tnext;
     if (s->tnext) s->tnext->tprev = s->tprev;
+    ksock__br_sub_unfull(b, s);
     ksock__br_group_remove(s);
     catchup_end(b, s);
     if (s->lk) s->lk->sub = NULL;
@@ -547,6 +548,7 @@ void ksock__br_do_unsubscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope
 void ksock__br_subs_writable(ksock_bridge_t *b, conn_t *c)
 {
     for (sub_t *s = c->subs; s && !c->ovf_head && !c->closing; s = s->cnext) {
+        ksock__br_sub_unfull(b, s);
         if (s->gap_pending)
             ksock__br_sub_send_gap(b, s, NULL, 0,
                                    "slow client: records dropped while the send queue was full");

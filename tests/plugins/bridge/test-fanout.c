@@ -248,7 +248,7 @@ TEST(drop_policy_skips_and_tells_where_the_gap_starts)
     produce(&t, 0, 100);
     bt_wait_deliveries(&t);
     seen_t s = {0};
-    kt_run_for(t.rt, 300); /* the records reach the full queue and are dropped */
+    kt_run_for(t.rt, 900); /* past bridge.slow_client_grace: judged slow, then dropped */
     consume(&t, c, &s);
     ASSERT_EQ(s.records, 19); /* 20 frames fit: `subscribed` and 19 records */
     ASSERT(bt_stats(&t).slow_dropped > 0);
@@ -319,10 +319,59 @@ TEST(close_during_catch_up_frees_everything)
     bt_close(&t); /* the leak check runs here in the sanitizer build */
 }
 
+typedef struct {
+    bt_t *t;
+    ksock_conn_id_t *c;
+    seen_t *s;
+    size_t n, want;
+} all_t;
+
+/* Every client reads what it has (its queue drains); true once each has `want` records. */
+static bool all_got(void *arg)
+{
+    all_t *a = arg;
+    bool done = true;
+    for (size_t i = 0; i < a->n; i++) {
+        consume(a->t, a->c[i], &a->s[i]);
+        fake_drain(a->t->f, a->c[i]);
+        done &= a->s[i].records >= a->want;
+    }
+    return done;
+}
+
+/* A burst fills every subscriber's queue at once: the shared reader waits, nobody is closed. */
+TEST(burst_that_fills_every_queue_waits_and_loses_nothing)
+{
+    bt_t t;
+    open_fanout(&t, KSOCK_BRIDGE_SLOW_CLOSE);
+    t.f->send_limit = 8;
+    ksock_conn_id_t c[3];
+    seen_t s[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        c[i] = bt_connect(&t, NULL);
+        subscribe(&t, c[i], "b", NULL);
+        bt_wait_frames(&t, c[i], 1);
+    }
+    produce(&t, 0, 150);
+    produce(&t, 1, 150);
+    all_t a = {&t, c, s, 3, 300};
+    if (!kt_run_until(t.rt, all_got, &a, WAIT_MS)) /* they all read, each at its pace */
+        TEST_FAIL_("records: %zu %zu %zu, want 300 each", s[0].records, s[1].records, s[2].records);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(s[i].dup_or_gap, 0);
+        ASSERT_NULL(fake_close_of(t.f, c[i]));
+    }
+    ksock_bridge_stats_t st = bt_stats(&t);
+    ASSERT_EQ(st.slow_closed, 0);
+    ASSERT_EQ(st.records, 300);
+    bt_close(&t);
+}
+
 TEST_LIST(TEST_ENTRY(latest_subscribers_share_one_reader_and_one_encode_per_record),
           TEST_ENTRY(catch_up_hands_over_to_the_shared_reader_without_gap_or_duplicate),
           TEST_ENTRY(offsets_start_where_listed_and_latest_elsewhere),
           TEST_ENTRY(slow_subscriber_is_closed_with_1013_and_others_get_everything),
           TEST_ENTRY(drop_policy_skips_and_tells_where_the_gap_starts),
           TEST_ENTRY(unsubscribe_and_resubscribe),
+          TEST_ENTRY(burst_that_fills_every_queue_waits_and_loses_nothing),
           TEST_ENTRY(close_during_catch_up_frees_everything))
