@@ -191,10 +191,35 @@ def kcat_read(topic, partition, offset, count):
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
+class CheckedProducer:
+    """confluent-kafka's Producer whose flush() also fails on a record Kafka refused (flush
+    counts only what is still queued; a refused record is gone from the queue too)."""
+
+    def __init__(self, conf):
+        self.p = confluent_kafka.Producer(conf)
+        self.errors = []
+
+    def _delivered(self, err, msg):
+        if err is not None:
+            self.errors.append(f"{msg.topic()} [{msg.partition()}]: {err}")
+
+    def produce(self, *args, **kw):
+        kw.setdefault("on_delivery", self._delivered)
+        self.p.produce(*args, **kw)
+
+    def poll(self, timeout):
+        return self.p.poll(timeout)
+
+    def flush(self, timeout):
+        left = self.p.flush(timeout)
+        assert not self.errors, f"{len(self.errors)} records refused: {self.errors[:3]}"
+        return left
+
+
 def producer(**extra):
     conf = {"bootstrap.servers": BOOTSTRAP, "linger.ms": 0, "enable.idempotence": True}
     conf.update(extra)
-    return confluent_kafka.Producer(conf)
+    return CheckedProducer(conf)
 
 
 def produce_many(topic, n, partitions=1, value=lambda i: b"v%d" % i, flush=True):

@@ -99,7 +99,9 @@ def records_reach_subscribers_intact_in_every_format():
     null and empty values, explicit timestamps, 3 partitions: what each format's subscriber
     gets equals, field by field, what was produced and what Kafka holds."""
     need()
-    topic = su.create_topic(su.unique("intact"), 3)
+    # retention.ms -1: the explicit timestamps are years old, and the broker's retention (7 days)
+    # would delete them at its next check (every 5 min), moving the log start
+    topic = su.create_topic(su.unique("intact"), 3, config={"retention.ms": "-1"})
     produced = produce_variety(topic)
     truth = kafka_truth(topic, 3)
     for p, want in produced.items():
@@ -134,7 +136,7 @@ def where_each_start_begins():
     timestamp past the end: `subscribed` gives exact offsets and the first record of each
     partition is that offset."""
     need()
-    topic = su.create_topic(su.unique("start"), 2)
+    topic = su.create_topic(su.unique("start"), 2, config={"retention.ms": "-1"})  # old times
     t0 = 1700000000000
     p = su.producer()
     for i in range(10):
