@@ -7,6 +7,9 @@
  *       was) and prints each record as one JSON line; exit 0 after --count
  *       records or on SIGINT/SIGTERM, 2 when the subscribe is refused, 1
  *       when the connection is over otherwise.
+ *   Both take --token-command CMD: CMD's stdout (run with /bin/sh) is the
+ *   token, asked for at start when --token is not given and again before
+ *   each token expires (ksock_ws_on_token_refresh).
  *   ksock publish [URL] --topic T [--key K] [--header k=v]... [--partition N] VALUE|-
  *       publishes VALUE, or each line of stdin (pipelined), and prints each
  *       ack as one JSON line; exit 0 when every record was acked, 2 when any
@@ -36,6 +39,8 @@ typedef struct topic_cli_s {
     ksock_ws_manager_t *mgr;
     ksock_ws_t *ws;
     const char *topic;
+    const char *token_cmd; /* --token-command */
+    char *first_token;     /* its output at start, when --token is not given */
     bool closing;
     int exit_code;
     /* tail */
@@ -62,14 +67,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ksock tail [URL] --topic T [--from earliest|latest|P:O,P:O...|@TIMESTAMP_MS]\n"
-            "                  [--count N] [connection options]\n"
+            "                  [--count N] [--token-command CMD] [connection options]\n"
             "       ksock publish [URL] --topic T [--key K] [--header k=v]... [--partition N]\n"
-            "                  [connection options] VALUE|-\n"
+            "                  [--token-command CMD] [connection options] VALUE|-\n"
             "URL defaults to " DEFAULT_URL " (./tools/run). `tail` prints each record as\n"
             "a JSON line {topic, partition, offset, timestamp, key, value, headers} (key_b64/\n"
             "value_b64 for bytes that are not UTF-8); with --reconnect it resumes after a lost\n"
             "connection without a gap or a duplicate. `publish -` sends each line of stdin\n"
             "as one record; each ack is printed as {topic, partition, offset}.\n"
+            "--token-command CMD: CMD's standard output (run by /bin/sh) is the bearer token,\n"
+            "at start unless --token is given, and again before each token expires.\n"
             "Exit: 0 done, 1 the connection ended, 2 usage, setup, or a refusal.\n");
     ksock_cli_connect_usage(f);
 }
@@ -434,7 +441,16 @@ static void on_signal(ksock_signal_t *s, int signum, void *data)
 
 /* ---- Options and main --------------------------------------------------------------------- */
 
-enum { O_TOPIC = KSOCK_CLI_O_FIRST_FREE, O_FROM, O_COUNT, O_RKEY, O_RHDR, O_PART, O_HELP };
+enum {
+    O_TOPIC = KSOCK_CLI_O_FIRST_FREE,
+    O_FROM,
+    O_COUNT,
+    O_RKEY,
+    O_RHDR,
+    O_PART,
+    O_TOKCMD,
+    O_HELP
+};
 
 static const struct option lopts[] = {
     KSOCK_CLI_CONNECT_LONGOPTS,
@@ -444,6 +460,7 @@ static const struct option lopts[] = {
     {"key", required_argument, NULL, O_RKEY},
     {"header", required_argument, NULL, O_RHDR},
     {"partition", required_argument, NULL, O_PART},
+    {"token-command", required_argument, NULL, O_TOKCMD},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -479,6 +496,9 @@ static int topic_option(int c, const char *arg)
         tc.partition = (int32_t)p;
         return 0;
     }
+    case O_TOKCMD:
+        tc.token_cmd = arg;
+        return 0;
     case O_HELP:
         usage(stdout);
         exit(0);
@@ -487,6 +507,37 @@ static int topic_option(int c, const char *arg)
     }
     usage(stderr);
     return 2;
+}
+
+/* --token-command: CMD's stdout, trimmed, malloc'ed; NULL (said on stderr) when it fails. */
+static char *token_from_command(ksock_ws_t *ws, void *data)
+{
+    (void)ws;
+    const char *cmd = data;
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        fprintf(stderr, "ksock: --token-command: cannot run \"%s\"\n", cmd);
+        return NULL;
+    }
+    ksock_buf_t b = KSOCK_BUF_INIT;
+    char chunk[4096];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), p)) > 0)
+        rc = b.len + n > 65536 ? KSOCK_E_TOOBIG : ksock_buf_append(&b, chunk, n);
+    int st = pclose(p);
+    while (b.len > 0 && strchr(" \t\r\n", ((char *)b.data)[b.len - 1]))
+        b.len--;
+    if (rc == 0) rc = ksock_buf_append(&b, "", 1);
+    if (rc != 0 || st != 0 || b.len <= 1) {
+        fprintf(stderr, "ksock: --token-command: \"%s\" %s\n", cmd,
+                st != 0 ? "failed"
+                : rc    ? ksock_strerror(rc)
+                        : "printed no token");
+        ksock_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
 }
 
 static bool is_url(const char *s)
@@ -520,6 +571,10 @@ static int parse_args(int argc, char **argv, ksock_cli_conn_t *a)
         return 2;
     }
     ksock_cli_conn_finish(a);
+    if (tc.token_cmd && a->o.token == NULL) {
+        if ((tc.first_token = token_from_command(NULL, (void *)tc.token_cmd)) == NULL) return 2;
+        a->o.token = tc.first_token;
+    }
     return 0;
 }
 
@@ -531,6 +586,7 @@ static int start(const ksock_cli_conn_t *a)
     ksock_ws_on_reconnecting(tc.ws, on_reconnecting);
     ksock_ws_on_reconnected(tc.ws, on_reconnected);
     ksock_ws_on_writable(tc.ws, on_writable);
+    if (tc.token_cmd) ksock_ws_on_token_refresh(tc.ws, token_from_command, (void *)tc.token_cmd);
     if (!tc.publish) {
         char err[512] = "";
         int rc = ksock_ws_subscribe(tc.ws, tc.topic, &tc.so, err, sizeof(err));
@@ -571,5 +627,6 @@ int ksock_topic_main(int argc, char **argv)
     }
     ksock_buf_free(&tc.in);
     ksock_cli_conn_free(&a);
+    free(tc.first_token);
     return rc;
 }

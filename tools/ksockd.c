@@ -474,6 +474,17 @@ static void log_bridge_stats(ksock_runtime_t *rt, const ksock_bridge_t *b)
             KSOCK_KV_I64("slow_dropped", st.slow_dropped),
             KSOCK_KV_I64("subscriptions", st.subscriptions), KSOCK_KV_I64("readers", st.readers)},
         18, "bridge stopped");
+    ksock_log(rt, KSOCK_LOG_INFO, "ksockd",
+              (ksock_kv_t[]){KSOCK_KV_I64("limit_principal", st.limit_principal),
+                             KSOCK_KV_I64("limit_subscriptions", st.limit_subscriptions),
+                             KSOCK_KV_I64("limit_rate_paused", st.limit_rate_paused),
+                             KSOCK_KV_I64("limit_too_big", st.limit_too_big),
+                             KSOCK_KV_I64("token_expired", st.token_expired),
+                             KSOCK_KV_I64("token_refreshed", st.token_refreshed),
+                             KSOCK_KV_I64("token_refused", st.token_refused),
+                             KSOCK_KV_I64("token_revoked", st.token_revoked),
+                             KSOCK_KV_I64("limit_connections", st.limit_connections)},
+              9, "bridge limits and tokens");
 }
 
 static void teardown(daemon_t *d)

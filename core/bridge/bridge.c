@@ -99,6 +99,11 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
     if (rc == 0 && p == NULL) rc = KSOCK_E_INTERNAL;
     conn_t *c = rc == 0 ? calloc(1, sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL) rc = KSOCK_E_NOMEM;
+    if (rc == 0 &&
+        (c->principal = p, rc = ksock__br_limits_admit(b, c, errstr, errstr_size)) != 0) {
+        free(c); /* not counted: nothing else to undo */
+        c = NULL;
+    }
     if (rc != 0) {
         ksock_principal_free(p);
         ksock_log(b->rt, KSOCK_LOG_INFO, COMPONENT,
@@ -106,13 +111,21 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
                                  KSOCK_KV_STR("code", ksock_err_name(rc))},
                   3, "refused: %s", errstr[0] ? errstr : ksock_strerror(rc));
         atomic_fetch_add(&b->refused, 1);
-        atomic_fetch_add(&b->auth_failed[ksock__br_auth_reason(rc, errstr)], 1);
+        if (rc != KSOCK_E_LIMIT) /* a limit is counted as one (limits.c), not as an auth failure */
+            atomic_fetch_add(&b->auth_failed[ksock__br_auth_reason(rc, errstr)], 1);
         return rc;
     }
     c->id = id;
-    c->principal = p;
     *conn_data = c;
     return 0;
+}
+
+/* Transport thread: an upgrade the transport refused before asking us (ABI 1.2). */
+static void on_refused(void *data, unsigned status, const char *why)
+{
+    (void)why;
+    ksock_bridge_t *b = data;
+    if (status == 503) atomic_fetch_add(&b->refused_full, 1); /* websocket.max_connections */
 }
 
 static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char *subprotocol)
@@ -136,6 +149,7 @@ static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
         return;
     }
     c->ser = s;
+    ksock__br_token_arm(b, c);
     ksock_log(b->rt, KSOCK_LOG_DEBUG, COMPONENT,
               (ksock_kv_t[]){KSOCK_KV_I64("conn", id),
                              KSOCK_KV_STR("subject", c->principal->subject),
@@ -195,6 +209,9 @@ static void on_message(void *data, ksock_conn_id_t id, void *conn_data, ksock_fr
     case KSOCK_OP_UNSUBSCRIBE:
         ksock__br_do_unsubscribe(b, c, &env);
         break;
+    case KSOCK_OP_TOKEN:
+        ksock__br_do_token(b, c, &env);
+        break;
     default: {
         char msg[96];
         snprintf(msg, sizeof(msg), "op %s is sent by the server, not by clients",
@@ -230,6 +247,7 @@ static void on_close(void *data, ksock_conn_id_t id, void *conn_data, int code, 
                              KSOCK_KV_I64("inflight", c->inflight)},
               4, "connection closed%s%s", err ? ": " : "", err ? ksock_err_name(err) : "");
     if (c->ovf_head) b->nwaiting--;
+    if (code == 1009) b->stats.limit_too_big++; /* the transport's max_message_size */
     ksock__br_subs_conn_gone(b, c);
     ksock__br_conn_remove(b, c);
     ksock__br_conn_free(c);
@@ -265,6 +283,11 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
             o.kafka = opts->kafka;
             o.slow_policy = opts->slow_policy;
         }
+        if (KSOCK_HAS_FIELD(opts, ksock_bridge_opts_t, publish_burst)) {
+            o.max_connections_per_principal = opts->max_connections_per_principal;
+            o.publish_rate = opts->publish_rate;
+            o.publish_burst = opts->publish_burst;
+        }
     }
     if (o.slow_policy != KSOCK_BRIDGE_SLOW_CLOSE && o.slow_policy != KSOCK_BRIDGE_SLOW_DROP) {
         ksock_errstr_set(errstr, errstr_size, "bridge: unknown slow_policy %d", (int)o.slow_policy);
@@ -280,11 +303,13 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     if (b == NULL) return KSOCK_E_NOMEM;
     b->nbuckets = 64;
     b->buckets = calloc(b->nbuckets, sizeof(*b->buckets));
-    if (b->buckets == NULL) {
+    if (b->buckets == NULL || ksock__br_limits_init(b) != 0) {
+        free(b->buckets);
         free(b);
         return KSOCK_E_NOMEM;
     }
     if (o.kafka && ksock_kafka_conf_dup(o.kafka, &b->kconf) != 0) {
+        ksock__br_limits_free(b);
         free(b->buckets);
         free(b);
         return KSOCK_E_NOMEM;
@@ -294,6 +319,9 @@ int ksock_bridge_new(ksock_runtime_t *rt, ksock_plugin_instance_t *transport,
     b->slow_policy = o.slow_policy;
     b->max_subscriptions = BRIDGE_MAX_SUBSCRIPTIONS;
     b->max_catchup = BRIDGE_MAX_CATCHUP;
+    b->max_per_principal = o.max_connections_per_principal;
+    b->publish_rate = o.publish_rate;
+    b->publish_burst = o.publish_burst ? o.publish_burst : o.publish_rate;
     b->partition_refresh_ms = 10000;
     b->reader_linger_ms = 30000;
     b->slow_grace_ms = 500;
@@ -332,6 +360,7 @@ int ksock_bridge_start(ksock_bridge_t *b, char *errstr, size_t errstr_size)
         .on_writable = on_writable,
         .on_close = on_close,
         .subprotocols = b->subprotocols,
+        .on_refused = on_refused,
     };
     int rc = b->tv->listen(b->transport->inst, &ev, errstr, errstr_size);
     if (rc != 0) return rc;
@@ -387,6 +416,8 @@ void ksock__bridge_stats_1_1(const ksock_bridge_t *b, ksock_bridge_stats_t *out)
 {
     ksock_bridge_stats_t st = b->stats;
     st.refused = atomic_load(&b->refused);
+    st.limit_principal = atomic_load(&b->refused_principal);
+    st.limit_connections = atomic_load(&b->refused_full);
     size_t n = out->size < sizeof(st) ? out->size : sizeof(st);
     if (n > sizeof(st.size))
         memcpy((char *)out + sizeof(st.size), (char *)&st + sizeof(st.size), n - sizeof(st.size));
@@ -422,7 +453,9 @@ void ksock_bridge_destroy(ksock_bridge_t *b)
         }
     }
     free(b->buckets);
+    ksock__br_limits_free(b); /* after the connections, which give their counts back */
     ksock__br_topics_free(b); /* those waiting for a lookup */
+    ksock__br_retired_free(b);
     ksock__br_lookups_free(b);
     ksock_kafka_conf_free(b->kconf);
     free(b->fo_ids);

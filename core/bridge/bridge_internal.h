@@ -5,7 +5,9 @@
  *   publish.c  publishing, delivery reports, the shutdown drain;
  *   subs.c     subscribe and unsubscribe: requests, their answers, catch-up readers;
  *   fanout.c   topics: one shared Kafka reader each, records to subscribers, slow clients;
- *   lookup.c   Kafka lookups (partitions, offsets) on threads of their own.
+ *   lookup.c   Kafka lookups (partitions, offsets) on threads of their own;
+ *   limits.c   connections per principal, the publish rate (docs/bridge.md, Limits);
+ *   token.c    token lifetime: expiry on open connections, the `token` op.
  * Nothing in subs.c, fanout.c or lookup.c knows the transport's library:
  * frames go out through the transport vtable (send_many).
  */
@@ -72,6 +74,15 @@ typedef struct conn_s {
     bool registered;              /* in the table (on_open seen) */
     bool closing;                 /* we asked the transport to close it */
     bool paused;                  /* we asked the transport to stop delivering its messages */
+    bool at_bound;                /* paused at max_inflight until acks bring it to resume_at */
+    /* limits.c and token.c */
+    ksock_bridge_t *b;
+    bool counted;              /* in its principal's connection count */
+    bool rate_paused;          /* reading paused until the publish bucket refills */
+    double tokens;             /* publish token bucket */
+    uint64_t tokens_ns;        /* its last refill, ksock_now_ns() */
+    ksock_timer_t *rate_timer; /* resumes a rate-paused connection */
+    ksock_timer_t *exp_timer;  /* closes it with 4401 when its token expires */
 } conn_t;
 
 typedef struct pending_s {
@@ -132,6 +143,7 @@ struct sub_s {
     bool *joined, *catching;
     size_t ncatching;
     ksock_kafka_consumer_t *cu; /* catch-up reader, NULL when none */
+    uint64_t cu_born;           /* ksock_now_ns() at its creation */
     group_t *group;             /* while some partition is joined */
     size_t gidx;
     lookup_t *lk; /* its own lookup in flight */
@@ -145,6 +157,7 @@ struct topic_s {
     int32_t nparts; /* 0 until resolved */
     int64_t *pos;   /* per partition: the next offset the shared reader hands out */
     ksock_kafka_consumer_t *head;
+    uint64_t head_born;
     group_t *groups;
     sub_t *subs;
     size_t nsubs;
@@ -231,12 +244,22 @@ struct ksock_bridge_s {
     uint64_t slow_grace_ms; /* how long a congestion may pause a shared reader */
     uint64_t congestions;   /* times a shared reader paused for congestion */
     int lookup_timeout_ms;
+    struct retired_s *retired; /* readers stopped, destroyed once old enough (fanout.c) */
+    ksock_timer_t *retire_timer;
     /* fan-out scratch: ids, outcomes and subscriptions of one send_many */
     ksock_conn_id_t *fo_ids;
     int *fo_rc;
     sub_t **fo_subs;
     sub_t **fo_full; /* the subscribers whose queue was full */
     size_t fo_cap;
+    /* limits.c: connections per principal (counted on the transport's thread) and publish rate */
+    uint64_t max_per_principal; /* 0: no limit */
+    double publish_rate;        /* per second and connection; 0: no limit */
+    double publish_burst;
+    pthread_mutex_t plock;
+    struct pcount_s **pcount; /* subject -> open connections, PCOUNT_BUCKETS chains */
+    _Atomic uint64_t refused_principal;
+    _Atomic uint64_t refused_full; /* 503s of the transport (on_refused, its thread) */
 };
 
 /* A connection's serializer: its vtable and instance. */
@@ -304,6 +327,13 @@ void ksock__br_group_remove(sub_t *s);
 /* fanout.c: the record envelope of a Kafka message; headers into hbuf (n entries) or *heap. */
 void ksock__br_record_env(const ksock_kafka_message_t *m, ksock_envelope_t *env,
                           ksock_header_t *hbuf, size_t n, ksock_header_t **heap);
+/*
+ * fanout.c: end a reader made at `born`: stopped now (its handler is not
+ * called again, also when this runs inside it), destroyed now or, when it
+ * is younger than a few seconds, later.
+ */
+void ksock__br_reader_retire(ksock_bridge_t *b, ksock_kafka_consumer_t *kc, uint64_t born);
+void ksock__br_retired_free(ksock_bridge_t *b); /* bridge destroy */
 /* fanout.c: free every topic (bridge destroy). */
 void ksock__br_topics_free(ksock_bridge_t *b);
 
@@ -313,6 +343,21 @@ size_t ksock__br_auth_reason(int rc, const char *errstr);
 /* lookup.c */
 int ksock__br_lookup_start(ksock_bridge_t *b, topic_t *t, sub_t *s, const char *name, int64_t ts);
 void ksock__br_lookups_free(ksock_bridge_t *b); /* joins the threads */
+
+/* limits.c: set up and free the per-principal table (0 or KSOCK_E_NOMEM). */
+int ksock__br_limits_init(ksock_bridge_t *b);
+void ksock__br_limits_free(ksock_bridge_t *b);
+/* limits.c: transport thread: count the connection for its principal, or KSOCK_E_LIMIT. */
+int ksock__br_limits_admit(ksock_bridge_t *b, conn_t *c, char *errstr, size_t errstr_size);
+/* limits.c: the connection is freed: uncount it, close its timers. */
+void ksock__br_limits_conn_free(conn_t *c);
+/* limits.c: take a publish token; false when the publish was refused (and answered). */
+bool ksock__br_rate_take(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
+
+/* token.c: arm the expiry timer of the connection's principal (on open, after a refresh). */
+void ksock__br_token_arm(ksock_bridge_t *b, conn_t *c);
+/* token.c: a `token` op: a new token for the connection. */
+void ksock__br_do_token(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);
 
 /* publish.c: a decoded publish from `c`. */
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env);

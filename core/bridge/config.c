@@ -30,6 +30,9 @@ typedef struct bridge_section_s {
     int64_t partition_refresh; /* ms */
     int64_t reader_linger;     /* ms */
     int64_t slow_client_grace; /* ms */
+    int64_t max_connections_per_principal;
+    int64_t publish_rate;
+    int64_t publish_burst;
 } bridge_section_t;
 
 static const char *const slow_values[] = {"close", "drop", NULL};
@@ -77,6 +80,20 @@ static const ksock_option_t bridge_section[] = {
                        "subscription ended, so that clients coming back (a reconnect, a "
                        "resubscribe at latest) are answered without a Kafka round trip; 0 "
                        "stops it at once."),
+    KSOCK_OPTION_RANGE("max_connections_per_principal", KSOCK_OPT_INT, 0, "0", bridge_section_t,
+                       max_connections_per_principal, 0, 100000000,
+                       "Open connections per principal (the token's subject; \"anonymous\" for "
+                       "auth none); one more is refused at the handshake with HTTP 429. 0: no "
+                       "limit (websocket.max_connections still bounds the total, HTTP 503)."),
+    KSOCK_OPTION_RANGE("publish_rate", KSOCK_OPT_INT, 0, "0", bridge_section_t, publish_rate, 0,
+                       100000000,
+                       "Publishes per second per connection (a token bucket of publish_burst). "
+                       "Over it ksockd stops reading that connection until the bucket refills "
+                       "(TCP pushes back on the client); nothing is refused. 0: no limit."),
+    KSOCK_OPTION_RANGE("publish_burst", KSOCK_OPT_INT, 0, "0", bridge_section_t, publish_burst, 0,
+                       100000000,
+                       "Publishes a connection may send at once before publish_rate applies (the "
+                       "bucket's size). 0: the same as publish_rate."),
     KSOCK_OPTION_END,
 };
 
@@ -505,7 +522,11 @@ int ksock_bridge_new_from_config(ksock_runtime_t *rt, const ksock_config_t *cfg,
                                   .max_inflight = (uint32_t)p.bs.max_inflight,
                                   .anonymous = p.anonymous,
                                   .kafka = kconf,
-                                  .slow_policy = (ksock_bridge_slow_policy_t)p.bs.slow_client};
+                                  .slow_policy = (ksock_bridge_slow_policy_t)p.bs.slow_client,
+                                  .max_connections_per_principal =
+                                      (uint32_t)p.bs.max_connections_per_principal,
+                                  .publish_rate = (uint32_t)p.bs.publish_rate,
+                                  .publish_burst = (uint32_t)p.bs.publish_burst};
         if (rc == 0)
             rc = ksock_bridge_new(rt, p.transport, p.auth, producer, &bo, &b, errstr, errstr_size);
         ksock_kafka_conf_free(kconf);

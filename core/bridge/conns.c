@@ -72,6 +72,7 @@ void ksock__br_conn_free(conn_t *c)
         ksock_frame_unref(r->frame);
         free(r);
     }
+    ksock__br_limits_conn_free(c);
     ksock_principal_free(c->principal);
     free(c);
 }
@@ -86,17 +87,12 @@ void ksock__br_conn_free(conn_t *c)
 void ksock__br_conn_update_pause(ksock_bridge_t *b, conn_t *c)
 {
     if (!b->can_pause || c->closing || b->stopped) return;
-    bool want;
-    if (c->ovf_head != NULL)
-        want = true;
-    else if (b->draining)
-        want = false;
-    else if (c->inflight >= b->opts.max_inflight)
-        want = true;
+    if (c->inflight >= b->opts.max_inflight)
+        c->at_bound = true;
     else if (c->inflight <= b->resume_at)
-        want = false;
-    else
-        want = c->paused;
+        c->at_bound = false;
+    /* The publish rate (limits.c) pauses too, on its own timer. */
+    bool want = c->ovf_head != NULL || (!b->draining && (c->at_bound || c->rate_paused));
     if (want == c->paused) return;
     c->paused = want;
     if (want) b->stats.paused++;

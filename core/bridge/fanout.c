@@ -364,6 +364,7 @@ static bool send_group(ksock_bridge_t *b, topic_t *t, group_t *g, const ksock_en
         sub_t *s = b->fo_subs[i];
         if (b->fo_rc[i] == 0) {
             s->next[p] = o + 1;
+            s->gap[p] = -1; /* a gap closes with the first record delivered after it */
             sent++;
         } else if (b->fo_rc[i] == KSOCK_E_QUEUE_FULL) {
             b->fo_full[nf++] = s;
@@ -439,6 +440,68 @@ static int head_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_message
     return rc;
 }
 
+/* ---- Retiring readers ----------------------------------------------------------- */
+
+/*
+ * librdkafka 2.0 (Debian 12) leaks a consumer destroyed in the first moments
+ * after its assignment (seen with LeakSanitizer: a subscriber that leaves
+ * right after `subscribed`). A reader is therefore stopped at once (no more
+ * handler calls) and destroyed only once it is RETIRE_AGE_MS old.
+ */
+#define RETIRE_AGE_MS 3000
+
+typedef struct retired_s {
+    struct retired_s *next;
+    ksock_kafka_consumer_t *kc;
+    uint64_t due; /* ksock_now_ns() */
+} retired_t;
+
+static void retire_cb(ksock_timer_t *tm, void *data)
+{
+    (void)tm;
+    ksock_bridge_t *b = data;
+    uint64_t now = ksock_now_ns();
+    for (retired_t **pp = &b->retired; *pp;) {
+        retired_t *r = *pp;
+        if (r->due > now) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        ksock_kafka_consumer_destroy(r->kc);
+        free(r);
+    }
+    if (b->retired == NULL) ksock_timer_stop(b->retire_timer);
+}
+
+void ksock__br_reader_retire(ksock_bridge_t *b, ksock_kafka_consumer_t *kc, uint64_t born)
+{
+    uint64_t due = born + RETIRE_AGE_MS * 1000000ull;
+    ksock_kafka_consumer_stop(kc);
+    retired_t *r = due > ksock_now_ns() && !b->stopped ? malloc(sizeof(*r)) : NULL;
+    if (r == NULL ||
+        (b->retire_timer == NULL && ksock_timer_init(b->rt, &b->retire_timer, retire_cb, b) != 0)) {
+        free(r);
+        ksock_kafka_consumer_destroy(kc); /* inside its own handler: done when that returns */
+        return;
+    }
+    *r = (retired_t){b->retired, kc, due};
+    b->retired = r;
+    if (!ksock_timer_is_active(b->retire_timer)) ksock_timer_start(b->retire_timer, 500, 500);
+}
+
+void ksock__br_retired_free(ksock_bridge_t *b)
+{
+    while (b->retired) {
+        retired_t *r = b->retired;
+        b->retired = r->next;
+        ksock_kafka_consumer_destroy(r->kc);
+        free(r);
+    }
+    if (b->retire_timer) ksock_timer_close(b->retire_timer);
+    b->retire_timer = NULL;
+}
+
 /* ---- Topics ----------------------------------------------------------------------- */
 
 topic_t *ksock__br_topic_get(ksock_bridge_t *b, const char *name, bool create)
@@ -465,7 +528,7 @@ static void topic_free(ksock_bridge_t *b, topic_t *t)
     if (t->grace) ksock_timer_close(t->grace);
     hold_free(t);
     if (t->head) {
-        ksock_kafka_consumer_destroy(t->head);
+        ksock__br_reader_retire(b, t->head, t->head_born);
         b->stats.readers--;
     }
     for (group_t *g = t->groups, *next; g; g = next) {
@@ -569,6 +632,7 @@ int ksock__br_topic_start(ksock_bridge_t *b, topic_t *t, const lookup_t *l, char
     int rc = ksock__br_reader_conf(b, true, &conf, err, n);
     if (rc != 0) return rc;
     rc = ksock_kafka_consumer_new(b->rt, &t->head, conf, NULL, head_on_message, t, err, n);
+    t->head_born = ksock_now_ns();
     ksock_kafka_conf_free(conf);
     if (rc != 0) return rc;
     b->stats.readers++;

@@ -235,6 +235,30 @@ static int lag(const ksock_bridge_t *b, ksock_buf_t *out)
     return rc;
 }
 
+/* Limits and token lifetime (docs/bridge.md, Limits; limits.c, token.c). */
+static int limits(const ksock_bridge_t *b, ksock_buf_t *out)
+{
+    const ksock_bridge_stats_t *s = &b->stats;
+    const char *const lim[] = {"connections",         "connections_per_principal", "subscriptions",
+                               "publish_rate_paused", "publish_rate_refused",      "message_size"};
+    uint64_t lv[] = {atomic_load(&b->refused_full), atomic_load(&b->refused_principal),
+                     s->limit_subscriptions,        s->limit_rate_paused,
+                     s->limit_rate_refused,         s->limit_too_big};
+    const char *const tok[] = {"expired", "refreshed", "refused", "revoked"};
+    uint64_t tv[] = {s->token_expired, s->token_refreshed, s->token_refused, s->token_revoked};
+    int rc = family(out, "ksock_limit_events_total", "counter",
+                    "Limits hit, by limit (docs/bridge.md, Limits).");
+    for (size_t i = 0; rc == 0 && i < sizeof(lv) / sizeof(lv[0]); i++)
+        rc = sample1(out, "ksock_limit_events_total", "limit", lim[i], lv[i]);
+    if (rc == 0)
+        rc = family(out, "ksock_token_events_total", "counter",
+                    "Tokens on open connections: expired (closed 4401), refreshed, refused, and "
+                    "subscriptions revoked by a refresh.");
+    for (size_t i = 0; rc == 0 && i < sizeof(tv) / sizeof(tv[0]); i++)
+        rc = sample1(out, "ksock_token_events_total", "event", tok[i], tv[i]);
+    return rc;
+}
+
 int ksock_bridge_metrics(const ksock_bridge_t *b, ksock_buf_t *out)
 {
     if (b == NULL || out == NULL) return KSOCK_E_INVAL;
@@ -243,5 +267,6 @@ int ksock_bridge_metrics(const ksock_bridge_t *b, ksock_buf_t *out)
     if (rc == 0) rc = deliveries(b, out);
     if (rc == 0) rc = subscriptions(b, out);
     if (rc == 0) rc = lag(b, out);
+    if (rc == 0) rc = limits(b, out);
     return rc;
 }

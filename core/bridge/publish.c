@@ -287,6 +287,7 @@ static int publish_send(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *en
 
 void ksock__br_do_publish(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t *env)
 {
+    if (!ksock__br_rate_take(b, c, env)) return; /* every publish counts, whatever its fate */
     if (!ksock__br_topic_valid(env->topic, env->topic_len)) {
         BR_COUNT_REFUSED(b, KSOCK_E_PROTO);
         /* Not echoed: it is not a name, and may hold bytes a reply cannot carry. */

@@ -37,6 +37,11 @@ static void reply_offsets(ksock_bridge_t *b, sub_t *s, ksock_op_t op, const char
     ksock__br_reply(b, s->conn, &e);
 }
 
+/*
+ * The -32 for `s`: every partition with an open gap, at the first record it
+ * did not receive. A gap stays open (and is named again by a later -32)
+ * until a record of its partition is delivered.
+ */
 void ksock__br_sub_send_gap(ksock_bridge_t *b, sub_t *s, const char *id, size_t id_len,
                             const char *why)
 {
@@ -49,7 +54,6 @@ void ksock__br_sub_send_gap(ksock_bridge_t *b, sub_t *s, const char *id, size_t 
     for (int32_t p = 0; p < s->nparts; p++) {
         if (s->gap[p] < 0) continue;
         offs[n++] = (ksock_partition_offset_t){p, s->gap[p]};
-        s->gap[p] = -1;
     }
     s->gap_pending = false;
     if (n > 0) reply_offsets(b, s, KSOCK_OP_ERROR, id, id_len, offs, n, KSOCK_E_SKIPPED, why);
@@ -119,7 +123,7 @@ static int sub_grow(sub_t *s, int32_t n)
 static void catchup_end(ksock_bridge_t *b, sub_t *s)
 {
     if (s->cu == NULL) return;
-    ksock_kafka_consumer_destroy(s->cu); /* inside its own handler: done when that returns */
+    ksock__br_reader_retire(b, s->cu, s->cu_born);
     s->cu = NULL;
     b->ncatchup--;
     b->stats.readers--;
@@ -213,6 +217,7 @@ static int catchup_on_message(ksock_kafka_consumer_t *kc, const ksock_kafka_mess
     c->ser->delivered++;
     c->ser->bytes += flen;
     s->next[p] = m->offset + 1;
+    s->gap[p] = -1;
     if (s->next[p] >= s->topic->pos[p]) join(b, s, p);
     return 0;
 }
@@ -229,6 +234,7 @@ static int catchup_start(ksock_bridge_t *b, sub_t *s, char *err, size_t n)
     int rc = ksock__br_reader_conf(b, false, &conf, err, n);
     if (rc == 0) {
         rc = ksock_kafka_consumer_new(b->rt, &s->cu, conf, NULL, catchup_on_message, s, err, n);
+        s->cu_born = ksock_now_ns();
         ksock_kafka_conf_free(conf);
     }
     if (rc == 0) {
@@ -500,6 +506,7 @@ void ksock__br_do_subscribe(ksock_bridge_t *b, conn_t *c, const ksock_envelope_t
         ksock__br_sub_free(b, old);
     }
     if (c->nsubs >= b->max_subscriptions) {
+        b->stats.limit_subscriptions++;
         refuse(b, c, env, true, KSOCK_E_LIMIT,
                "too many subscriptions on this connection (bridge.max_subscriptions)");
         return;

@@ -267,17 +267,30 @@ static int drain_parked(ksock_kafka_consumer_t *c, int budget)
             continue;
         }
         n++;
-        if (call_handler(c, p->m) == KSOCK_KAFKA_PAUSE &&
-            ksock_kafka_consumer_pause(c, topic, p->m->partition) == 0) {
-            /* Stays at its place, still first of its partition. */
+        /*
+         * Out of the list while the handler runs: stop() or assign() from
+         * inside it drops the parked messages (forget), this one included.
+         */
+        *pp = p->next;
+        c->n_parked--;
+        unsigned gen = c->gen;
+        int rc = call_handler(c, p->m);
+        if (c->gen != gen || !c->started || c->destroy_queued) {
+            rd_kafka_message_destroy(p->m);
+            free(p);
+            return n; /* the list was reset under us: nothing of it is ours to walk */
+        }
+        if (rc == KSOCK_KAFKA_PAUSE && ksock_kafka_consumer_pause(c, topic, p->m->partition) == 0) {
+            /* Back at its place, still first of its partition. */
+            p->next = *pp;
+            *pp = p;
+            c->n_parked++;
             last = p;
             pp = &p->next;
             continue;
         }
-        *pp = p->next;
         rd_kafka_message_destroy(p->m);
         free(p);
-        c->n_parked--;
     }
     if (*pp == NULL) c->parked_tail = last;
     return n;

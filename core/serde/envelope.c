@@ -16,7 +16,7 @@
 
 static const char *const op_names[] = {
     NULL,    "subscribe",  "unsubscribe",  "publish", "ack",  "record",
-    "error", "subscribed", "unsubscribed", "ping",    "pong",
+    "error", "subscribed", "unsubscribed", "ping",    "pong", "token",
 };
 #define OP_COUNT (sizeof(op_names) / sizeof(op_names[0]))
 
@@ -217,6 +217,7 @@ static int check_required(const ksock_envelope_t *e, char *err, size_t errsz)
         return 0;
     case KSOCK_OP_PING:
     case KSOCK_OP_PONG:
+    case KSOCK_OP_TOKEN: /* its value is the server's to check (docs/protocol.md, Tokens) */
         return 0;
     case KSOCK_OP_NONE:
         return proto_fail(err, errsz, "op missing");

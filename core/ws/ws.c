@@ -186,6 +186,7 @@ static void ws_free(ksock_ws_t *ws)
     }
     ksock_timer_close(ws->timer);
     ksock__ws_subs_free(ws);
+    ksock__ws_token_free(ws);
     q_clear(ws);
     policy_free(ws);
     free(ws->close_reason);
@@ -339,6 +340,7 @@ static void ev_open(void *data, ksock_conn_id_t id, void *conn_data, const char 
     if (closing) return; /* the transport sends our close right away */
     ws->state = KSOCK_WS_OPEN;
     ksock__ws_subs_opened(ws);
+    ksock__ws_token_opened(ws);
     q_flush(ws);
     if (ws->on_open) ws->on_open(ws);
     if (again && ws->state == KSOCK_WS_OPEN && ws->on_reconnected) ws->on_reconnected(ws);

@@ -1,6 +1,7 @@
 /*
  * What core/ws/ws.c (the connection state machine) and core/ws/ws_subs.c
- * (subscriptions that resume by themselves) share. Not installed.
+ * (subscriptions that resume by themselves) and core/ws/ws_token.c (token
+ * refresh) share. Not installed.
  */
 #ifndef KSOCK_WS_INTERNAL_H
 #define KSOCK_WS_INTERNAL_H
@@ -85,6 +86,12 @@ struct ksock_ws_s {
     uint64_t next_req;        /* numbers the ids the library makes */
     ksock_timer_t *sub_timer; /* retries a refused resume */
     ksock_ws_envelope_cb on_envelope;
+
+    /* token refresh (ws_token.c) */
+    ksock_ws_token_cb on_token;
+    void *token_data;
+    ksock_timer_t *token_timer;
+    int64_t token_exp_ms; /* the current token's expiry, 0: unknown */
 };
 
 /* Send a frame as ksock_ws_send() does (ws.c). */
@@ -99,5 +106,13 @@ void ksock__ws_subs_free(ksock_ws_t *ws);
 void ksock__ws_subs_message(ksock_ws_t *ws, const void *payload, size_t len);
 /* The connection opened: subscribe again (resume) where this connection has not. */
 void ksock__ws_subs_opened(ksock_ws_t *ws);
+
+/* ---- ws_token.c ---- */
+
+/* The connection opened: schedule the refresh of the token it sent. */
+void ksock__ws_token_opened(ksock_ws_t *ws);
+/* An envelope: true when it answers the library's own `token` (then it is not delivered). */
+bool ksock__ws_token_envelope(ksock_ws_t *ws, const ksock_envelope_t *env);
+void ksock__ws_token_free(ksock_ws_t *ws);
 
 #endif

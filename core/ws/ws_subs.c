@@ -331,7 +331,8 @@ static bool sub_account(ksock_ws_t *ws, const ksock_envelope_t *env)
 
 void ksock__ws_subs_message(ksock_ws_t *ws, const void *payload, size_t len)
 {
-    if ((ws->subs == NULL && ws->on_envelope == NULL) || ws->sv == NULL) return;
+    if ((ws->subs == NULL && ws->on_envelope == NULL && ws->on_token == NULL) || ws->sv == NULL)
+        return;
     ksock_envelope_t env;
     ksock_envelope_init(&env);
     char err[256] = "";
@@ -341,7 +342,7 @@ void ksock__ws_subs_message(ksock_ws_t *ws, const void *payload, size_t len)
     } else if (rc != 0) {
         ksock_report_error(ws->mgr->rt, rc, WS_COMPONENT,
                            "%s: a %zu-byte message is not an envelope: %s", ws->url, len, err);
-    } else if (sub_account(ws, &env) && ws->on_envelope) {
+    } else if (!ksock__ws_token_envelope(ws, &env) && sub_account(ws, &env) && ws->on_envelope) {
         ws->on_envelope(ws, &env);
     }
     ksock_envelope_clear(&env);

@@ -65,6 +65,10 @@ typedef struct ksock_bridge_opts_s {
     const ksock_kafka_conf_t *kafka;
     /* What to do with a subscriber whose send queue is full (docs/bridge.md, Slow clients). */
     ksock_bridge_slow_policy_t slow_policy;
+    /* Limits (docs/bridge.md, Limits), ABI 1.2 too: read when `size` covers them; 0: none. */
+    uint32_t max_connections_per_principal; /* one more is refused at the handshake (HTTP 429) */
+    uint32_t publish_rate;  /* publishes per second per connection: over it reading pauses */
+    uint32_t publish_burst; /* the token bucket's size; 0: publish_rate */
 } ksock_bridge_opts_t;
 
 /*
@@ -130,6 +134,17 @@ typedef struct ksock_bridge_stats_s {
     uint64_t slow_closed;      /* subscribers closed at their send-queue bound */
     uint64_t slow_dropped;     /* record frames dropped for subscribers at their bound */
     uint64_t readers;          /* Kafka readers running right now (shared and catch-up) */
+    /* ABI 1.2: limits and token lifetime (docs/bridge.md, Limits). */
+    uint64_t limit_principal;     /* handshakes refused (HTTP 429): max_connections_per_principal */
+    uint64_t limit_subscriptions; /* subscribes refused -22: max_subscriptions */
+    uint64_t limit_rate_paused;   /* times a connection's reading paused at its publish_rate */
+    uint64_t limit_rate_refused;  /* publishes refused -22 over the rate (transport w/o pause) */
+    uint64_t limit_too_big;       /* connections closed 1009: a message over max_message_size */
+    uint64_t token_expired;       /* connections closed 4401 when their token expired */
+    uint64_t token_refreshed;     /* `token` ops accepted */
+    uint64_t token_refused;       /* `token` ops refused (-15; the old token stays) */
+    uint64_t token_revoked;       /* subscriptions ended -16 because a new token lacks the right */
+    uint64_t limit_connections; /* upgrades the transport refused 503 (websocket.max_connections) */
     /* Later minors append here; the library fills only what out->size covers. */
 } ksock_bridge_stats_t;
 

@@ -35,7 +35,9 @@ typedef enum {
     KSOCK_OP_SUBSCRIBED = 7,  /* server: id, topic */
     KSOCK_OP_UNSUBSCRIBED = 8, /* server: id, topic */
     KSOCK_OP_PING = 9,
-    KSOCK_OP_PONG = 10
+    KSOCK_OP_PONG = 10,
+    /* ABI 1.2: client: value (a new token), id; server: id, timestamp (its expiry) */
+    KSOCK_OP_TOKEN = 11
 } ksock_op_t;
 
 /* Where a subscription starts. */

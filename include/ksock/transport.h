@@ -47,7 +47,9 @@ typedef struct ksock_transport_events_s {
     /*
      * Server side: decide on an upgrade before it completes. Return 0 to
      * accept (and set *conn_data), KSOCK_E_AUTH to answer 401,
-     * KSOCK_E_FORBIDDEN for 403, anything else 400 with errstr as body.
+     * KSOCK_E_FORBIDDEN for 403, KSOCK_E_LIMIT for 429 (ABI 1.2: a limit
+     * of the client's, such as connections per principal; a 1.1 transport
+     * answers 400), anything else 400 with errstr as body.
      * Thread-safe; may run on the transport's thread.
      */
     int (*on_handshake)(void *data, ksock_conn_id_t id, const ksock_handshake_t *hs,
@@ -74,6 +76,15 @@ typedef struct ksock_transport_events_s {
      * serializer it loaded). NULL: the transport's own list.
      */
     const char *const *subprotocols;
+    /*
+     * Appended with ABI 1.2 (read when `size` covers it; may be NULL).
+     * Server side: the transport refused an upgrade itself, before
+     * on_handshake, answering HTTP `status` (503: at max_connections,
+     * stopping or out of memory; 404, 403, 400) for reason `why`
+     * (borrowed for the call). For the host's counters; thread-safe like
+     * on_handshake (may run on the transport's thread).
+     */
+    void (*on_refused)(void *data, unsigned status, const char *why);
 } ksock_transport_events_t;
 
 /* Client-side connection request. Borrowed for the call. */

@@ -308,6 +308,32 @@ KSOCK_EXTERN int ksock_ws_unsubscribe(ksock_ws_t *ws, const char *topic);
 KSOCK_EXTERN int ksock_ws_position(const ksock_ws_t *ws, const char *topic,
                                    ksock_partition_offset_t *out, size_t cap, size_t *n);
 
+/* ---- Token refresh (docs/websocket.md; ABI 1.2) --------------------------- */
+
+/*
+ * Asked for a new token for `ws` (loop thread): return it malloc'ed (the
+ * library frees it), or NULL when there is none now (asked again in a
+ * second, until the current token expires). Called synchronously: a
+ * callback that must fetch over the network should keep a token it
+ * fetched ahead of time.
+ */
+typedef char *(*ksock_ws_token_cb)(ksock_ws_t *ws, void *data);
+/*
+ * Keep the connection's token fresh: when 80% of the time the current
+ * bearer token had left has passed, but at least 30 s before it expires
+ * (halfway when it had under a minute left) (its `exp` claim, read but not
+ * verified; then the expiry the server's answer gives), `cb` is asked for
+ * a new one, which is sent in a `token` envelope (docs/protocol.md,
+ * Tokens) and used by later reconnections. The server closes a connection
+ * whose token expired with 4401, which is final (see above): refreshing is
+ * how a long-lived connection avoids it. Answers to these envelopes do not
+ * reach on_envelope; a refusal is reported through the runtime's error
+ * reporting. A token without a readable `exp` is never refreshed. NULL
+ * stops refreshing. Errors: KSOCK_E_INVAL (the connection's serializer is
+ * not a plugin: no envelopes), KSOCK_E_NOMEM.
+ */
+KSOCK_EXTERN int ksock_ws_on_token_refresh(ksock_ws_t *ws, ksock_ws_token_cb cb, void *data);
+
 /* ---- Resilience per connection (spec III) ------------------------------- */
 
 /*

@@ -243,6 +243,8 @@ static const char *status_text(unsigned code)
         return "Not Found";
     case 426:
         return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
     case 503:
         return "Service Unavailable";
     default:
@@ -427,6 +429,8 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     ws_conn_t *c = NULL;
     if (request_read(wsi, &r) != 0) goto nomem;
     if ((why_not = upgrade_precheck(inst, wsi, &r, &code, &sub)) != NULL) {
+        if (inst->listen_ev.on_refused)
+            inst->listen_ev.on_refused(inst->listen_ev.data, code, why_not);
         rc = ws__refuse(wsi, code, why_not);
         goto out;
     }
@@ -437,6 +441,7 @@ int ws__server_confirm_upgrade(ws_inst_t *inst, struct lws *wsi)
     if (hrc != 0) {
         code = hrc == KSOCK_E_AUTH        ? HTTP_STATUS_UNAUTHORIZED
                : hrc == KSOCK_E_FORBIDDEN ? HTTP_STATUS_FORBIDDEN
+               : hrc == KSOCK_E_LIMIT     ? 429u /* a quota of the client's: not 503 */
                                           : HTTP_STATUS_BAD_REQUEST;
         ws__conn_free(c);
         rc = ws__refuse(wsi, code, why[0] ? why : ksock_strerror(hrc));

@@ -1264,7 +1264,7 @@ TEST(config_unknown_top_level_key)
 {
     check_bad_config("{\n  \"lgo\": {}\n}\n", "{}",
                      "ksockd: key \"lgo\": unknown key (known keys: plugin_path, log, kafka, "
-                     "websocket, auth, bridge, serializers)");
+                     "websocket, auth, bridge, serializers, admin)");
 }
 
 TEST(config_unknown_plugin_key)

@@ -307,7 +307,7 @@ def pb_value(v):
 
 
 OPS = ["none", "subscribe", "unsubscribe", "publish", "ack", "record", "error",
-       "subscribed", "unsubscribed", "ping", "pong"]
+       "subscribed", "unsubscribed", "ping", "pong", "token"]
 STARTS = ["latest", "earliest", "offsets", "timestamp"]
 
 
@@ -465,6 +465,11 @@ ENVELOPES = [
     ("ping_bare", {"op": "ping"}, ""),
     ("pong", {"op": "pong", "id": "x\"y\\z\n\u00e9"}, "an id that needs escapes"),
     ("pong_empty_id", {"op": "pong", "id": ""}, "an empty id is still an id"),
+    ("token", {"op": "token", "id": "t1", "value": Raw(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln")},
+     "a new token on an open connection"),
+    ("token_answer", {"op": "token", "id": "t1", "timestamp": 1767225600000},
+     "the answer: the new token's expiry"),
+    ("token_answer_no_expiry", {"op": "token", "id": "t2"}, "the answer for a token without exp"),
 ]
 
 FORMATS = ("json", "msgpack", "protobuf")

@@ -104,8 +104,7 @@ deliveries=$((10000000 / scale))
 for fmt in json msgpack; do
     for n in 100 1000 10000; do
         m=$((deliveries / n))
-        ws_extra="{\"send_queue_max_frames\": $((m + 1024)), \"send_queue_max_bytes\": \"1GiB\"}" \
-            run "fanout-$fmt-$n" fanout --format "$fmt" --subscribers "$n" --records "$m" \
+        run "fanout-$fmt-$n" fanout --format "$fmt" --subscribers "$n" --records "$m" \
             --coalesce-us 500
     done
 done
@@ -122,8 +121,7 @@ for l in open('$out/results.jsonl'):
 rate=$(( ${max:-0} / 1000 / 2 ))
 [ "$rate" -ge 10 ] || rate=100
 m=$((rate * 10 / scale))
-ws_extra="{\"send_queue_max_frames\": $((m + 1024)), \"send_queue_max_bytes\": \"1GiB\"}" \
-    run "latency-json-1000-half" fanout --format json --subscribers 1000 --rate "$rate" \
+run "latency-json-1000-half" fanout --format json --subscribers 1000 --rate "$rate" \
     --coalesce-us 100 --records "$m"
 
 run "idle-10000" idle --subscribers 10000 --settle 3

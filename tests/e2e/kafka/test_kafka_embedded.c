@@ -783,6 +783,54 @@ TEST(pause_from_handler_parks_and_resume_redelivers_in_order)
     ksock_runtime_destroy(rt);
 }
 
+/* stop() from inside the handler while parked messages are handed over: nothing more, no crash. */
+static size_t stop_calls, stop_after;
+static int stopping_handler(ksock_kafka_consumer_t *c, const ksock_kafka_message_t *m, void *data)
+{
+    (void)data;
+    stop_calls++;
+    if (m->offset == 0 && stop_calls == 1) return KSOCK_KAFKA_PAUSE; /* parks 0 and what follows */
+    if (stop_calls == stop_after) ASSERT_OK(ksock_kafka_consumer_stop(c));
+    ASSERT(stop_calls <= stop_after); /* no message after stop() */
+    return 0;
+}
+
+static void resume_once(ksock_timer_t *t, void *data)
+{
+    (void)t;
+    ksock_kafka_consumer_resume(data, "t-stop", 0);
+}
+
+TEST(stop_inside_handler_while_parked_messages_are_handed_over)
+{
+    stop_calls = 0;
+    stop_after = 3;
+    ksock_runtime_t *rt = kt_runtime();
+    ksock_kafka_producer_t *p = new_producer(rt, "embedded", NULL, NULL);
+    rd_kafka_mock_topic_create(ksock_kafka_embedded_cluster(rt, 1), "t-stop", 1, 1);
+    send_n(p, "t-stop", 50, 0);
+    ASSERT_OK(ksock_kafka_producer_flush_sync(p, 20000));
+    ksock_kafka_consumer_t *c =
+        new_consumer(rt, "embedded", NULL, NULL, stopping_handler, NULL, NULL);
+    assign_all(c, "t-stop", 1, KSOCK_KAFKA_OFFSET_BEGINNING);
+    ASSERT_OK(ksock_kafka_consumer_start(c));
+    kt_run_for(rt, 1000); /* offset 0 parked, and the rest of the batch behind it */
+    ksock_kafka_consumer_stats_t st = {.size = sizeof(st)};
+    ksock_kafka_consumer_stats(c, &st);
+    ASSERT_GT(st.parked, 1);
+    ksock_timer_t *t;
+    ASSERT_OK(ksock_timer_init(rt, &t, resume_once, c));
+    ASSERT_OK(ksock_timer_start(t, 10, 0));
+    kt_run_for(rt, 500); /* parked messages handed over; the third call stops the consumer */
+    ASSERT_EQ(stop_calls, stop_after);
+    ksock_kafka_consumer_stats(c, &st);
+    ASSERT_EQ(st.parked, 0);
+    ksock_timer_close(t);
+    ksock_kafka_consumer_destroy(c);
+    ksock_kafka_producer_destroy(p, 0);
+    ksock_runtime_destroy(rt);
+}
+
 KT_TEST_LIST(false, TEST_ENTRY(conf_set_get_dump_masks_secrets),
              TEST_ENTRY(conf_indirections_only_for_secrets), TEST_ENTRY(conf_from_config_section),
              TEST_ENTRY(config_file_may_not_hold_secrets),
@@ -800,4 +848,5 @@ KT_TEST_LIST(false, TEST_ENTRY(conf_set_get_dump_masks_secrets),
              TEST_ENTRY(runtime_destroy_closes_handles_left_open),
              TEST_ENTRY(flush_never_fires_inside_the_call),
              TEST_ENTRY(drain_is_bounded_and_other_events_run_in_between),
-             TEST_ENTRY(pause_from_handler_parks_and_resume_redelivers_in_order))
+             TEST_ENTRY(pause_from_handler_parks_and_resume_redelivers_in_order),
+             TEST_ENTRY(stop_inside_handler_while_parked_messages_are_handed_over))

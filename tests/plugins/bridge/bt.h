@@ -41,6 +41,7 @@ typedef struct bt_opts_s {
     bool v10;             /* the transport as built for ABI 1.0: no pause_read */
     bool readers;         /* give the bridge the embedded cluster for its readers (subscribe) */
     ksock_bridge_slow_policy_t slow_policy;
+    uint32_t max_per_principal, publish_rate, publish_burst; /* limits (docs/bridge.md) */
 } bt_opts_t;
 
 typedef struct bt_s {
@@ -111,7 +112,10 @@ static inline void bt_open(bt_t *t, const bt_opts_t *o)
                               .max_inflight = o ? o->max_inflight : 0,
                               .anonymous = t->auth == NULL,
                               .kafka = rc,
-                              .slow_policy = o ? o->slow_policy : KSOCK_BRIDGE_SLOW_CLOSE};
+                              .slow_policy = o ? o->slow_policy : KSOCK_BRIDGE_SLOW_CLOSE,
+                              .max_connections_per_principal = o ? o->max_per_principal : 0,
+                              .publish_rate = o ? o->publish_rate : 0,
+                              .publish_burst = o ? o->publish_burst : 0};
     if (ksock_bridge_new(t->rt, t->tp, t->auth, t->prod, &bo, &t->b, err, sizeof(err)) != 0)
         TEST_FAIL_("bridge_new: %s", err);
     ksock_kafka_conf_free(rc);

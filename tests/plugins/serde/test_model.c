@@ -190,7 +190,7 @@ TEST(op_and_start_names)
 {
     ksock_op_t op;
     ksock_start_t st;
-    for (int i = 1; i <= 10; i++) {
+    for (int i = 1; i <= 11; i++) {
         const char *n = ksock_op_name((ksock_op_t)i);
         ASSERT_NOT_NULL(n);
         ASSERT_OK(ksock_op_parse(n, strlen(n), &op));
@@ -198,7 +198,8 @@ TEST(op_and_start_names)
     }
     ASSERT_STR_EQ(ksock_op_name(KSOCK_OP_RECORD), "record");
     ASSERT_NULL(ksock_op_name(KSOCK_OP_NONE));
-    ASSERT_NULL(ksock_op_name((ksock_op_t)11));
+    ASSERT_STR_EQ(ksock_op_name(KSOCK_OP_TOKEN), "token");
+    ASSERT_NULL(ksock_op_name((ksock_op_t)12));
     ASSERT_EQ(ksock_op_parse("recordx", 7, &op), KSOCK_E_INVAL);
     ASSERT_EQ(ksock_op_parse("reco", 4, &op), KSOCK_E_INVAL);
     ASSERT_OK(ksock_start_parse("earliest", 8, &st));
