@@ -160,7 +160,12 @@ int main(int argc, char **argv)
         return die("options", err);
     int rc = ksock_plugin_instance_new(rt, plugin, "t", doc, ksock_config_root(doc), NULL, &pi, err,
                                        sizeof(err));
-    if (rc != 0) return die(ksock_err_name(rc), err);
+    if (rc != 0) { /* refused: what the driver made goes too (the sanitizer build checks leaks) */
+        rc = die(ksock_err_name(rc), err);
+        ksock_config_free(doc);
+        ksock_runtime_destroy(rt);
+        return rc;
+    }
     const ksock_auth_vtable_t *vt = ksock_plugin_instance_vtable(pi);
     void *inst = ksock_plugin_instance_inst(pi);
     printf("READY\n");

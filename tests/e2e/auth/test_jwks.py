@@ -265,6 +265,7 @@ class Driver:
         self.started = time.monotonic()
         self.first = self.p.stdout.readline().strip()
         self.create_s = time.monotonic() - self.started
+        self.bye_read = False
 
     def ready(self):
         assert self.first == "READY", self.first
@@ -304,11 +305,12 @@ class Driver:
 
     def close(self):
         if self.p.poll() is None or self.first != "READY":
-            self.p.stdin.close()
+            if not self.p.stdin.closed:
+                self.p.stdin.close()
             out = self.p.stdout.read()
             rc = self.p.wait(timeout=20)
             if self.first == "READY":
-                assert rc == 0 and "BYE" in out, (rc, out)
+                assert rc == 0 and ("BYE" in out or self.bye_read), (rc, out)
             else:
                 assert rc == 2, (rc, self.first)
         self.log.close()
@@ -390,21 +392,33 @@ def unknown_kid_refreshes_once_then_accepts_after_rotation():
                               'started, retry)')
         d.until_ok(k2.token(), within=5)
         assert srv.hits() == 2, srv.hits()
-        # Unknown kids in a burst: at most one more fetch per jwks_min_refresh.
-        before = srv.hits()
+        # Unknown kids in a burst: at most one more fetch per jwks_min_refresh (2 s), however
+        # long the burst takes (the sanitizer build is several times slower).
+        before, t0 = srv.hits(), time.monotonic()
         answers = [d.ask(k1.token(kid=f"nope-{i}")) for i in range(50)]
         assert all("is not in the JWKS" in a for a in answers), answers[:3]
-        assert any("fetched less than jwks_min_refresh ago" in a for a in answers), answers[:3]
+        took = time.monotonic() - t0
         time.sleep(0.5)
-        assert srv.hits() - before <= 1, (before, srv.hits())
-        # The provider removes k1: after the next refresh, k1 is refused.
+        allowed = 1 + int(took / 2.0)
+        assert srv.hits() - before <= allowed, (before, srv.hits(), allowed)
+        # most of the burst found the refresh under way or just done, not a new one
+        waited = sum("fetched less than jwks_min_refresh ago" in a or "under way" in a
+                     for a in answers)
+        assert waited >= 50 - allowed, answers[:3]
+        # The provider removes k1: after the next refresh, k1 is refused. (Let any refresh
+        # the burst started finish first, so the next one fetches the new set.)
+        time.sleep(2.5)
         srv.serve(jwks(k2))
-        time.sleep(2.1)
         n = srv.hits()
-        d.refused(k1.token(kid="nope-again"), "a refresh of the key set was started")
-        wait_for(lambda: srv.hits() == n + 1, what="the refresh")
-        time.sleep(0.2)
-        d.refused(k1.token(), 'kid "rot-1" is not in the JWKS')
+        d.refused(k1.token(kid="nope-again"), "a refresh of the key set")
+        wait_for(lambda: srv.hits() >= n + 1, within=10, what="the refresh")
+        end, r = time.monotonic() + 10, None
+        while time.monotonic() < end:  # the fetched set replaces the old one when parsed
+            r = d.ask(k1.token())
+            if 'kid "rot-1" is not in the JWKS' in r:
+                break
+            time.sleep(0.05)
+        assert 'kid "rot-1" is not in the JWKS' in r, r
         d.ok(k2.token())
     finally:
         d.close()
@@ -417,11 +431,13 @@ def periodic_refresh_at_jwks_refresh():
     srv = JwksServer()
     k1 = key("per-1")
     srv.serve(jwks(k1))
+    t0 = time.monotonic()
     d = Driver(**jwks_opts(srv, jwks_refresh="1s", jwks_min_refresh="1s")).ready()
     try:
-        time.sleep(3.5)
-        # The creation fetch and one a second after it, with no token at all.
-        assert 3 <= srv.hits() <= 5, srv.hits()
+        # The creation fetch and one a second after it, with no token at all (bounded wait:
+        # a loaded machine runs the refresh thread late, never early).
+        wait_for(lambda: srv.hits() >= 3, within=15, what="two periodic refreshes")
+        assert srv.hits() <= (time.monotonic() - t0) / 1.0 + 2, (srv.hits(), time.monotonic() - t0)
         d.ok(k1.token())
     finally:
         d.close()
@@ -444,8 +460,10 @@ def key_sets_swapped_while_threads_verify():
         print(f"# {r}; {srv.hits()} fetches")
         assert g == gn and gn > 100, r
         assert b == bn and bn > 100, r
-        # At least one swap during the run; never more fetches than jwks_min_refresh allows.
-        assert 2 <= srv.hits() <= 31, srv.hits()
+        # Never more fetches than jwks_min_refresh allows; and the unknown kids did start a
+        # swap (on a loaded machine the refresh thread may only get to it after the run).
+        assert srv.hits() <= 31, srv.hits()
+        wait_for(lambda: srv.hits() >= 2, within=10, what="a refresh started by unknown kids")
     finally:
         d.close()
         srv.stop()
@@ -771,10 +789,17 @@ def destroy_does_not_wait_for_a_hanging_fetch():
         d.refused(key("any-1").token(), "no JWKS key set yet (Timeout was reached")
         time.sleep(0.3)  # the retry is now hanging on the silent server
         t0 = time.monotonic()
-        d.close()
+        d.p.stdin.close()  # the driver destroys the instance, then prints BYE, then exits
+        bye = d.p.stdout.readline().strip()
         took = time.monotonic() - t0
+        d.bye_read = bye == "BYE"
+        d.close()
         print(f"# create {d.create_s:.2f} s (jwks_timeout 4s), destroy mid-fetch {took:.2f} s")
-        assert took < 2.0, took  # the fetch had more than 3.5 s to go
+        assert bye == "BYE", bye
+        # the fetch had about 3.7 s to go; the sanitizer build runs libcurl's abort check late
+        asan = "libasan" in open(f"/proc/{d.p.pid}/maps").read() if d.p.poll() is None else \
+            bool(os.environ.get("ASAN_OPTIONS"))
+        assert took < (3.6 if asan else 2.5), took
     finally:
         ls.close()
 

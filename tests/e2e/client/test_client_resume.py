@@ -85,17 +85,28 @@ class Producer(threading.Thread):
 
 def resume(serializer):
     need_broker()
-    partitions, n = 3, 1200
+    partitions, n = 3, 3000  # 15 s at 200/s: still flowing at the second kill under ASan
     topic = create_topic(partitions)
     port = free_port()
     k = ksockd(port)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         c = subprocess.Popen([CLIENT, f"ws://127.0.0.1:{port}/", topic, str(n), serializer],
                              stdout=out, stderr=err)
+        def subscribed(times):
+            """Wait until the client has been subscribed `times` times: each kill must come
+            while it reads (a sanitizer build's client and ksockd take seconds to start)."""
+            end = time.monotonic() + 60
+            while time.monotonic() < end and c.poll() is None:
+                err.seek(0)
+                if err.read().count(b"subscribed") >= times:
+                    return
+                time.sleep(0.05)
+        subscribed(1)
         prod = Producer(topic, n, partitions, rate=200)
         prod.start()
         try:
-            for _ in range(2):  # twice: a resume after a resume
+            for i in range(2):  # twice: a resume after a resume
+                subscribed(i + 1)
                 time.sleep(1.5)
                 crash(k)
                 time.sleep(0.5)  # records keep coming while nobody serves the client

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -214,22 +215,34 @@ def tail_reconnect_misses_nothing_across_a_kill():
         assert r.returncode == 0, r.stderr
 
     k = Ksockd(port=port).__enter__()
+    errf = tempfile.TemporaryFile()
     tail = subprocess.Popen([KSOCK, "tail", k.url, "--topic", topic, "--from", "earliest",
                              "--count", "150", "--reconnect", "--retry-delay", "100",
                              "--no-exponential", "--no-jitter", "--max-retries", "-1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=errf)
     try:
+        # the kill must come while the tail reads: wait until it has subscribed (a sanitizer
+        # build's ksock takes seconds to start)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and tail.poll() is None:
+            errf.seek(0)
+            if b'"event": "subscribed"' in errf.read():
+                break
+            time.sleep(0.05)
         produce("a", 50)
         time.sleep(1.5)
         k.crash()
         produce("b", 50)  # while ksockd is down
         k = Ksockd(port=port).__enter__()
         produce("c", 50)
-        out, err = tail.communicate(timeout=60)
+        out, _ = tail.communicate(timeout=60)
+        errf.seek(0)
+        err = errf.read()
     finally:
         if tail.poll() is None:
             tail.kill()
         k.__exit__(None, None, None)
+        errf.close()
     assert tail.returncode == 0, (tail.returncode, err.decode()[-3000:])
     assert b'"event": "reconnected"' in err, err
     recs = json_lines(out)
