@@ -175,23 +175,6 @@ TEST(subscribe_without_readers_is_21_unsubscribe_is_answered)
     bt_close(&t);
 }
 
-/* A token signed by the test's jwt instance itself (generate_token), claims from JSON. */
-static char *bt_token(bt_t *t, const char *user_json)
-{
-    char err[512] = "";
-    ksock_value_t *user = NULL;
-    ASSERT_OK(ksock_serde_set_default_by_name(t->rt, "json", err, sizeof(err)));
-    if (ksock_serde_deserialize(t->rt, user_json, strlen(user_json), NULL, &user, err,
-                                sizeof(err)) != 0)
-        TEST_FAIL_("user %s: %s", user_json, err);
-    const ksock_auth_vtable_t *av = ksock_plugin_instance_vtable(t->auth);
-    char *tok = NULL;
-    int rc = av->generate_token(ksock_plugin_instance_inst(t->auth), user, &tok, err, sizeof(err));
-    ksock_value_unref(user);
-    if (rc != 0) TEST_FAIL_("generate_token: %s", err);
-    return tok;
-}
-
 /*
  * Row: publish without the right on the topic -> -16 with id and topic,
  * nothing produced. A real jwt instance; the token allows publishing to

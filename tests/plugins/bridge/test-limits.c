@@ -10,22 +10,6 @@
 
 #define JWT_OPTS "{\"secret\": \"" SECRET "\", \"leeway\": \"0s\"}"
 
-static char *token_for(bt_t *t, const char *user_json)
-{
-    char err[512] = "";
-    ksock_value_t *user = NULL;
-    ASSERT_OK(ksock_serde_set_default_by_name(t->rt, "json", err, sizeof(err)));
-    if (ksock_serde_deserialize(t->rt, user_json, strlen(user_json), NULL, &user, err,
-                                sizeof(err)) != 0)
-        TEST_FAIL_("user %s: %s", user_json, err);
-    const ksock_auth_vtable_t *av = ksock_plugin_instance_vtable(t->auth);
-    char *tok = NULL;
-    int rc = av->generate_token(ksock_plugin_instance_inst(t->auth), user, &tok, err, sizeof(err));
-    ksock_value_unref(user);
-    if (rc != 0) TEST_FAIL_("generate_token: %s", err);
-    return tok;
-}
-
 static void send_token(bt_t *t, ksock_conn_id_t c, const char *id, const char *tok)
 {
     char buf[4096];
@@ -107,7 +91,7 @@ TEST(expiry_closes_with_4401)
 {
     bt_t t;
     bt_open(&t, &(bt_opts_t){.auth_json = JWT_OPTS});
-    char *tok = token_for(&t, "{\"sub\": \"alice\", \"ttl\": 2, \"publish\": [\"*\"]}");
+    char *tok = bt_token(&t, "{\"sub\": \"alice\", \"ttl\": 2, \"publish\": [\"*\"]}");
     ksock_conn_id_t c = bt_connect(&t, tok);
     free(tok);
     kt_run_for(t.rt, 500);
@@ -127,10 +111,10 @@ TEST(token_refresh_applies_at_once_and_refusals_change_nothing)
 {
     bt_t t;
     bt_open(&t, &(bt_opts_t){.auth_json = JWT_OPTS});
-    char *tok = token_for(&t, "{\"sub\": \"alice\", \"publish\": [\"*\"]}");
+    char *tok = bt_token(&t, "{\"sub\": \"alice\", \"publish\": [\"*\"]}");
     ksock_conn_id_t c = bt_connect(&t, tok);
     free(tok);
-    tok = token_for(&t, "{\"sub\": \"mallory\", \"publish\": [\"*\"]}");
+    tok = bt_token(&t, "{\"sub\": \"mallory\", \"publish\": [\"*\"]}");
     send_token(&t, c, "m", tok);
     free(tok);
     msg_t m = bt_expect_error(&t, c, 0, KSOCK_E_AUTH, "m", NULL);
@@ -139,7 +123,7 @@ TEST(token_refresh_applies_at_once_and_refusals_change_nothing)
     bt_expect_error(&t, c, 1, KSOCK_E_AUTH, "bad", NULL);
     fake_message(t.f, c, "{\"op\": \"token\", \"id\": \"none\"}");
     bt_expect_error(&t, c, 2, KSOCK_E_PROTO, "none", NULL);
-    tok = token_for(&t, "{\"sub\": \"alice\", \"publish\": [\"other\"]}");
+    tok = bt_token(&t, "{\"sub\": \"alice\", \"publish\": [\"other\"]}");
     send_token(&t, c, "ok", tok);
     free(tok);
     m = bt_reply(&t, c, 3);
