@@ -38,7 +38,7 @@ extern "C" {
 
 #define KSOCK_PLUGIN_MAGIC        0x4b53504cu /* "KSPL" */
 #define KSOCK_PLUGIN_ABI_MAJOR    1
-#define KSOCK_PLUGIN_ABI_MINOR    2
+#define KSOCK_PLUGIN_ABI_MINOR    3
 #define KSOCK_PLUGIN_ENTRY_SYMBOL "ksock_plugin_entry"
 
 typedef enum {

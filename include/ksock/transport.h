@@ -156,6 +156,23 @@ typedef struct ksock_transport_vtable_s {
      */
     size_t (*send_many)(void *inst, ksock_frame_t *frame, const ksock_conn_id_t *ids, size_t n,
                         int *rc);
+
+    /* ---- ABI 1.3: check `size` before calling (KSOCK_HAS_FIELD); may be NULL. ---- */
+
+    /*
+     * Replace the listeners of a listening instance (a reload):
+     * `listeners` is the new value of the instance's "listeners" option,
+     * in the form create() read it. An address and port listened on before
+     * and still configured keeps its socket (no connection attempt is
+     * refused meanwhile); one no longer configured stops accepting, its
+     * socket closed, while the connections it accepted stay open until
+     * they end; a new one is bound and starts accepting. All or nothing:
+     * an invalid list (KSOCK_E_CONFIG) or a socket that cannot be bound
+     * (KSOCK_E_IO) leaves the listeners as they were, with a message.
+     * KSOCK_E_STATE when not listening.
+     */
+    int (*set_listeners)(void *inst, const ksock_cfg_t *listeners, char *errstr,
+                         size_t errstr_size);
 } ksock_transport_vtable_t;
 
 #ifdef __cplusplus

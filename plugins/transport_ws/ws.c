@@ -173,6 +173,9 @@ static int setup_protocols(ws_inst_t *inst)
 
     inst->client_protocols[0] = (struct lws_protocols){
         WS_CLIENT_PROTOCOL, ws__callback, 0, (size_t)o->rx_buffer_size, 0, NULL, WS_WRITE_BATCH};
+    /* The listening sockets' one (ws_listen.c): on client vhosts, where no upgrade lands. */
+    inst->client_protocols[1] =
+        (struct lws_protocols){WS_ACCEPT_PROTOCOL, ws__accept_callback, 0, 0, 0, NULL, 0};
     return 0;
 }
 
@@ -287,14 +290,14 @@ static int ws_create(const ksock_plugin_ctx_t *ctx, const void *options, void **
     inst->table = calloc(WS_TABLE_MIN, sizeof(*inst->table));
     if (inst->table == NULL) return KSOCK_E_NOMEM;
     inst->tcap = WS_TABLE_MIN;
-    rc = ws__parse_listeners(inst, ctx, errstr, errstr_size);
+    rc =
+        ws__listeners_parse(o->listeners, &inst->listeners, &inst->nlisteners, errstr, errstr_size);
     if (rc == 0) rc = setup_protocols(inst);
     if (rc == 0) rc = create_context(inst, errstr, errstr_size);
     return rc;
 }
 
-/* Run fn on the lws thread (directly when it is not running) and wait. */
-static void ws_call(ws_inst_t *inst, ws_call_fn fn, void *arg)
+void ws__call(ws_inst_t *inst, ws_call_fn fn, void *arg)
 {
     if (!inst->thread_running) {
         fn(inst, arg);
@@ -321,8 +324,7 @@ typedef struct {
 static void listen_on_thread(ws_inst_t *inst, void *arg)
 {
     listen_call_t *lc = arg;
-    for (size_t i = 0; i < inst->nlisteners && lc->rc == 0; i++)
-        lc->rc = ws__create_listener_vhost(inst, &inst->listeners[i], lc->errstr, lc->errstr_size);
+    lc->rc = ws__listeners_start(inst, lc->errstr, lc->errstr_size);
 }
 
 static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, size_t errstr_size)
@@ -347,28 +349,15 @@ static int ws_listen(void *p, const ksock_transport_events_t *ev, char *errstr, 
     listen_call_t lc = {0, errstr, errstr_size};
     if (inst->thread_running) {
         /* Vhost creation is not thread-safe: lock out the callback path meanwhile. */
-        ws_call(inst, listen_on_thread, &lc);
+        ws__call(inst, listen_on_thread, &lc);
     } else {
         listen_on_thread(inst, &lc);
     }
     if (lc.rc != 0) return lc.rc;
     inst->listening = true;
     /* What the kernel bound (getsockname), not what the config said. */
-    for (size_t i = 0; i < inst->nlisteners; i++) {
-        ws_listener_t *l = &inst->listeners[i];
-        for (size_t k = 0; k < l->nsocks; k++) {
-            char hp[INET6_ADDRSTRLEN + 10], ip[INET6_ADDRSTRLEN];
-            const struct sockaddr *sa = (const struct sockaddr *)&l->socks[k].addr.ss;
-            ws__addr_str(sa, true, hp, sizeof(hp));
-            ws__addr_str(sa, false, ip, sizeof(ip));
-            ksock_kv_t kv[] = {KSOCK_KV_STR("address", ip), KSOCK_KV_I64("port", l->port),
-                               KSOCK_KV_STR("path", l->path ? l->path : "/"),
-                               KSOCK_KV_BOOL("tls", inst->o->tls_cert != NULL),
-                               KSOCK_KV_STR("configured", l->address ? l->address : "0.0.0.0")};
-            ksock_log(inst->rt, KSOCK_LOG_INFO, inst->component, kv, 5, "listening on %s://%s%s",
-                      inst->o->tls_cert ? "wss" : "ws", hp, l->path ? l->path : "/");
-        }
-    }
+    for (size_t i = 0; i < inst->nlisteners; i++)
+        ws__listener_log(inst, &inst->listeners[i], "listening on");
     return ws__thread_start(inst, errstr, errstr_size);
 }
 
@@ -646,15 +635,7 @@ void ws__inst_unref(ws_inst_t *inst)
         ws__event_free(e);
         e = next;
     }
-    for (size_t i = 0; i < inst->nlisteners_alloc; i++) {
-        ws_listener_t *l = &inst->listeners[i];
-        free(l->address);
-        free(l->path);
-        for (size_t k = 0; k < l->nsocks; k++)
-            free(l->socks[k].vhost_name);
-        free(l->socks);
-    }
-    free(inst->listeners);
+    ws__listeners_free(inst->listeners, inst->nlisteners);
     while (inst->client_vhosts) {
         ws_client_vhost_t *v = inst->client_vhosts;
         inst->client_vhosts = v->next;
@@ -727,6 +708,7 @@ static const ksock_transport_vtable_t ws_vtable = {
     .stop = ws_stop,
     .pause_read = ws_pause_read,
     .send_many = ws_send_many,
+    .set_listeners = ws__set_listeners,
 };
 
 static const ksock_plugin_desc_t ws_desc = {

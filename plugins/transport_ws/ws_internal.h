@@ -52,16 +52,6 @@ typedef struct {
  */
 int ws__resolve(const char *address, ws_addr_t **out, size_t *n, char *errstr, size_t errstr_size);
 
-/*
- * Bind a socket of our own to exactly a:port (v6only for IPv6) and close
- * it: tells why a bind fails (lws 4.1 would not), and picks the port when
- * port is 0. Sets the port into a and *bound_port.
- */
-int ws__bind_probe(ws_addr_t *a, int port, int *bound_port, char *errstr, size_t errstr_size);
-
-/* This process's listening TCP socket bound to exactly a (address and port); -1 if none. */
-int ws__find_listen_fd(const ws_addr_t *a);
-
 void ws__addr_str(const struct sockaddr *sa, bool with_port, char *out, size_t n);
 bool ws__addr_is_any(const struct sockaddr *sa);
 int ws__addr_port(const struct sockaddr *sa);
@@ -224,20 +214,27 @@ typedef struct ws_opts_s {
 
 typedef struct ws_inst_s ws_inst_t;
 
-/* One bound socket of a listener: one lws vhost. */
+/*
+ * One listening socket of a listener, bound and listened on by the
+ * transport itself and watched by lws as a raw descriptor (the accept
+ * wsi, on the default client vhost); what it accepts is handed to the one
+ * server vhost (ws_listen.c, Listeners).
+ */
 typedef struct ws_sock_s {
-    ws_addr_t addr;               /* port filled in once bound */
-    char *vhost_name;             /* lws keeps the pointer */
-    char iface[INET6_ADDRSTRLEN]; /* the numeric address for lws, which keeps the pointer too */
-    struct lws_vhost *vh;
-    int fd; /* the listening socket lws made; -1 until found */
+    ws_addr_t addr;  /* the port filled in once bound */
+    int fd;          /* -1 until bound; lws owns it once adopted */
+    struct lws *wsi; /* the accept wsi, NULL until adopted */
+    /* set_listeners only (ws_relisten.c), loop thread: */
+    struct ws_sock_s *from; /* a new socket: the running one it takes over */
+    bool kept;              /* a running socket: taken over by a new one */
+    bool deferred;          /* a new socket: bound once the removed ones are closed */
 } ws_sock_t;
 
 typedef struct ws_listener_s {
-    ws_inst_t *inst;
-    size_t index;  /* in the listeners array, for messages */
-    char *address; /* as configured; NULL: 0.0.0.0 */
-    int port;
+    size_t index;     /* in the listeners array, for messages */
+    char *address;    /* as configured; NULL: 0.0.0.0 */
+    int cfg_port;     /* as configured (0: the kernel picks) */
+    int port;         /* bound (cfg_port, or what the kernel picked) */
     char *path;       /* NULL: any */
     ws_sock_t *socks; /* one per address it resolved to */
     size_t nsocks;
@@ -327,7 +324,6 @@ typedef struct ws_event_s {
 } ws_event_t;
 
 typedef void (*ws_call_fn)(ws_inst_t *inst, void *arg);
-
 struct ws_inst_s {
     ksock_runtime_t *rt;
     const char *component;
@@ -343,9 +339,10 @@ struct ws_inst_s {
     struct lws_protocols *server_protocols;
     char **served; /* subprotocols accepted, NULL-terminated (ws__served_set) */
     size_t nserved;
-    struct lws_protocols client_protocols[2];
-    ws_listener_t *listeners;
-    size_t nlisteners, nlisteners_alloc;
+    struct lws_protocols client_protocols[3]; /* the client protocol, the accept one */
+    struct lws_vhost *server_vh;              /* lws thread: every listener's connections */
+    ws_listener_t *listeners;                 /* swapped on the lws thread (set_listeners) */
+    size_t nlisteners;
     ws_client_vhost_t *client_vhosts; /* lws thread */
     unsigned char *wbuf;              /* LWS_PRE + frame(s), lws thread */
     size_t wbuf_cap;
@@ -485,14 +482,54 @@ int ws__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 /* Start the lws thread (and the libev tick) once; loop thread. */
 int ws__thread_start(ws_inst_t *inst, char *errstr, size_t errstr_size);
 
-/* ---- ws_listen.c: listeners from the options, their vhosts ------------- */
+/* ---- ws_listen.c: listeners from the options, their sockets ------------ */
 
-/* Parse and resolve the "listeners" option into inst->listeners. KSOCK_E_CONFIG with a message. */
-int ws__parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *errstr,
+#define WS_ACCEPT_PROTOCOL "ksock-accept" /* the accept wsis' protocol, on the client vhosts */
+
+/*
+ * Parse and resolve a "listeners" array into a new array (*out, *n): KSOCK_E_CONFIG with a
+ * message naming the entry, KSOCK_E_NOMEM. Nothing is bound yet.
+ */
+int ws__listeners_parse(const ksock_cfg_t *arr, ws_listener_t **out, size_t *n, char *errstr,
                         size_t errstr_size);
 
-/* Bind every address of l (one lws vhost each). Thread: the lws thread when it runs. */
-int ws__create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size);
+/* Free an array of listeners; a socket bound but never adopted is closed. */
+void ws__listeners_free(ws_listener_t *ls, size_t n);
+
+/*
+ * Bind and listen on one socket of l (exactly its address, v6only for
+ * IPv6, non-blocking); the first socket of a port-0 listener sets l->port.
+ * KSOCK_E_IO with a message naming the listener and *sys_errno set.
+ */
+int ws__sock_open(ws_listener_t *l, ws_sock_t *sk, int *sys_errno, char *errstr,
+                  size_t errstr_size);
+
+/* lws thread (or before it runs): start accepting on a bound socket. KSOCK_E_NOMEM. */
+int ws__sock_adopt(ws_inst_t *inst, ws_sock_t *sk);
+
+/* lws thread (or before it runs): stop accepting and close the socket (its connections stay). */
+void ws__sock_close(ws_sock_t *sk);
+
+/* lws thread (or before it runs): the server vhost, made once. KSOCK_E_IO/KSOCK_E_TLS. */
+int ws__server_vhost(ws_inst_t *inst, char *errstr, size_t errstr_size);
+
+/* lws thread: every listener bound and accepting, or none (what was made is closed again). */
+int ws__listeners_start(ws_inst_t *inst, char *errstr, size_t errstr_size);
+
+/* The accept protocol's callback: accept what waits and hand it to the server vhost. */
+int ws__accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                        size_t len);
+
+/* Log "<what> ws://ADDR:PORT/PATH" for one socket of l, or for every socket of l. */
+void ws__sock_log(ws_inst_t *inst, const ws_listener_t *l, const ws_sock_t *sk, const char *what);
+void ws__listener_log(ws_inst_t *inst, const ws_listener_t *l, const char *what);
+
+/* ---- ws_relisten.c: set_listeners (ABI 1.3) ----------------------------- */
+
+int ws__set_listeners(void *p, const ksock_cfg_t *listeners, char *errstr, size_t errstr_size);
+
+/* Run fn on the lws thread (directly when it is not running) and wait. ws.c. */
+void ws__call(ws_inst_t *inst, ws_call_fn fn, void *arg);
 
 /*
  * ws.c: the subprotocols a listening instance accepts, fixed at listen():

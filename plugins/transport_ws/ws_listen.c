@@ -1,28 +1,30 @@
 /*
- * transport_ws: listener addresses, and the Host and Origin rules.
+ * transport_ws: listener addresses, listening sockets, and the Host and
+ * Origin rules.
  *
- * Why the transport binds through its own checks: libwebsockets 4.1.6
- * takes a vhost's `iface` as an interface name first and an address
- * second, and by default opens an AF_INET6 socket; an IPv4 literal is then
- * written into the sockaddr_in6 at the IPv4 offset (sin6_flowinfo), so
+ * Why the transport binds and accepts itself: libwebsockets 4.1.6 takes a
+ * vhost's `iface` as an interface name first and an address second, and
+ * by default opens an AF_INET6 socket; an IPv4 literal is then written
+ * into the sockaddr_in6 at the IPv4 offset (sin6_flowinfo), so
  * "127.0.0.1" binds [::] with v6only off: every address of the machine.
  * A name that is neither an interface nor a literal ("localhost") makes it
  * log an error, put the vhost on a retry list and return success with no
- * socket at all; a bind that fails (EADDRNOTAVAIL) does the same. So the
- * transport resolves names itself, hands lws only numeric addresses with
- * the family pinned (LWS_SERVER_OPTION_DISABLE_IPV6 for IPv4, v6only for
- * IPv6), checks first that the exact bind works, and afterwards finds the
- * listening socket lws made (lws 4.1 has no accessor for it) to read the
- * address the kernel bound.
+ * socket at all; a bind that fails (EADDRNOTAVAIL) does the same. And it
+ * cannot close one vhost's listening socket without closing the vhost's
+ * connections, which a reload that removes a listener must not do. So the
+ * transport resolves names itself, binds exactly the addresses it
+ * resolved (v6only for IPv6) with errors that say why, and watches each
+ * listening socket as a raw descriptor in lws's loop; what it accepts goes
+ * to the one server vhost with lws_adopt_descriptor_vhost(), as lws's own
+ * listener would hand it on.
  */
 #include "ws_internal.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,67 +144,6 @@ int ws__resolve(const char *address, ws_addr_t **out, size_t *nout, char *errstr
     return 0;
 }
 
-int ws__bind_probe(ws_addr_t *a, int port, int *bound_port, char *errstr, size_t errstr_size)
-{
-    char as[INET6_ADDRSTRLEN + 8];
-    struct sockaddr *sa = (struct sockaddr *)&a->ss;
-    addr_set_port(sa, port);
-    ws__addr_str(sa, true, as, sizeof(as));
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        ksock_errstr_set(errstr, errstr_size, "cannot make a socket for %s: %s", as,
-                         strerror(errno));
-        return KSOCK_E_IO;
-    }
-    int one = 1;
-    /* As lws sets them: SO_REUSEADDR, and v6only so "::1" is not also IPv4. */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, sa, a->len) != 0) {
-        int e = errno;
-        close(fd);
-        ksock_errstr_set(errstr, errstr_size, "cannot bind %s: %s", as, strerror(e));
-        return KSOCK_E_IO;
-    }
-    struct sockaddr_storage got;
-    socklen_t gl = sizeof(got);
-    *bound_port = port;
-    if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0)
-        *bound_port = ws__addr_port((struct sockaddr *)&got);
-    close(fd);
-    addr_set_port(sa, *bound_port);
-    return 0;
-}
-
-/*
- * This process's listening TCP socket bound to exactly a (address and
- * port), or -1. Only one socket can listen on an exact address and port
- * (lws does not ask for SO_REUSEPORT with one service thread), so the one
- * found is the one lws just made.
- */
-int ws__find_listen_fd(const ws_addr_t *a)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL) return -1;
-    const struct sockaddr *want = (const struct sockaddr *)&a->ss;
-    int found = -1;
-    struct dirent *de;
-    while (found < 0 && (de = readdir(d)) != NULL) {
-        if (!isdigit((unsigned char)de->d_name[0])) continue;
-        int fd = atoi(de->d_name);
-        int acc = 0;
-        socklen_t al = sizeof(acc);
-        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) != 0 || !acc) continue;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) continue;
-        const struct sockaddr *got = (const struct sockaddr *)&ss;
-        if (ws__addr_eq(got, want) && ws__addr_port(got) == ws__addr_port(want)) found = fd;
-    }
-    closedir(d);
-    return found;
-}
-
 /* ---- Host and Origin ---------------------------------------------------- */
 
 /*
@@ -311,7 +252,8 @@ void ws__printable(const char *s, char *out, size_t n)
  * name every address it has. Each gets a socket of its own, so the same
  * address and port twice (in one listener or two) is refused.
  */
-static int resolve_listener(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size)
+static int resolve_listener(const ws_listener_t *ls, ws_listener_t *l, char *errstr,
+                            size_t errstr_size)
 {
     ws_addr_t *v = NULL;
     size_t n = 0;
@@ -333,9 +275,9 @@ static int resolve_listener(ws_inst_t *inst, ws_listener_t *l, char *errstr, siz
     }
     l->nsocks = n;
     free(v);
-    for (size_t j = 0; l->port != 0 && j < l->index; j++) {
-        const ws_listener_t *o = &inst->listeners[j];
-        for (size_t a = 0; o->port == l->port && a < o->nsocks; a++)
+    for (size_t j = 0; l->cfg_port != 0 && j < l->index; j++) {
+        const ws_listener_t *o = &ls[j];
+        for (size_t a = 0; o->cfg_port == l->cfg_port && a < o->nsocks; a++)
             for (size_t b = 0; b < l->nsocks; b++)
                 if (ws__addr_eq((struct sockaddr *)&o->socks[a].addr.ss,
                                 (struct sockaddr *)&l->socks[b].addr.ss)) {
@@ -343,125 +285,186 @@ static int resolve_listener(ws_inst_t *inst, ws_listener_t *l, char *errstr, siz
                     ws__addr_str((struct sockaddr *)&l->socks[b].addr.ss, false, as, sizeof(as));
                     ksock_errstr_set(errstr, errstr_size,
                                      "listeners[%zu]: %s port %d is already listeners[%zu]",
-                                     l->index, as, l->port, j);
+                                     l->index, as, l->cfg_port, j);
                     return KSOCK_E_CONFIG;
                 }
     }
     return 0;
 }
 
-int ws__parse_listeners(ws_inst_t *inst, const ksock_plugin_ctx_t *ctx, char *errstr,
+/* One {address, port, path} entry into l. */
+static int parse_listener(const ksock_cfg_t *e, ws_listener_t *l, char *errstr, size_t errstr_size)
+{
+    size_t i = l->index;
+    if (ksock_cfg_type(e) != KSOCK_CFG_OBJECT) {
+        ksock_errstr_set(errstr, errstr_size,
+                         "line %d: listeners[%zu]: expected an object {address, port, path}",
+                         ksock_cfg_line(e), i);
+        return KSOCK_E_CONFIG;
+    }
+    bool have_port = false;
+    for (size_t k = 0; k < ksock_cfg_count(e); k++) {
+        const char *key = NULL;
+        const ksock_cfg_t *v = ksock_cfg_at(e, k, &key);
+        char **str = NULL;
+        if (strcmp(key, "address") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
+            str = &l->address;
+        else if (strcmp(key, "path") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
+            str = &l->path;
+        if (str) {
+            free(*str);
+            if ((*str = ws__strdup(ksock_cfg_string(v))) == NULL) {
+                ksock_errstr_set(errstr, errstr_size, "out of memory");
+                return KSOCK_E_NOMEM;
+            }
+        } else if (strcmp(key, "port") == 0 && ksock_cfg_type(v) == KSOCK_CFG_INT &&
+                   ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535) {
+            l->cfg_port = l->port = (int)ksock_cfg_int(v); /* 0 asks the kernel for a port */
+            have_port = true;
+        } else {
+            ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: key \"%s\": %s",
+                             ksock_cfg_line(v), i, key,
+                             strcmp(key, "address") && strcmp(key, "path") && strcmp(key, "port")
+                                 ? "unknown key (expected address, port, path)"
+                                 : "wrong type or out of range");
+            return KSOCK_E_CONFIG;
+        }
+    }
+    if (!have_port) {
+        ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: \"port\" is required",
+                         ksock_cfg_line(e), i);
+        return KSOCK_E_CONFIG;
+    }
+    if (l->path && (strcmp(l->path, "/") == 0 || *l->path == '\0')) {
+        free(l->path);
+        l->path = NULL;
+    }
+    return 0;
+}
+
+int ws__listeners_parse(const ksock_cfg_t *arr, ws_listener_t **out, size_t *nout, char *errstr,
                         size_t errstr_size)
 {
-    const ksock_cfg_t *arr = inst->o->listeners;
     size_t n = arr ? ksock_cfg_count(arr) : 0;
-    inst->listeners = calloc(n ? n : 1, sizeof(*inst->listeners));
-    if (inst->listeners == NULL) return KSOCK_E_NOMEM;
-    inst->nlisteners_alloc = n;
-    for (size_t i = 0; i < n; i++) {
-        const ksock_cfg_t *e = ksock_cfg_at(arr, i, NULL);
-        ws_listener_t *l = &inst->listeners[i];
-        l->inst = inst;
-        l->index = i;
-        if (ksock_cfg_type(e) != KSOCK_CFG_OBJECT) {
-            ksock_errstr_set(errstr, errstr_size,
-                             "line %d: listeners[%zu]: expected an object {address, port, path}",
-                             ksock_cfg_line(e), i);
-            return KSOCK_E_CONFIG;
-        }
-        for (size_t k = 0; k < ksock_cfg_count(e); k++) {
-            const char *key = NULL;
-            const ksock_cfg_t *v = ksock_cfg_at(e, k, &key);
-            char **str = NULL;
-            if (strcmp(key, "address") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
-                str = &l->address;
-            else if (strcmp(key, "path") == 0 && ksock_cfg_type(v) == KSOCK_CFG_STRING)
-                str = &l->path;
-            if (str) {
-                free(*str);
-                if ((*str = ws__strdup(ksock_cfg_string(v))) == NULL) {
-                    ksock_errstr_set(errstr, errstr_size, "out of memory");
-                    return KSOCK_E_NOMEM;
-                }
-            } else if (strcmp(key, "port") == 0 && ksock_cfg_type(v) == KSOCK_CFG_INT &&
-                       ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535)
-                l->port = (int)ksock_cfg_int(v) ? (int)ksock_cfg_int(v) : -2;
-            else {
-                ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: key \"%s\": %s",
-                                 ksock_cfg_line(v), i, key,
-                                 strcmp(key, "address") && strcmp(key, "path") &&
-                                         strcmp(key, "port")
-                                     ? "unknown key (expected address, port, path)"
-                                     : "wrong type or out of range");
-                return KSOCK_E_CONFIG;
-            }
-        }
-        if (l->port == 0) {
-            ksock_errstr_set(errstr, errstr_size, "line %d: listeners[%zu]: \"port\" is required",
-                             ksock_cfg_line(e), i);
-            return KSOCK_E_CONFIG;
-        }
-        if (l->port == -2) l->port = 0; /* 0 asks the kernel for a port */
-        if (l->path && (strcmp(l->path, "/") == 0 || *l->path == '\0')) {
-            free(l->path);
-            l->path = NULL;
-        }
-        inst->nlisteners++;
-        int rc = resolve_listener(inst, l, errstr, errstr_size);
-        if (rc != 0) return rc;
+    ws_listener_t *ls = calloc(n ? n : 1, sizeof(*ls));
+    *out = NULL;
+    *nout = 0;
+    if (ls == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "out of memory");
+        return KSOCK_E_NOMEM;
     }
-    (void)ctx;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        ls[i].index = i;
+        rc = parse_listener(ksock_cfg_at(arr, i, NULL), &ls[i], errstr, errstr_size);
+        if (rc == 0) rc = resolve_listener(ls, &ls[i], errstr, errstr_size);
+    }
+    if (rc != 0) {
+        ws__listeners_free(ls, n);
+        return rc;
+    }
+    *out = ls;
+    *nout = n;
     return 0;
+}
+
+void ws__listeners_free(ws_listener_t *ls, size_t n)
+{
+    for (size_t i = 0; ls && i < n; i++) {
+        for (size_t k = 0; k < ls[i].nsocks; k++)
+            if (ls[i].socks[k].wsi == NULL && ls[i].socks[k].fd >= 0) close(ls[i].socks[k].fd);
+        free(ls[i].address);
+        free(ls[i].path);
+        free(ls[i].socks);
+    }
+    free(ls);
 }
 
 /* "listeners[0] (\"localhost\" port 8080)": how messages name a listener. */
 static void listener_name(const ws_listener_t *l, char *out, size_t n)
 {
     snprintf(out, n, "listeners[%zu] (\"%s\" port %d)", l->index,
-             l->address ? l->address : "0.0.0.0", l->port);
+             l->address ? l->address : "0.0.0.0", l->cfg_port);
+}
+
+int ws__sock_open(ws_listener_t *l, ws_sock_t *sk, int *sys_errno, char *errstr, size_t errstr_size)
+{
+    char lname[320], as[INET6_ADDRSTRLEN + 8];
+    struct sockaddr *sa = (struct sockaddr *)&sk->addr.ss;
+    addr_set_port(sa, l->port);
+    ws__addr_str(sa, true, as, sizeof(as));
+    listener_name(l, lname, sizeof(lname));
+    const char *step = "make a socket for";
+    int one = 1;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        /* SO_REUSEADDR: a restart binds despite TIME_WAIT; v6only: "::1" is not also IPv4. */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        step = "bind";
+        if (bind(fd, sa, sk->addr.len) == 0) {
+            step = "listen on";
+            if (listen(fd, SOMAXCONN) == 0) step = NULL;
+        }
+    }
+    if (step != NULL) {
+        *sys_errno = errno;
+        if (fd >= 0) close(fd);
+        ksock_errstr_set(errstr, errstr_size, "%s: cannot %s %s: %s", lname, step, as,
+                         strerror(*sys_errno));
+        return KSOCK_E_IO;
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0) memcpy(&sk->addr.ss, &got, gl);
+    /* Port 0: every address of the listener gets the port the kernel gave the first one. */
+    l->port = ws__addr_port(sa);
+    sk->fd = fd;
+    return 0;
+}
+
+int ws__sock_adopt(ws_inst_t *inst, ws_sock_t *sk)
+{
+    struct lws_vhost *vh = NULL;
+    int rc = ws__client_vhost(inst, NULL, NULL, NULL, &vh); /* made at create: found */
+    if (rc != 0) return rc;
+    lws_sock_file_fd_type d;
+    d.filefd = sk->fd;
+    sk->wsi = lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, d, WS_ACCEPT_PROTOCOL, NULL);
+    return sk->wsi ? 0 : KSOCK_E_NOMEM;
+}
+
+void ws__sock_close(ws_sock_t *sk)
+{
+    struct lws *wsi = sk->wsi;
+    int fd = sk->fd;
+    sk->wsi = NULL;
+    sk->fd = -1;
+    if (wsi)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC); /* closes fd */
+    else if (fd >= 0)
+        close(fd);
 }
 
 /*
- * One vhost for one address of a listener. The address goes to lws as a
- * numeric string with its family pinned (see ws_listen.c for why); the
- * bind is tried first with a socket of our own, so a failure has its
- * errno, and afterwards the socket lws made is found and kept.
+ * The one server vhost: every listener's connections, whatever socket
+ * they came in on (listener_of() in ws_server.c tells the listener by the
+ * connection's local address). It listens on nothing itself: lws 4.1 binds
+ * an IPv4 literal as [::] with v6only off and cannot close one vhost's
+ * listening socket while keeping its connections, which a reload that
+ * removes a listener needs; so the transport owns the sockets.
  */
-static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, char *errstr,
-                             size_t errstr_size)
+int ws__server_vhost(ws_inst_t *inst, char *errstr, size_t errstr_size)
 {
+    if (inst->server_vh) return 0;
     const ws_opts_t *o = inst->o;
-    char lname[320], why[300];
-    char *ip = sk->iface;
-    listener_name(l, lname, sizeof(lname));
-    int port = l->port;
-    int rc = ws__bind_probe(&sk->addr, l->port, &port, why, sizeof(why));
-    if (rc != 0) {
-        ksock_errstr_set(errstr, errstr_size, "%s: %s", lname, why);
-        return rc;
-    }
-    l->port = port; /* port 0: every address of the listener gets the first one's port */
-    struct sockaddr *sa = (struct sockaddr *)&sk->addr.ss;
-    ws__addr_str(sa, false, ip, sizeof(sk->iface));
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    char name[128];
-    snprintf(name, sizeof(name), "ksock-%s-%d", ip, port);
-    free(sk->vhost_name);
-    sk->vhost_name = ws__strdup(name);
-    if (sk->vhost_name == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "%s: out of memory", lname);
-        return KSOCK_E_NOMEM;
-    }
-    info.vhost_name = sk->vhost_name;
-    info.port = port;
-    info.iface = ip;
+    info.vhost_name = "ksock-server";
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = inst->server_protocols;
-    info.user = l;
+    info.user = inst;
     /* UTF-8 is checked by ws__conn_receive. */
-    info.options = sa->sa_family == AF_INET
-                       ? LWS_SERVER_OPTION_DISABLE_IPV6
-                       : LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
     if (o->tls_cert) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.timeout_secs = (unsigned)((o->handshake_timeout + 999) / 1000);
     info.timeout_secs_ah_idle = info.timeout_secs;
@@ -486,35 +489,82 @@ static int create_sock_vhost(ws_inst_t *inst, ws_listener_t *l, ws_sock_t *sk, c
             info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
         if (o->tls_client_cert == 1) info.options |= LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
     }
-    sk->vh = lws_create_vhost(inst->ctx, &info);
-    if (sk->vh == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "%s: cannot listen on %s port %d%s", lname, ip, port,
-                         o->tls_cert ? " (or the TLS setup failed)" : " (address in use?)");
-        return KSOCK_E_IO;
+    inst->server_vh = lws_create_vhost(inst->ctx, &info);
+    if (inst->server_vh == NULL) {
+        ksock_errstr_set(errstr, errstr_size, "cannot create the server vhost%s",
+                         o->tls_cert ? " (the TLS setup failed)" : "");
+        return o->tls_cert ? KSOCK_E_TLS : KSOCK_E_IO;
     }
-    /*
-     * lws 4.1 returns a vhost even when it bound nothing (it retries every
-     * 30 s): only a socket listening on exactly this address counts.
-     */
-    sk->fd = ws__find_listen_fd(&sk->addr);
-    if (sk->fd < 0) {
-        ksock_errstr_set(errstr, errstr_size,
-                         "%s: libwebsockets did not bind %s port %d (set KSOCK_WS_LWS_LOG=15 "
-                         "to see why)",
-                         lname, ip, port);
-        return KSOCK_E_IO;
-    }
-    struct sockaddr_storage got;
-    socklen_t gl = sizeof(got);
-    if (getsockname(sk->fd, (struct sockaddr *)&got, &gl) == 0) memcpy(&sk->addr.ss, &got, gl);
     return 0;
 }
 
-int ws__create_listener_vhost(ws_inst_t *inst, ws_listener_t *l, char *errstr, size_t errstr_size)
+int ws__listeners_start(ws_inst_t *inst, char *errstr, size_t errstr_size)
 {
-    for (size_t k = 0; k < l->nsocks; k++) {
-        int rc = create_sock_vhost(inst, l, &l->socks[k], errstr, errstr_size);
-        if (rc != 0) return rc;
+    int rc = ws__server_vhost(inst, errstr, errstr_size), err = 0;
+    for (size_t i = 0; i < inst->nlisteners && rc == 0; i++) {
+        ws_listener_t *l = &inst->listeners[i];
+        for (size_t k = 0; k < l->nsocks && rc == 0; k++) {
+            rc = ws__sock_open(l, &l->socks[k], &err, errstr, errstr_size);
+            if (rc == 0 && (rc = ws__sock_adopt(inst, &l->socks[k])) != 0)
+                ksock_errstr_set(errstr, errstr_size, "out of memory");
+        }
+    }
+    for (size_t i = 0; i < inst->nlisteners && rc != 0; i++)
+        for (size_t k = 0; k < inst->listeners[i].nsocks; k++)
+            ws__sock_close(&inst->listeners[i].socks[k]);
+    return rc;
+}
+
+/*
+ * The accept wsi's callback (a raw descriptor: LWS_CALLBACK_RAW_RX_FILE
+ * when its socket is readable). Each accepted socket is set up as lws's
+ * own listener would (no Nagle, non-blocking, close-on-exec) and adopted
+ * by the server vhost as an HTTP connection (TLS first on a wss listener);
+ * a refused adoption closed it already. At most 64 per call, so a flood
+ * on one listener does not hold the thread from the connections.
+ */
+int ws__accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                        size_t len)
+{
+    (void)user;
+    (void)in;
+    (void)len;
+    if (reason != LWS_CALLBACK_RAW_RX_FILE) return 0;
+    ws_inst_t *inst = lws_context_user(lws_get_context(wsi));
+    int lfd = lws_get_socket_fd(wsi), one = 1;
+    for (int i = 0; i < 64 && inst->server_vh; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            /* EAGAIN: none left. EMFILE and the like: the next readiness retries. */
+            break;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        lws_sock_file_fd_type d;
+        d.sockfd = fd;
+        int type =
+            LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP | (inst->o->tls_cert ? LWS_ADOPT_ALLOW_SSL : 0);
+        lws_adopt_descriptor_vhost(inst->server_vh, (lws_adoption_type)type, d, NULL, NULL);
     }
     return 0;
+}
+
+void ws__sock_log(ws_inst_t *inst, const ws_listener_t *l, const ws_sock_t *sk, const char *what)
+{
+    char hp[INET6_ADDRSTRLEN + 10], ip[INET6_ADDRSTRLEN];
+    const struct sockaddr *sa = (const struct sockaddr *)&sk->addr.ss;
+    ws__addr_str(sa, true, hp, sizeof(hp));
+    ws__addr_str(sa, false, ip, sizeof(ip));
+    ksock_kv_t kv[] = {KSOCK_KV_STR("address", ip), KSOCK_KV_I64("port", ws__addr_port(sa)),
+                       KSOCK_KV_STR("path", l->path ? l->path : "/"),
+                       KSOCK_KV_BOOL("tls", inst->o->tls_cert != NULL),
+                       KSOCK_KV_STR("configured", l->address ? l->address : "0.0.0.0")};
+    ksock_log(inst->rt, KSOCK_LOG_INFO, inst->component, kv, 5, "%s %s://%s%s", what,
+              inst->o->tls_cert ? "wss" : "ws", hp, l->path ? l->path : "/");
+}
+
+void ws__listener_log(ws_inst_t *inst, const ws_listener_t *l, const char *what)
+{
+    for (size_t k = 0; k < l->nsocks; k++)
+        ws__sock_log(inst, l, &l->socks[k], what);
 }

@@ -330,7 +330,8 @@ static const char *upgrade_precheck(ws_inst_t *inst, struct lws *wsi, const hs_r
         pthread_mutex_unlock(&inst->lock);
         if (full) return "too many connections";
     }
-    if (l == NULL) return "listener not started"; /* lws bound it late, after listen() failed */
+    if (l == NULL)
+        return "listener closed"; /* removed by set_listeners while this upgrade waited */
     *code = HTTP_STATUS_NOT_FOUND;
     if (r->uri == NULL || (l->path && strcmp(l->path, r->uri) != 0))
         return "no WebSocket endpoint at this path";

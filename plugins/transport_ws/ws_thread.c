@@ -12,7 +12,7 @@
 
 /* ---- lws thread: wake-ups ---------------------------------------------- */
 
-/* Under lock: run the function ws_call() handed over, and tell it it ran. */
+/* Under lock: run the function ws__call() handed over, and tell it it ran. */
 static void run_call(ws_inst_t *inst)
 {
     ws_call_fn fn = inst->call_fn;

@@ -296,8 +296,11 @@ typedef struct {
  * value below, then update this list.
  */
 #define END_OF(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
-/* ABI 1.1 appended pause_read, 1.2 send_many; core/plugin.c keeps the 1.0 size (END_OF stop). */
-_Static_assert(sizeof(ksock_transport_vtable_t) == END_OF(ksock_transport_vtable_t, send_many),
+/*
+ * ABI 1.1 appended pause_read, 1.2 send_many, 1.3 set_listeners; core/plugin.c keeps the 1.0
+ * size (END_OF stop).
+ */
+_Static_assert(sizeof(ksock_transport_vtable_t) == END_OF(ksock_transport_vtable_t, set_listeners),
                "transport vtable grew: check core/plugin.c keeps its ABI 1.0 size");
 _Static_assert(sizeof(ksock_serializer_vtable_t) ==
                    END_OF(ksock_serializer_vtable_t, decode_envelope),
