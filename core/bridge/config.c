@@ -195,6 +195,58 @@ static int check_anonymous(const ksock_config_t *cfg, const ksock_cfg_t *ws,
     return 0;
 }
 
+/*
+ * The `ws` transport's listeners, checked as its create() and
+ * set_listeners() check them, so that --check-config (and a reload, before
+ * anything changes) refuses what start-up would: every entry an object of
+ * "address" (a string that resolves), "port" (0 to 65535, required) and
+ * "path" (a string). Binding is not tried: a running ksockd holds its own
+ * ports, and a port in use is only known when the bind is made.
+ */
+static int check_listeners(const ksock_config_t *cfg, const ksock_cfg_t *ws, char *errstr,
+                           size_t errstr_size)
+{
+    const ksock_cfg_t *ls = ksock_cfg_get(ws, "listeners");
+    const char *tname = ksock_cfg_string(ksock_cfg_get(ws, "transport"));
+    if (ksock_cfg_type(ls) != KSOCK_CFG_ARRAY || (tname && strcmp(tname, "ws") != 0))
+        return 0; /* the option's type is the plugin's check; another transport, its format */
+    for (size_t i = 0; i < ksock_cfg_count(ls); i++) {
+        const ksock_cfg_t *l = ksock_cfg_at(ls, i, NULL);
+        if (ksock_cfg_type(l) != KSOCK_CFG_OBJECT)
+            return cfg_error(errstr, errstr_size, cfg, l,
+                             "websocket: listeners[%zu]: expected an object {address, port, path}",
+                             i);
+        for (size_t k = 0; k < ksock_cfg_count(l); k++) {
+            const char *key = NULL;
+            const ksock_cfg_t *v = ksock_cfg_at(l, k, &key);
+            ksock_cfg_type_t t = ksock_cfg_type(v);
+            bool ok = strcmp(key, "port") == 0
+                          ? t == KSOCK_CFG_INT && ksock_cfg_int(v) >= 0 && ksock_cfg_int(v) <= 65535
+                          : (strcmp(key, "address") == 0 || strcmp(key, "path") == 0) &&
+                                t == KSOCK_CFG_STRING;
+            if (!ok)
+                return cfg_error(errstr, errstr_size, cfg, v,
+                                 "websocket: listeners[%zu]: key \"%s\": %s", i, key,
+                                 strcmp(key, "address") && strcmp(key, "path") &&
+                                         strcmp(key, "port")
+                                     ? "unknown key (expected address, port, path)"
+                                     : "wrong type or out of range");
+        }
+        if (ksock_cfg_get(l, "port") == NULL)
+            return cfg_error(errstr, errstr_size, cfg, l,
+                             "websocket: listeners[%zu]: \"port\" is required", i);
+        const char *addr = ksock_cfg_string(ksock_cfg_get(l, "address"));
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int rc = getaddrinfo(addr ? addr : "0.0.0.0", NULL, &hints, &res);
+        if (res) freeaddrinfo(res);
+        if (rc != 0)
+            return cfg_error(errstr, errstr_size, cfg, l,
+                             "websocket: listeners[%zu]: address \"%s\" does not resolve: %s", i,
+                             addr, gai_strerror(rc));
+    }
+    return 0;
+}
+
 /* ---- The sections ---------------------------------------------------------------- */
 
 /* What the sections make; freed by parts_free() unless a bridge took them. */
@@ -259,6 +311,7 @@ static int make_parts(ksock_runtime_t *rt, const ksock_config_t *cfg, bool creat
     const ksock_cfg_t *ws = ksock_cfg_get(root, "websocket");
     const ksock_cfg_t *auth = ksock_cfg_get(root, "auth");
     int rc = check_required(cfg, root, errstr, errstr_size);
+    if (rc == 0) rc = check_listeners(cfg, ws, errstr, errstr_size);
     if (rc != 0) return rc;
     const ksock_cfg_t *bs = ksock_cfg_get(root, "bridge");
     if (ksock_options_apply(bridge_section, sizeof(ksock_option_t), cfg, bs, "bridge", NULL, &p->bs,

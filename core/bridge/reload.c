@@ -15,9 +15,11 @@
  * the old authenticator is freed only when no handshake uses it. The
  * limits are plain values read on the loop, where a reload runs too.
  *
- * What cannot change without a restart (the "websocket" section: the
- * listeners, the transport's options and subprotocol list; the "kafka"
- * section) is compared and logged as such; the rest is still applied.
+ * The listeners are the transport's to change (set_listeners, ABI 1.3),
+ * first, since binding is what can still fail. What cannot change without
+ * a restart (the rest of the "websocket" section: the transport's options
+ * and subprotocol list; the "kafka" section) is compared and logged as
+ * such; the rest is still applied.
  */
 #include "bridge_internal.h"
 
@@ -89,16 +91,47 @@ static bool cfg_same(const ksock_cfg_t *a, const ksock_cfg_t *b)
     return true;
 }
 
+/*
+ * Listeners added or removed: the transport rebinds them (ABI 1.3
+ * set_listeners), all or nothing, before anything else of the reload is
+ * applied, so a bind that fails fails the whole reload. A transport
+ * without it keeps its listeners and says so.
+ */
+static int apply_listeners(ksock_bridge_t *b, const ksock_config_t *cfg, char *errstr, size_t n)
+{
+    if (b->cfg == NULL) return 0;
+    const ksock_cfg_t *ol =
+        ksock_cfg_get(ksock_cfg_get(ksock_config_root(b->cfg), "websocket"), "listeners");
+    const ksock_cfg_t *nl =
+        ksock_cfg_get(ksock_cfg_get(ksock_config_root(cfg), "websocket"), "listeners");
+    if (cfg_same(ol, nl)) return 0;
+    if (!KSOCK_HAS_FIELD(b->tv, ksock_transport_vtable_t, set_listeners) ||
+        b->tv->set_listeners == NULL) {
+        ksock_log(b->rt, KSOCK_LOG_WARN, COMPONENT, NULL, 0,
+                  "reload: listeners changed, but transport \"%s\" cannot change them while "
+                  "running (ABI < 1.3): restart ksockd to apply (the running listeners are kept)",
+                  ksock_plugin_desc(b->transport->plugin)->name);
+        return 0;
+    }
+    char why[512] = "";
+    int rc = b->tv->set_listeners(b->transport->inst, nl, why, sizeof(why));
+    if (rc != 0) {
+        ksock_errstr_set(errstr, n, "%s: websocket: %s", ksock_config_name(cfg),
+                         why[0] ? why : ksock_strerror(rc));
+        return rc;
+    }
+    ksock_log(b->rt, KSOCK_LOG_INFO, COMPONENT,
+              (ksock_kv_t[]){KSOCK_KV_I64("listeners", (int64_t)ksock_cfg_count(nl))}, 1,
+              "reload: listeners applied (connections of removed listeners stay open)");
+    return 0;
+}
+
 /* Sections that only a restart applies: say so (the rest of the reload still applies). */
 static void warn_fixed(ksock_bridge_t *b, const ksock_config_t *cfg)
 {
     if (b->cfg == NULL) return;
     const ksock_cfg_t *o = ksock_config_root(b->cfg), *n = ksock_config_root(cfg);
     const ksock_cfg_t *ow = ksock_cfg_get(o, "websocket"), *nw = ksock_cfg_get(n, "websocket");
-    if (!cfg_same(ksock_cfg_get(ow, "listeners"), ksock_cfg_get(nw, "listeners")))
-        ksock_log(b->rt, KSOCK_LOG_WARN, COMPONENT, NULL, 0,
-                  "reload: listeners changed: restart ksockd to apply (the running listeners "
-                  "are kept)");
     /* Every key of either side, once: the new section's, then those only the old one had. */
     for (int side = 0; side < 2; side++) {
         const ksock_cfg_t *sec = side == 0 ? nw : ow, *other = side == 0 ? ow : nw;
@@ -201,7 +234,8 @@ int ksock_bridge_reload(ksock_bridge_t *b, const ksock_config_t *cfg, char *errs
     br_reload_t r;
     if (rc == 0) rc = ksock__br_config_reload(b, cfg, &r, errstr, errstr_size);
     if (rc != 0) return rc;
-    if ((rc = check_servable(b, &r, errstr, errstr_size)) != 0) {
+    if ((rc = check_servable(b, &r, errstr, errstr_size)) != 0 ||
+        (rc = apply_listeners(b, cfg, errstr, errstr_size)) != 0) {
         ksock_plugin_instance_free(r.auth);
         ksock__br_serializers_free(r.serializers);
         return rc;

@@ -209,9 +209,11 @@ KSOCK_EXTERN int ksock_bridge_check_config(ksock_runtime_t *rt, const ksock_conf
  * of ksock_bridge_check_config(); on any error nothing changes and errstr
  * says why (KSOCK_E_CONFIG, the plugins' codes). A serializer that was not
  * served at start cannot be added (its subprotocol is not in the
- * listeners' list): KSOCK_E_CONFIG. Changes to "websocket" (listeners and
- * transport options) and "kafka" are logged as needing a restart and are
- * not applied. KSOCK_E_STATE for a bridge not made from a configuration
+ * listeners' list): KSOCK_E_CONFIG. Listeners added or removed in
+ * "websocket" are applied first through the transport's set_listeners
+ * (ABI 1.3; all or nothing: a bind that fails fails the reload); other
+ * changes to "websocket" (transport options) and "kafka" are logged as
+ * needing a restart and are not applied. KSOCK_E_STATE for a bridge not made from a configuration
  * or stopping. `cfg` must outlive the bridge. Loop thread. ABI 1.2.
  */
 KSOCK_EXTERN int ksock_bridge_reload(ksock_bridge_t *b, const ksock_config_t *cfg, char *errstr,
