@@ -18,6 +18,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def kernel_listening(port, pid):
+    """The local addresses of the TCP sockets listening on `port`, from the kernel's socket
+    table (`ss`), e.g. {"127.0.0.1", "[::1]"}: those of process `pid` when ss can tell."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 0, out.stderr
+    found = set()
+    for line in out.stdout.splitlines():
+        cols = line.split()
+        # users:(("ksockd",pid=N,fd=M)) when ss can see the process; else any listener on the port
+        if "pid=" in line and f"pid={pid}," not in line:
+            continue
+        found.add(cols[3].rsplit(":", 1)[0])
+    return found
+
+
 class KsockdProc:
     """`with KsockdProc(ksockd, cfg) as k:` starts ksockd with `cfg` (a dict), waits for the
     line `ready` in its log, and on leaving stops it with SIGTERM and asserts it exited 0

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
-from ksockd_proc import KsockdProc, free_port  # noqa: E402
+from ksockd_proc import KsockdProc, free_port, kernel_listening  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt")
@@ -67,22 +67,6 @@ class Ksockd(KsockdProc):
             "log": {"level": "info", "sinks": [{"type": "console", "level": "info"}]},
         }
         super().__init__(KSOCKD, cfg)
-
-
-def kernel_listening(port, pid):
-    """The local addresses of the TCP sockets listening on `port`, from the kernel (ss)."""
-    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
-                         timeout=10)
-    assert out.returncode == 0, out.stderr
-    found = set()
-    for line in out.stdout.splitlines():
-        cols = line.split()
-        # users:(("ksockd",pid=N,fd=M)) when ss can see the process; else any listener on the port
-        if "pid=" in line and f"pid={pid}," not in line:
-            continue
-        local = cols[3]
-        found.add(local.rsplit(":", 1)[0])
-    return found
 
 
 def ss_form(ip):
