@@ -133,12 +133,19 @@ static int on_handshake(void *data, ksock_conn_id_t id, const ksock_handshake_t 
     return 0;
 }
 
+const unsigned ksock__br_http_statuses[BR_HTTP_REFUSALS] = {400, 403, 404, 426, 503, 0};
+
 /* Transport thread: an upgrade the transport refused before asking us (ABI 1.2). */
 static void on_refused(void *data, unsigned status, const char *why)
 {
-    (void)why;
     ksock_bridge_t *b = data;
-    if (status == 503) atomic_fetch_add(&b->refused_full, 1); /* websocket.max_connections */
+    size_t i = 0;
+    while (i < BR_HTTP_REFUSALS - 1 && ksock__br_http_statuses[i] != status)
+        i++;
+    atomic_fetch_add(&b->refused_http[i], 1);
+    /* The limit websocket.max_connections, not shutting down or out of memory (also 503). */
+    if (status == 503 && why && strcmp(why, "too many connections") == 0)
+        atomic_fetch_add(&b->refused_full, 1);
 }
 
 static void on_open(void *data, ksock_conn_id_t id, void *conn_data, const char *subprotocol)

@@ -196,6 +196,10 @@ struct lookup_s {
     int64_t *low, *high, *at;
 };
 
+/* The HTTP statuses of upgrades the transport refuses itself, in ksock__br_http_statuses order. */
+#define BR_HTTP_REFUSALS 6
+extern const unsigned ksock__br_http_statuses[BR_HTTP_REFUSALS]; /* 400 403 404 426 503, 0: other */
+
 struct ksock_bridge_s {
     ksock_runtime_t *rt;
     ksock_plugin_instance_t *transport;
@@ -264,7 +268,8 @@ struct ksock_bridge_s {
     pthread_mutex_t plock;
     struct pcount_s **pcount; /* subject -> open connections, PCOUNT_BUCKETS chains */
     _Atomic uint64_t refused_principal;
-    _Atomic uint64_t refused_full; /* 503s of the transport (on_refused, its thread) */
+    _Atomic uint64_t refused_full; /* 503s of the transport at max_connections (on_refused) */
+    _Atomic uint64_t refused_http[BR_HTTP_REFUSALS]; /* on_refused by status (metrics.c) */
     /* reload.c: a reload swaps auth, av, opts.anonymous and the serializer list under rlock,
      * which on_handshake holds while it uses them (the transport's thread). */
     pthread_mutex_t rlock;

@@ -139,6 +139,17 @@ static int connections(const ksock_bridge_t *b, ksock_buf_t *out)
         if (v > 0 || i == 0)
             rc = sample1(out, "ksock_auth_failures_total", "reason", auth_reasons[i], v);
     }
+    if (rc == 0)
+        rc = family(out, "ksock_upgrades_refused_total", "counter",
+                    "Upgrade requests the transport answered itself with an HTTP error, before "
+                    "authentication, by status (docs/operations.md).");
+    for (size_t i = 0; rc == 0 && i < BR_HTTP_REFUSALS; i++) {
+        char st[16];
+        unsigned code = ksock__br_http_statuses[i];
+        snprintf(st, sizeof(st), "%u", code);
+        rc = sample1(out, "ksock_upgrades_refused_total", "status", code ? st : "other",
+                     atomic_load(&b->refused_http[i]));
+    }
     return rc;
 }
 

@@ -80,7 +80,7 @@ typedef struct ksock_transport_events_s {
      * Appended with ABI 1.2 (read when `size` covers it; may be NULL).
      * Server side: the transport refused an upgrade itself, before
      * on_handshake, answering HTTP `status` (503: at max_connections,
-     * stopping or out of memory; 404, 403, 400) for reason `why`
+     * stopping or out of memory; 404, 403, 400, 426) for reason `why`
      * (borrowed for the call). For the host's counters; thread-safe like
      * on_handshake (may run on the transport's thread).
      */

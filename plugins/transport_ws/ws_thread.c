@@ -132,6 +132,13 @@ static void wsi_destroyed(ws_inst_t *inst, ws_conn_t *c, bool gone, struct lws *
     }
 }
 
+/* A refusal the host hears of (on_refused, for its counters), then the answer. */
+static int refuse_counted(ws_inst_t *inst, struct lws *wsi, unsigned code, const char *why)
+{
+    if (inst->listen_ev.on_refused) inst->listen_ev.on_refused(inst->listen_ev.data, code, why);
+    return ws__refuse(wsi, code, why);
+}
+
 /*
  * The one callback of every protocol, server and client. A wsi's opaque
  * user data is its connection, WS_GONE once the connection finished while
@@ -152,10 +159,10 @@ int ws__callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         if (in == NULL || strcasecmp((const char *)in, "websocket") != 0)
-            return ws__refuse(wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades");
+            return refuse_counted(inst, wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades");
         return ws__server_confirm_upgrade(inst, wsi);
     case LWS_CALLBACK_HTTP: /* plain HTTP on a WebSocket endpoint */
-        return ws__refuse(wsi, 426, "WebSocket upgrade required");
+        return refuse_counted(inst, wsi, 426, "WebSocket upgrade required");
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         return c ? conn_established(inst, c, wsi) : -1;

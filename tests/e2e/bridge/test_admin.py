@@ -9,11 +9,13 @@ did. Cases that need Kafka run against KSOCK_KAFKA_BOOTSTRAP and skip without it
     test_admin.py KSOCKD [TEST_NAME...]
 """
 import asyncio
+import base64
 import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,12 +54,13 @@ def need_broker():
 class Ksockd(KsockdProc):
     """ksockd with an admin endpoint on a free port; always stopped."""
 
-    def __init__(self, bootstrap=None, auth=None, admin=None, bridge=None):
+    def __init__(self, bootstrap=None, auth=None, admin=None, bridge=None, path="/"):
         self.port = free_port()
         self.admin_port = free_port()
         cfg = {
             "kafka": {"bootstrap.servers": bootstrap or BOOTSTRAP or "embedded"},
-            "websocket": {"listeners": [{"address": "127.0.0.1", "port": self.port}]},
+            "websocket": {"listeners": [{"address": "127.0.0.1", "port": self.port,
+                                         "path": path}]},
             "auth": auth or {"plugin": "jwt", "secret": SECRET},
             "admin": dict({"port": self.admin_port}, **(admin or {})),
             "log": {"level": "info", "sinks": [{"type": "console", "format": "json"}]},
@@ -229,6 +232,44 @@ def publish_refuse_deliver(k, topic, n, m):
                     got["msgpack"] += len(f)
                 return got, await asyncio.to_thread(metrics, k.admin_port)
     return run(go())
+
+
+def raw_status(port, path, headers):
+    """The HTTP status of one raw request to 127.0.0.1:port (what a scanner would send)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"] + headers
+        c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        buf = b""
+        while b"\r\n" not in buf:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        return int(buf.split()[1]) if buf.startswith(b"HTTP/1.1 ") else None
+
+
+@t.test
+def upgrades_the_transport_refuses_are_counted_by_status():
+    """Requests refused before authentication (wrong path 404, foreign Origin 403, no served
+    subprotocol 400, plain HTTP 426) are each counted once under their status, and reach
+    neither the handshake count nor the auth failures."""
+    need_clients()
+    up = ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+          "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode()]
+    with Ksockd(path="/ws") as k:
+        got = [raw_status(k.port, "/other", up + ["Sec-WebSocket-Protocol: ksock.v1.json"]),
+               raw_status(k.port, "/ws", up + ["Sec-WebSocket-Protocol: ksock.v1.json",
+                                               "Origin: https://evil.example"]),
+               raw_status(k.port, "/ws", up + ["Sec-WebSocket-Protocol: ksock.v1.nope"]),
+               raw_status(k.port, "/ws", [])]
+        s, text = metrics(k.admin_port)
+        promtool_check(text)
+    assert got == [404, 403, 400, 426], got
+    for status in ("400", "403", "404", "426"):
+        assert value(s, "ksock_upgrades_refused_total", status=status) == 1, (status, s)
+    assert value(s, "ksock_upgrades_refused_total", status="503") == 0, s
+    assert value(s, "ksock_handshakes_total") == 0, s
+    assert value(s, "ksock_limit_events_total", limit="connections") == 0, s
 
 
 @t.test
