@@ -12,6 +12,10 @@
 #   tests/fuzz/run.sh 10 --tap        what ./tools/test runs
 #   KSOCK_FUZZ_BUILD=/tmp/bf tests/fuzz/run.sh      another build directory
 #   KSOCK_FUZZ_JOBS=2 tests/fuzz/run.sh 3600        two parallel workers per target
+#   KSOCK_FUZZ_PARALLEL=1 tests/fuzz/run.sh          one target at a time
+# Targets run side by side, one per core (KSOCK_FUZZ_PARALLEL, default: the number of
+# cores; 1 when KSOCK_FUZZ_JOBS > 1), each for the full SECONDS with one core of its own, so
+# every target gets the same fuzzing as one at a time; the TAP lines keep the target order.
 set -uo pipefail
 secs=${1:-10}
 tap=${2:-}
@@ -51,29 +55,49 @@ seed() { # target dest
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
-[ "$tap" = --tap ] && echo "1..$ntargets"
-failed=0 n=0
-mkdir -p "$dir/fuzz-artifacts"
-for t in $targets; do
-  n=$((n + 1))
-  corpus="$dir/fuzz-corpus/$t" seeds="$dir/fuzz-seeds/$t"
+# One target: its TAP line (without the number) goes to $dir/fuzz-artifacts/$t.tap.
+fuzz_one() { # target
+  local t=$1 corpus="$dir/fuzz-corpus/$1" seeds="$dir/fuzz-seeds/$1"
+  local log="$dir/fuzz-artifacts/$1.log" out="$dir/fuzz-artifacts/$1.tap"
   mkdir -p "$corpus"
   seed "$t" "$seeds"
-  log="$dir/fuzz-artifacts/$t.log"
-  extra=()
+  local extra=()
   case $t in json-* | jwt-claims) extra+=(-dict="$root/tests/fuzz/json.dict") ;; esac
   # Parallel workers write fuzz-N.log into the current directory: keep those with the artifacts.
   [ "$jobs" -gt 1 ] && extra+=(-jobs="$jobs" -workers="$jobs")
   if (cd "$dir/fuzz-artifacts" && "$dir/tests/fuzz/fuzz-$t" -max_total_time="$secs" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$dir/fuzz-artifacts/$t-" \
         "${extra[@]}" "$corpus" "$seeds") >"$log" 2>&1; then
+    local runs cov
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s+=$2} END {print s+0}')
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-    echo "ok $n - fuzz $t: ${secs}s, $runs inputs, coverage ${cov:-?} edges"
+    echo "ok - fuzz $t: ${secs}s, $runs inputs, coverage ${cov:-?} edges" >"$out"
   else
-    echo "not ok $n - fuzz $t: see $log"
-    grep -E 'ERROR|SUMMARY|round trip|runtime error' "$log" | head -5 | sed 's/^/#   /'
-    failed=$((failed + 1))
+    { echo "not ok - fuzz $t: see $log"
+      grep -E 'ERROR|SUMMARY|round trip|runtime error' "$log" | head -5 | sed 's/^/#   /'; } >"$out"
   fi
+}
+
+parallel=${KSOCK_FUZZ_PARALLEL:-$(nproc 2>/dev/null || echo 1)}
+[ "$jobs" -gt 1 ] && parallel=${KSOCK_FUZZ_PARALLEL:-1}
+[ "$parallel" -ge 1 ] 2>/dev/null || parallel=1
+mkdir -p "$dir/fuzz-artifacts"
+running=0
+for t in $targets; do
+  rm -f "$dir/fuzz-artifacts/$t.tap"
+  if [ "$running" -ge "$parallel" ]; then wait -n; running=$((running - 1)); fi
+  fuzz_one "$t" &
+  running=$((running + 1))
+done
+wait
+
+[ "$tap" = --tap ] && echo "1..$ntargets"
+failed=0 n=0
+for t in $targets; do
+  n=$((n + 1))
+  out="$dir/fuzz-artifacts/$t.tap"
+  [ -s "$out" ] || echo "not ok - fuzz $t: no result (see $dir/fuzz-artifacts/$t.log)" >"$out"
+  grep -q '^not ok' "$out" && failed=$((failed + 1))
+  sed "1s/^\(ok\|not ok\) - /\1 $n - /" "$out"
 done
 [ "$failed" -eq 0 ]

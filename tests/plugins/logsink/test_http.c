@@ -392,7 +392,8 @@ TEST(http_from_threads)
     want_t w = {&c, 1000};
     /*
      * A bound for a hang, not a timing assertion: it returns as soon as the lines are in. The
-     * sanitizer build (fast_unwind_on_malloc=0) needs about 10 s of CPU for these 1000 records.
+     * sanitizer build needs seconds of CPU for these 1000 records (about 10 s when run with
+     * fast_unwind_on_malloc=0).
      */
     ASSERT(lt_run_until(rt, have_test_lines, &w, 60000));
     pthread_join(th, NULL);
