@@ -93,8 +93,9 @@ void ws__printable(const char *s, char *out, size_t n);
  *   loop thread                         lws thread
  *   send(), send_many(): frame into     LWS_CALLBACK_EVENT_WAIT_CANCELLED:
  *   conn->queue, conn onto the          clear wake_pending, take the
- *   pending list, ws__wake()       -->  pending list, ask for WRITEABLE
- *                                       (or start a connect)
+ *   pending list, ws__wake()       -->  pending list, write each queue at
+ *                                       once (ws__conn_write_now) or ask
+ *                                       for WRITEABLE (or start a connect)
  *                                       WRITEABLE: pop frames, write them
  *   drain_events(): on_open,       <--  events appended to inst->events,
  *   on_message, on_writable,            one ksock_runtime_post() per batch
@@ -445,6 +446,8 @@ void ws__conn_finish(ws_conn_t *c, struct lws *wsi, int code, const char *reason
 void ws__conn_closed(ws_conn_t *c, struct lws *wsi);
 /* ws_write.c: WRITEABLE (or a refusal from RECEIVE); returns what the callback returns. */
 int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
+/* ws_write.c: from a wake-up, write c's queue at once where lws allows it, else ask WRITEABLE. */
+void ws__conn_write_now(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi);
 int ws__conn_receive(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi, const void *in, size_t len);
 int ws__conn_peer_close(ws_conn_t *c, struct lws *wsi, const unsigned char *b, size_t len);
 

@@ -48,7 +48,7 @@ static void close_all(ws_inst_t *inst)
         }
 }
 
-/* Under lock (dropped around each entry): start connects, ask for WRITEABLE. */
+/* Under lock (dropped around each entry): start connects, write (or ask for WRITEABLE). */
 static void serve_pending(ws_inst_t *inst, bool closing)
 {
     /* Take the whole list; entries may be re-added while we work. */
@@ -66,7 +66,7 @@ static void serve_pending(ws_inst_t *inst, bool closing)
         else if (connect)
             ws__client_start(inst, c);
         else if (c->wsi)
-            lws_callback_on_writable(c->wsi);
+            ws__conn_write_now(inst, c, c->wsi);
         pthread_mutex_lock(&inst->lock);
     }
 }

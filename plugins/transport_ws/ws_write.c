@@ -250,3 +250,31 @@ int ws__conn_write(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
         return conn_write_batched(inst, c, wsi);
     return conn_write_frames(inst, c, wsi);
 }
+
+/*
+ * lws thread, answering a wake-up (serve_pending): write c's queue now
+ * instead of asking for WRITEABLE, where the batched path applies and lws
+ * holds nothing unsent for c. A socket with room (the usual case below
+ * full load) then costs one send(2), where WRITEABLE costs turning POLLOUT
+ * on, an event, the write and POLLOUT off again. What the socket does not
+ * take lws buffers and flushes on POLLOUT, and WRITEABLE follows for the
+ * rest. Closes, refusals and every other kind of connection go the
+ * WRITEABLE way.
+ */
+void ws__conn_write_now(ws_inst_t *inst, ws_conn_t *c, struct lws *wsi)
+{
+    bool direct = c->opened && !c->client && !c->deflate && !c->rx_close && !c->local_closed &&
+                  !c->peer_closed && lws_get_network_wsi(wsi) == wsi && !lws_partial_buffered(wsi);
+    if (direct) {
+        pthread_mutex_lock(&inst->lock);
+        direct = !c->close_req;
+        pthread_mutex_unlock(&inst->lock);
+    }
+    if (!direct) {
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    /* A callback would return this -1 for lws to close c (its close reason is set). */
+    if (conn_write_batched(inst, c, wsi) != 0)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+}
