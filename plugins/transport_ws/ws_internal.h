@@ -342,6 +342,8 @@ struct ws_inst_s {
     size_t nserved;
     struct lws_protocols client_protocols[3]; /* the client protocol, the accept one */
     struct lws_vhost *server_vh;              /* lws thread: every listener's connections */
+    lws_sorted_usec_list_t accept_sul;        /* lws thread: accepting resumes (ws_listen.c) */
+    uint64_t accept_warned_ns;                /* lws thread: last "out of descriptors" log */
     ws_listener_t *listeners;                 /* swapped on the lws thread (set_listeners) */
     size_t nlisteners;
     ws_client_vhost_t *client_vhosts; /* lws thread */

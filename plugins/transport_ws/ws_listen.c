@@ -515,6 +515,45 @@ int ws__listeners_start(ws_inst_t *inst, char *errstr, size_t errstr_size)
     return rc;
 }
 
+#define WS_ACCEPT_PAUSE_MS 250
+
+/* lws thread, a timer: accept again on every listening socket. */
+static void accept_resume(lws_sorted_usec_list_t *sul)
+{
+    ws_inst_t *inst = lws_container_of(sul, ws_inst_t, accept_sul);
+    for (size_t i = 0; i < inst->nlisteners; i++)
+        for (size_t k = 0; k < inst->listeners[i].nsocks; k++)
+            if (inst->listeners[i].socks[k].wsi)
+                lws_rx_flow_control(inst->listeners[i].socks[k].wsi, 1);
+}
+
+/*
+ * accept() failed for want of a descriptor or of memory (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM). The connection waits in the kernel's backlog and its
+ * socket stays readable, so another try would come at once and fail the
+ * same way: the lws thread would spin. Stop reading every listening
+ * socket for WS_ACCEPT_PAUSE_MS instead (what is already connected goes
+ * on), and say why, at most every 10 s.
+ */
+static void accept_pause(ws_inst_t *inst, int err)
+{
+    /* Every socket, also one set_listeners added during a pause; the timer moves on. */
+    for (size_t i = 0; i < inst->nlisteners; i++)
+        for (size_t k = 0; k < inst->listeners[i].nsocks; k++)
+            if (inst->listeners[i].socks[k].wsi)
+                lws_rx_flow_control(inst->listeners[i].socks[k].wsi, 0);
+    lws_sul_schedule(inst->ctx, 0, &inst->accept_sul, accept_resume,
+                     (lws_usec_t)WS_ACCEPT_PAUSE_MS * LWS_US_PER_MS);
+    uint64_t now = ksock_now_ns();
+    if (inst->accept_warned_ns && now - inst->accept_warned_ns < 10000000000ull) return;
+    inst->accept_warned_ns = now;
+    ksock_log(inst->rt, KSOCK_LOG_WARN, inst->component,
+              (ksock_kv_t[]){KSOCK_KV_I64("pause_ms", WS_ACCEPT_PAUSE_MS)}, 1,
+              "cannot accept connections: %s; not accepting for %d ms at a time until it "
+              "clears (raise the descriptor limit: ulimit -n, LimitNOFILE=)",
+              strerror(err), WS_ACCEPT_PAUSE_MS);
+}
+
 /*
  * The accept wsi's callback (a raw descriptor: LWS_CALLBACK_RAW_RX_FILE
  * when its socket is readable). Each accepted socket is set up as lws's
@@ -536,8 +575,9 @@ int ws__accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            /* EAGAIN: none left. EMFILE and the like: the next readiness retries. */
-            break;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_pause(inst, errno);
+            break; /* EAGAIN: none left */
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         lws_sock_file_fd_type d;

@@ -293,4 +293,51 @@ def a_long_token_in_the_query_string_is_accepted():
         assert upgrade_status(port, query=f"?token={tok[:-4]}AAAA") == 401, k.log()
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, from /proc (what it spent on the CPU, not wall time)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@t.test
+def out_of_descriptors_the_listener_pauses_instead_of_spinning_and_recovers():
+    """With ksockd's descriptor limit lowered (prlimit) to what it uses plus a few, 40 TCP
+    connections exhaust it. ksockd says why in its log, and spends little CPU while the rest
+    wait in the backlog: no busy loop on a listening socket that stays readable. Once they
+    close, a WebSocket client connects and gets its pong."""
+    need_ws()
+    if shutil.which("prlimit") is None:
+        t.skip("prlimit (util-linux) not installed")
+    port = free_port()
+    with Ksockd([{"address": "127.0.0.1", "port": port}], auth=NONE) as k:
+        used = len(os.listdir(f"/proc/{k.p.pid}/fd"))
+        hard = subprocess.run(["prlimit", f"--pid={k.p.pid}", "--nofile", "--raw",
+                               "--noheadings", "--output=HARD"], capture_output=True, text=True,
+                              timeout=10).stdout.split()[0]
+        subprocess.run(["prlimit", f"--pid={k.p.pid}", f"--nofile={used + 8}:{hard}"],
+                       check=True, timeout=10)
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+        try:
+            time.sleep(0.5)
+            before = cpu_seconds(k.p.pid)
+            time.sleep(2.0)
+            spent = cpu_seconds(k.p.pid) - before
+            log = k.log()
+        finally:
+            for c in held:
+                c.close()
+        pong = None
+        end = time.monotonic() + 15
+        while pong is None:
+            try:
+                pong = ping(f"ws://127.0.0.1:{port}/")
+            except OSError:
+                assert time.monotonic() < end, k.log()[-3000:]
+                time.sleep(0.2)
+    assert "cannot accept connections: Too many open files" in log, log[-3000:]
+    assert spent < 0.5, f"ksockd spent {spent:.2f} s of CPU in 2 s while out of descriptors"
+    assert pong == {"op": "pong", "id": "p"}, pong
+
+
 t.run()
