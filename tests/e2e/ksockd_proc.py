@@ -34,6 +34,35 @@ def kernel_listening(port, pid):
     return found
 
 
+def raw_http_status(port, lines):
+    """Send one raw HTTP request (its request line and headers, `lines`) to 127.0.0.1:port and
+    return the status of the answer: what a browser, a scanner or a broken client would send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        buf = b""
+        while b"\r\n" not in buf:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    m = re.match(rb"HTTP/1\.1 (\d{3})", buf)
+    assert m, buf[:200]
+    return int(m.group(1))
+
+
+def metric(admin_port, name, **labels):
+    """One sample of ksockd's /metrics (the admin endpoint), parsed by prometheus_client."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    raise AssertionError(f"no {name}{labels} in /metrics:\n{body}")
+
+
 class KsockdProc:
     """`with KsockdProc(ksockd, cfg) as k:` starts ksockd with `cfg` (a dict), waits for the
     line `ready` in its log, and on leaving stops it with SIGTERM and asserts it exited 0

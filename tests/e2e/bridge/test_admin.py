@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
-from ksockd_proc import KsockdProc, free_port  # noqa: E402
+from ksockd_proc import KsockdProc, free_port, kernel_listening, raw_http_status  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt", "msgpack", "prometheus_client")
@@ -108,13 +107,6 @@ def run(coro, timeout=90):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def kernel_listening(port):
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         timeout=10)
-    assert out.returncode == 0, out.stderr
-    return {line.split()[3] for line in out.stdout.splitlines()}
-
-
 def metrics(port):
     """/metrics parsed by prometheus_client: {(name, frozenset(labels)): value}, and the text."""
     status, body, hdrs = get(port, "/metrics")
@@ -151,8 +143,8 @@ def binds_loopback_exactly_ready_and_healthy():
     if shutil.which("ss") is None:
         t.skip("ss (iproute2) not installed")
     with Ksockd() as k:
-        assert kernel_listening(k.admin_port) == {f"127.0.0.1:{k.admin_port}"}, \
-            kernel_listening(k.admin_port)
+        assert kernel_listening(k.admin_port, k.p.pid) == {"127.0.0.1"}, \
+            kernel_listening(k.admin_port, k.p.pid)
         assert get(k.admin_port, "/readyz")[:2] == (200, "ready\n")
         status, body, hdrs = get(k.admin_port, "/healthz")
         assert (status, body) == (200, "ok\n"), (status, body)
@@ -234,18 +226,8 @@ def publish_refuse_deliver(k, topic, n, m):
     return run(go())
 
 
-def raw_status(port, path, headers):
-    """The HTTP status of one raw request to 127.0.0.1:port (what a scanner would send)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"] + headers
-        c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        buf = b""
-        while b"\r\n" not in buf:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        return int(buf.split()[1]) if buf.startswith(b"HTTP/1.1 ") else None
+def raw_get(port, path, headers):
+    return raw_http_status(port, [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"] + headers)
 
 
 @t.test
@@ -257,11 +239,11 @@ def upgrades_the_transport_refuses_are_counted_by_status():
     up = ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
           "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode()]
     with Ksockd(path="/ws") as k:
-        got = [raw_status(k.port, "/other", up + ["Sec-WebSocket-Protocol: ksock.v1.json"]),
-               raw_status(k.port, "/ws", up + ["Sec-WebSocket-Protocol: ksock.v1.json",
-                                               "Origin: https://evil.example"]),
-               raw_status(k.port, "/ws", up + ["Sec-WebSocket-Protocol: ksock.v1.nope"]),
-               raw_status(k.port, "/ws", [])]
+        got = [raw_get(k.port, "/other", up + ["Sec-WebSocket-Protocol: ksock.v1.json"]),
+               raw_get(k.port, "/ws", up + ["Sec-WebSocket-Protocol: ksock.v1.json",
+                                            "Origin: https://evil.example"]),
+               raw_get(k.port, "/ws", up + ["Sec-WebSocket-Protocol: ksock.v1.nope"]),
+               raw_get(k.port, "/ws", [])]
         s, text = metrics(k.admin_port)
         promtool_check(text)
     assert got == [404, 403, 400, 426], got

@@ -19,7 +19,7 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
-from ksockd_proc import KsockdProc, free_port  # noqa: E402
+from ksockd_proc import KsockdProc, free_port, metric  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt", "prometheus_client")  # may re-run this file in the venv
@@ -27,8 +27,6 @@ KSOCK = sys.argv.pop(2)  # the CLI (ksock tail --token-command); TEST_NAMEs foll
 if HAVE:
     import jwt  # noqa: E402
     import websockets  # noqa: E402
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-import urllib.request  # noqa: E402
 BOOTSTRAP = os.environ.get("KSOCK_KAFKA_BOOTSTRAP")
 SECRET = "limits-test-secret-of-at-least-32-bytes!"
 t = Tap()
@@ -67,14 +65,7 @@ class Ksockd(KsockdProc):
         self.url = f"ws://127.0.0.1:{self.port}/"
 
     def metric(self, name, **labels):
-        """One sample of /metrics (the admin endpoint), parsed by prometheus_client."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
-            body = r.read().decode()
-        for fam in text_string_to_metric_families(body):
-            for s in fam.samples:
-                if s.name == name and s.labels == labels:
-                    return s.value
-        raise AssertionError(f"no {name}{labels} in /metrics:\n{body}")
+        return metric(self.admin_port, name, **labels)
 
     def counters(self):
         for line in self.log().splitlines():

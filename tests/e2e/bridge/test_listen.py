@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
-from ksockd_proc import KsockdProc, free_port, kernel_listening  # noqa: E402
+from ksockd_proc import KsockdProc, free_port, kernel_listening, raw_http_status  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt")
@@ -75,23 +74,13 @@ def ss_form(ip):
 
 def upgrade_status(port, host=None, origin=None, path="/", query=""):
     """A raw upgrade to 127.0.0.1:port with the given Host and Origin; the HTTP status."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        key = base64.b64encode(os.urandom(16)).decode()
-        hdrs = [f"GET {path}{query} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
-                "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
-                "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: ksock.v1.json"]
-        if origin:
-            hdrs.append(f"Origin: {origin}")
-        s.sendall(("\r\n".join(hdrs) + "\r\n\r\n").encode())
-        buf = b""
-        while b"\r\n" not in buf:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        m = re.match(rb"HTTP/1\.1 (\d{3})", buf)
-        assert m, buf[:200]
-        return int(m.group(1))
+    key = base64.b64encode(os.urandom(16)).decode()
+    hdrs = [f"GET {path}{query} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
+            "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: ksock.v1.json"]
+    if origin:
+        hdrs.append(f"Origin: {origin}")
+    return raw_http_status(port, hdrs)
 
 
 def run(coro):

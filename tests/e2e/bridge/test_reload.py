@@ -18,13 +18,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tap import Tap  # noqa: E402
 import testvenv  # noqa: E402
-from ksockd_proc import KsockdProc, free_port, kernel_listening  # noqa: E402
+from ksockd_proc import KsockdProc, free_port, kernel_listening, metric  # noqa: E402
 
 KSOCKD = sys.argv[1]
 HAVE = testvenv.need("websockets", "jwt", "msgpack", "prometheus_client")
@@ -32,7 +31,6 @@ if HAVE:
     import jwt  # noqa: E402
     import msgpack  # noqa: E402
     import websockets  # noqa: E402
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 BOOTSTRAP = os.environ.get("KSOCK_KAFKA_BOOTSTRAP")
 SECRET = "reload-test-secret-of-at-least-32-bytes!"
 SECRET2 = "reload-test-rotated-secret-32-bytes-long!"
@@ -90,13 +88,7 @@ class Ksockd(KsockdProc):
         return self.log()[before:]
 
     def metric(self, name, **labels):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
-            body = r.read().decode()
-        for fam in text_string_to_metric_families(body):
-            for s in fam.samples:
-                if s.name == name and s.labels == labels:
-                    return s.value
-        raise AssertionError(f"no {name} in /metrics:\n{body}")
+        return metric(self.admin_port, name, **labels)
 
 
 def run(coro, timeout=90):
