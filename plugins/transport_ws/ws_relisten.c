@@ -167,8 +167,9 @@ static void reopen_removed(ws_inst_t *inst, void *arg)
 
 /*
  * lws thread: the switch. The new sockets bound here start accepting
- * (all or none: out of memory leaves the running list), the taken-over
- * ones move, the rest close, and listener_of() sees the new array.
+ * (all or none: out of memory leaves the running list) and are logged,
+ * the taken-over ones move, the rest close, and listener_of() sees the
+ * new array.
  */
 static void commit(ws_inst_t *inst, void *arg)
 {
@@ -188,7 +189,10 @@ static void commit(ws_inst_t *inst, void *arg)
     for (size_t i = 0; i < r->nn; i++)
         for (size_t k = 0; k < r->nl[i].nsocks; k++) {
             ws_sock_t *s = &r->nl[i].socks[k];
-            if (!s->from) continue;
+            if (!s->from) { /* bound by this call */
+                ws__sock_log(inst, &r->nl[i], s, "listening on");
+                continue;
+            }
             s->fd = s->from->fd;
             s->wsi = s->from->wsi;
             s->from->fd = -1;
@@ -201,13 +205,6 @@ static void commit(ws_inst_t *inst, void *arg)
     inst->nlisteners = r->nn;
     r->nl = old; /* freed by the caller */
     r->nn = on;
-}
-
-/* Log what a new listener starts: every socket bound now, or serving a new path. */
-static void log_new(ws_inst_t *inst, const ws_listener_t *l, const bool *fresh)
-{
-    for (size_t k = 0; k < l->nsocks; k++)
-        if (fresh[k]) ws__sock_log(inst, l, &l->socks[k], "listening on");
 }
 
 int ws__set_listeners(void *p, const ksock_cfg_t *listeners, char *errstr, size_t errstr_size)
@@ -235,20 +232,6 @@ int ws__set_listeners(void *p, const ksock_cfg_t *listeners, char *errstr, size_
         if ((rc = bind_new(inst, r.nl, r.nn, 1, &deferred, errstr, errstr_size)) != 0)
             ws__call(inst, reopen_removed, NULL);
     }
-    /* Which sockets are new, for the log, before commit() clears `from`. */
-    size_t total = 0;
-    for (size_t i = 0; i < r.nn; i++)
-        total += r.nl[i].nsocks;
-    bool *fresh = calloc(total ? total : 1, sizeof(bool));
-    if (rc == 0 && fresh == NULL) {
-        ksock_errstr_set(errstr, errstr_size, "out of memory");
-        rc = KSOCK_E_NOMEM;
-    }
-    for (size_t i = 0, x = 0; rc == 0 && i < r.nn; i++)
-        for (size_t k = 0; k < r.nl[i].nsocks; k++, x++) {
-            const ws_sock_t *s = &r.nl[i].socks[k];
-            fresh[x] = s->from == NULL;
-        }
     if (rc == 0) {
         ws__call(inst, commit, &r);
         if ((rc = r.rc) != 0) {
@@ -256,10 +239,6 @@ int ws__set_listeners(void *p, const ksock_cfg_t *listeners, char *errstr, size_
             if (deferred) ws__call(inst, reopen_removed, NULL);
         }
     }
-    if (rc == 0)
-        for (size_t i = 0, x = 0; i < inst->nlisteners; x += inst->listeners[i].nsocks, i++)
-            log_new(inst, &inst->listeners[i], fresh + x);
-    free(fresh);
     ws__listeners_free(r.nl, r.nn); /* the old array after a commit, else the new one */
     return rc;
 }
